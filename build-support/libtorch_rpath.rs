@@ -1,0 +1,13 @@
+//! Build script shared by every crate that links libtorch (see `build = ...` in their Cargo.toml).
+//!
+//! torch-sys (`links = "tch"`) exports the folder of the libtorch it linked against as
+//! `DEP_TCH_LIBTORCH_LIB`. Baking it into the rpath of every binary and test of the crate means
+//! nobody ever needs LD_LIBRARY_PATH. `--no-as-needed -ltorch` keeps libtorch.so (and through it
+//! libtorch_cuda.so) linked although no symbol is used directly, so CUDA is found on GPU machines.
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys did not export DEP_TCH_LIBTORCH_LIB; run scripts/setup.sh first");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch,--as-needed");
+}

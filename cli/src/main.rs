@@ -1,0 +1,203 @@
+//! `aha`: reinforcement learning from verifiable rewards, one subcommand per job.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
+use aha_rollout::{generate, FinishReason, GenerationRequest, SamplingParams};
+
+#[derive(Parser)]
+#[command(name = "aha", version, about = "Reinforcement learning from verifiable rewards (GRPO, R1-Zero style)")]
+struct Cli {
+    /// Intra-op threads for libtorch (default: libtorch's choice).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the version, the libtorch build, whether CUDA is available, and the assets found.
+    Doctor,
+    /// Per-token log-probs of a text: {"tokens": [ids], "logprobs": [log p(t_i | t_<i) for i >= 1]}.
+    Logprobs(LogprobsArgs),
+    /// Sample completions of a prompt.
+    Generate(GenerateArgs),
+    /// The built-in default job: generate from the bundled tiny model.
+    Demo,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Hugging Face model folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// dtype of the weights and forward pass: f32, bf16 or f16 (log-probs are always fp32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Args)]
+struct LogprobsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to score; no special tokens are added.
+    #[arg(long)]
+    text: String,
+    /// Logits are divided by this before the log-softmax.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text; no special tokens are added.
+    #[arg(long)]
+    prompt: String,
+    /// Number of completions.
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// 0 means no top-k filter.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One JSON line per completion: {"text", "token_ids", "logprobs", "finish_reason"}.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AHA_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        tch::set_num_threads(threads);
+    }
+    let result = match cli.command {
+        Command::Doctor => doctor(),
+        Command::Logprobs(args) => logprobs(args),
+        Command::Generate(args) => run_generate(args),
+        Command::Demo => demo(),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
+    let options = LoadOptions { device: parse_device(&args.device)?, kind: parse_kind(&args.dtype)?, trainable: false };
+    let model = CausalLM::load(&args.model, options)?;
+    let tokenizer = Tokenizer::from_dir(&args.model, model.config().vocab_size)?;
+    Ok((model, tokenizer))
+}
+
+fn doctor() -> Result<()> {
+    println!("aha {}", env!("CARGO_PKG_VERSION"));
+    println!("libtorch: {} intra-op threads", tch::get_num_threads());
+    if tch::Cuda::is_available() {
+        println!("cuda: available ({} device(s), cudnn {})", tch::Cuda::device_count(), tch::Cuda::cudnn_is_available());
+    } else {
+        println!("cuda: not available (CPU only)");
+    }
+    let wasm = repo_root().join("assets/wasm/python.wasm");
+    println!("python.wasm: {}", if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() });
+    Ok(())
+}
+
+fn logprobs(args: LogprobsArgs) -> Result<()> {
+    let (model, tokenizer) = load(&args.model)?;
+    let tokens = tokenizer.encode(&args.text)?;
+    anyhow::ensure!(!tokens.is_empty(), "--text is empty: there is nothing to score");
+    let logprobs = model.sequence_logprobs(std::slice::from_ref(&tokens), args.temperature)?.remove(0);
+    println!("{}", json!({ "tokens": tokens, "logprobs": logprobs }));
+    Ok(())
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let (model, tokenizer) = load(&args.model)?;
+    let prompt_ids = tokenizer.encode(&args.prompt)?;
+    anyhow::ensure!(!prompt_ids.is_empty(), "--prompt is empty: there is nothing to continue");
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
+        max_new_tokens: args.max_new_tokens,
+        stop_token_ids: model.config().eos_token_ids.clone(),
+    };
+    let request = GenerationRequest { prompt_ids, n: args.n, seed: args.seed };
+    let completions = generate(&model, &[request], &params)?.remove(0);
+    let mut out = std::io::stdout().lock();
+    for (i, completion) in completions.iter().enumerate() {
+        let text = tokenizer.decode(&completion.token_ids, true)?;
+        if args.json {
+            writeln!(out, "{}", json!({
+                "text": text,
+                "token_ids": completion.token_ids,
+                "logprobs": completion.logprobs,
+                "finish_reason": completion.finish_reason,
+            }))?;
+        } else {
+            let reason = match completion.finish_reason {
+                FinishReason::Stop => "stop",
+                FinishReason::Length => "length",
+            };
+            writeln!(out, "--- completion {} ({} tokens, {reason})\n{}{text}", i + 1, completion.token_ids.len(), args.prompt)?;
+        }
+    }
+    Ok(())
+}
+
+/// Until the built-in R1-Zero demo lands: sample from the bundled tiny Qwen2 fixture.
+fn demo() -> Result<()> {
+    let model_dir = repo_root().join("tests/fixtures/models/qwen2");
+    let args = ModelArgs { model: model_dir.clone(), device: "auto".into(), dtype: "f32".into() };
+    let (model, tokenizer) = load(&args).with_context(|| format!("loading the built-in model {}", model_dir.display()))?;
+    let prompt = "12 + 35 =";
+    let params = SamplingParams { max_new_tokens: 32, stop_token_ids: model.config().eos_token_ids.clone(), ..Default::default() };
+    let request = GenerationRequest { prompt_ids: tokenizer.encode(prompt)?, n: 4, seed: 0 };
+    let start = Instant::now();
+    let completions = generate(&model, &[request], &params)?.remove(0);
+    let elapsed = start.elapsed().as_secs_f64();
+    let tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+    println!(
+        "built-in model: {} ({} parameters, random weights until the demo model lands), device {:?}",
+        model_dir.display(),
+        model.num_parameters(),
+        model.device()
+    );
+    for (i, completion) in completions.iter().enumerate() {
+        println!("[{}] {prompt}{}", i + 1, tokenizer.decode(&completion.token_ids, true)?.replace('\n', "\\n"));
+    }
+    println!("{tokens} tokens in {elapsed:.3} s ({:.0} tokens/s)", tokens as f64 / elapsed);
+    Ok(())
+}
+
+/// The checkout this binary was built from (assets and bundled models live there).
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}

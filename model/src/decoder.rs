@@ -1,0 +1,457 @@
+//! The decoder-only transformer shared by Qwen2, Llama and Qwen3 (see `architecture.rs` for what
+//! differs), with layers named after Hugging Face's weights so that loading is a plain mapping.
+//!
+//! Numerics follow transformers so that fp32 log-probs agree to 1e-4: RMSNorm in fp32, cast back
+//! to the input dtype before the weight multiplies; RoPE tables in fp32 from
+//! inv_freq = 1/theta^(2i/d), rotate-half layout; attention softmax with scale head_dim^-0.5;
+//! grouped-query attention maps query head h to kv head h / (heads / kv_heads).
+
+use std::path::{Path, PathBuf};
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::cache::KvCache;
+use crate::checkpoint::{torch_dtype_name, write_safetensors, Checkpoint};
+use crate::config::{ModelConfig, RopeScaling};
+use crate::error::{io_error, ModelError, Result};
+
+/// Files copied next to the weights when a model is saved, so that transformers and vLLM load
+/// the folder unchanged.
+const COMPANION_FILES: [&str; 8] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+];
+
+/// Largest number of fp32 logits materialised at once by `token_logprobs` (64 MiB).
+const LOGPROB_CHUNK_ELEMENTS: i64 = 1 << 24;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// dtype of the weights and of the forward pass (Float, BFloat16 or Half).
+    pub kind: Kind,
+    /// Register the weights as trainable variables (requires_grad).
+    pub trainable: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, kind: Kind::Float, trainable: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SaveOptions {
+    /// dtype of the written tensors; `None` keeps the model's.
+    pub kind: Option<Kind>,
+    /// Above this many bytes the weights are split into shards with an index.
+    pub max_shard_bytes: u64,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self { kind: None, max_shard_bytes: 5 << 30 }
+    }
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x = x.to_kind(Kind::Float);
+        let variance = x.square().mean_dim(-1, true, Kind::Float);
+        let normed = x * (variance + self.eps).rsqrt();
+        // Cast back before the weight multiplies, as transformers does.
+        &self.weight * normed.to_kind(kind)
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().expect("hidden states are [batch, len, hidden]");
+        let project = |proj: &Linear, norm: &Option<RmsNorm>, heads: i64| {
+            let y = proj.forward(x).view([b, t, heads, self.head_dim]);
+            let y = match norm {
+                Some(norm) => norm.forward(&y),
+                None => y,
+            };
+            y.transpose(1, 2)
+        };
+        let q = apply_rope(&project(&self.q_proj, &self.q_norm, self.heads), rope);
+        let k = apply_rope(&project(&self.k_proj, &self.k_norm, self.kv_heads), rope);
+        let v = project(&self.v_proj, &None, self.kv_heads);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.write(layer, &k, &v),
+            None => (k, v),
+        };
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            mask.is_none(),
+            Some((self.head_dim as f64).powf(-0.5)),
+            self.heads != self.kv_heads,
+        );
+        self.o_proj.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj.forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+/// A causal language model: embeddings, decoder layers, final norm and LM head.
+pub struct CausalLM {
+    config: ModelConfig,
+    source_dir: PathBuf,
+    vars: VarStore,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// The embedding matrix itself when embeddings are tied.
+    lm_head: Tensor,
+    /// `[head_dim / 2]` fp32 rotary frequencies, scaling applied.
+    inv_freq: Tensor,
+    kind: Kind,
+}
+
+impl CausalLM {
+    /// Loads `DIR/config.json` and the safetensors weights in `DIR`.
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let checkpoint = Checkpoint::open(dir)?;
+        Self::from_checkpoint(config, &checkpoint, dir, options)
+    }
+
+    fn from_checkpoint(config: ModelConfig, checkpoint: &Checkpoint, dir: &Path, options: LoadOptions) -> Result<Self> {
+        let LoadOptions { device, kind, trainable } = options;
+        let vars = VarStore::new(device);
+        let root = vars.root();
+        let c = &config;
+        let tensor = |path: &tch::nn::Path, name: &str, shape: &[i64]| -> Result<Tensor> {
+            let t = checkpoint.tensor(&path.path(name), shape, kind, device)?;
+            Ok(path.add(name, t, trainable))
+        };
+        let linear = |path: &tch::nn::Path, out: i64, inp: i64, bias: bool| -> Result<Linear> {
+            Ok(Linear {
+                weight: tensor(path, "weight", &[out, inp])?,
+                bias: if bias { Some(tensor(path, "bias", &[out])?) } else { None },
+            })
+        };
+        let rms_norm = |path: &tch::nn::Path, size: i64| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: tensor(path, "weight", &[size])?, eps: c.rms_norm_eps })
+        };
+
+        let model = root.sub("model");
+        let embed_tokens = tensor(&model.sub("embed_tokens"), "weight", &[c.vocab_size, c.hidden_size])?;
+        let (h, q_dim, kv_dim) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let layer = model.sub("layers").sub(i);
+            let attn = layer.sub("self_attn");
+            let mlp = layer.sub("mlp");
+            layers.push(DecoderLayer {
+                self_attn: Attention {
+                    q_proj: linear(&attn.sub("q_proj"), q_dim, h, c.qkv_bias)?,
+                    k_proj: linear(&attn.sub("k_proj"), kv_dim, h, c.qkv_bias)?,
+                    v_proj: linear(&attn.sub("v_proj"), kv_dim, h, c.qkv_bias)?,
+                    o_proj: linear(&attn.sub("o_proj"), h, q_dim, c.o_bias)?,
+                    q_norm: if c.qk_norm { Some(rms_norm(&attn.sub("q_norm"), c.head_dim)?) } else { None },
+                    k_norm: if c.qk_norm { Some(rms_norm(&attn.sub("k_norm"), c.head_dim)?) } else { None },
+                    heads: c.num_attention_heads,
+                    kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: linear(&mlp.sub("gate_proj"), c.intermediate_size, h, c.mlp_bias)?,
+                    up_proj: linear(&mlp.sub("up_proj"), c.intermediate_size, h, c.mlp_bias)?,
+                    down_proj: linear(&mlp.sub("down_proj"), h, c.intermediate_size, c.mlp_bias)?,
+                },
+                input_layernorm: rms_norm(&layer.sub("input_layernorm"), h)?,
+                post_attention_layernorm: rms_norm(&layer.sub("post_attention_layernorm"), h)?,
+            });
+        }
+        let norm = rms_norm(&model.sub("norm"), h)?;
+        let lm_head = if c.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            tensor(&root.sub("lm_head"), "weight", &[c.vocab_size, h])?
+        };
+        let inv_freq = rope_inv_freq(c).to_device(device);
+        Ok(Self { config, source_dir: dir.to_path_buf(), vars, embed_tokens, layers, norm, lm_head, inv_freq, kind })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.vars.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The weights, under their Hugging Face names (for optimisers and for saving).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vars
+    }
+
+    /// The folder the model was loaded from.
+    pub fn source_dir(&self) -> &Path {
+        &self.source_dir
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `capacity` tokens.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        KvCache::new(&self.config, batch, capacity, self.kind, self.device())
+    }
+
+    /// Final hidden states `[batch, len, hidden]` of `input_ids` `[batch, len]`.
+    ///
+    /// `positions` (`[batch, len]` int64) are each token's position in its own sequence.
+    /// `attention_mask` (`[batch, len]` bool, true = real token) hides left padding; `None` means
+    /// every token is real. With a cache the new tokens attend to everything cached before them,
+    /// and are appended to it (use the cache under `tch::no_grad`).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let (b, t) = input_ids.size2().expect("input_ids are [batch, len]");
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
+        let rope = self.rope_tables(positions);
+        let mask = match cache.as_deref_mut() {
+            Some(cache) => {
+                let step = match attention_mask {
+                    Some(m) => m.shallow_clone(),
+                    None => Tensor::ones([b, t], (Kind::Bool, x.device())),
+                };
+                let past = cache.len();
+                let keys = cache.begin_step(&step);
+                Some(attention_mask_4d(&keys, past, t))
+            }
+            None => attention_mask.map(|m| attention_mask_4d(m, 0, t)),
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let attn_in = layer.input_layernorm.forward(&x);
+            let attn = layer.self_attn.forward(&attn_in, &rope, mask.as_ref(), cache.as_deref_mut().map(|c| (c, i)));
+            x = x + attn;
+            let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
+            x = x + mlp;
+        }
+        if let Some(cache) = cache {
+            cache.end_step(t);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// fp32 logits `[..., vocab]` of hidden states `[..., hidden]`. The product runs in the
+    /// model's dtype and is then widened; sampling and training both come through here, so the
+    /// two sides agree on every logit.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.lm_head.tr()).to_kind(Kind::Float)
+    }
+
+    /// log p(target | position) for every position: `hidden` `[batch, len, hidden]`, `targets`
+    /// `[batch, len]` -> `[batch, len]` fp32, with logits divided by `temperature` before the
+    /// log-softmax. Processed in chunks of rows, so no `[batch x len x vocab]` tensor exists.
+    pub fn token_logprobs(&self, hidden: &Tensor, targets: &Tensor, temperature: f64) -> Tensor {
+        assert!(temperature > 0.0, "temperature must be positive for log-probs, got {temperature}");
+        let (b, t, h) = hidden.size3().expect("hidden states are [batch, len, hidden]");
+        let flat = hidden.reshape([b * t, h]);
+        let targets = targets.reshape([b * t, 1]).to_kind(Kind::Int64);
+        let rows = (LOGPROB_CHUNK_ELEMENTS / self.config.vocab_size).max(1);
+        let chunks: Vec<Tensor> = (0..b * t)
+            .step_by(rows as usize)
+            .map(|start| {
+                let len = rows.min(b * t - start);
+                let mut logits = self.logits(&flat.narrow(0, start, len));
+                if temperature != 1.0 {
+                    logits = logits / temperature;
+                }
+                logits.gather(1, &targets.narrow(0, start, len), false).squeeze_dim(1) - logits.logsumexp([1], false)
+            })
+            .collect();
+        Tensor::cat(&chunks, 0).view([b, t])
+    }
+
+    /// For each sequence, `logprobs[i-1] = log p(tokens[i] | tokens[..i])` at `temperature`
+    /// (one fewer value than tokens). Sequences are scored together in a left-padded batch.
+    pub fn sequence_logprobs(&self, sequences: &[Vec<u32>], temperature: f64) -> Result<Vec<Vec<f32>>> {
+        self.check_token_ids(sequences)?;
+        let batch = crate::PaddedBatch::left_padded(sequences, 0, self.device())?;
+        let width = batch.input_ids.size()[1];
+        let logprobs = tch::no_grad(|| {
+            let hidden = self.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None);
+            let predicted = hidden.narrow(1, 0, width - 1);
+            let targets = batch.input_ids.narrow(1, 1, width - 1);
+            self.token_logprobs(&predicted, &targets, temperature).to_device(Device::Cpu)
+        });
+        Ok(batch
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(row, &len)| {
+                let row = logprobs.get(row as i64).narrow(0, width - len, len - 1);
+                Vec::<f32>::try_from(&row).expect("fp32 row")
+            })
+            .collect())
+    }
+
+    /// Fails with a clear message if any id is outside the vocabulary.
+    pub fn check_token_ids(&self, sequences: &[Vec<u32>]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match sequences.iter().flatten().find(|&&id| i64::from(id) >= vocab) {
+            Some(id) => Err(ModelError::Input(format!("token id {id} is outside the vocabulary of {vocab}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Number of parameters (a tied LM head counted once).
+    pub fn num_parameters(&self) -> i64 {
+        self.vars.variables().values().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Writes the model in Hugging Face format into `dir`: safetensors weights (the tied LM head
+    /// omitted, as transformers does), config.json with its dtype updated, and the tokenizer and
+    /// generation files copied from the folder the model was loaded from.
+    pub fn save(&self, dir: &Path, options: SaveOptions) -> Result<()> {
+        let kind = options.kind.unwrap_or(self.kind);
+        let tensors: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
+        write_safetensors(dir, &tensors, kind, options.max_shard_bytes)?;
+
+        let mut config = self.config.raw.clone();
+        if let Some(fields) = config.as_object_mut() {
+            // transformers 5 writes "dtype", 4.x "torch_dtype": update whichever the file had.
+            let key = if fields.contains_key("dtype") { "dtype" } else { "torch_dtype" };
+            fields.insert(key.to_string(), torch_dtype_name(kind).into());
+        }
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).expect("json") + "\n")
+            .map_err(io_error(&config_path))?;
+
+        let same_dir = std::fs::canonicalize(dir).ok() == std::fs::canonicalize(&self.source_dir).ok();
+        if !same_dir {
+            for name in COMPANION_FILES {
+                let from = self.source_dir.join(name);
+                if from.is_file() {
+                    std::fs::copy(&from, dir.join(name)).map_err(io_error(&from))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// cos and sin `[batch, 1, len, head_dim]` for each token's position, computed in fp32 and
+    /// cast to the model dtype.
+    fn rope_tables(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let angles = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (angles.cos().to_kind(self.kind), angles.sin().to_kind(self.kind))
+    }
+}
+
+/// inv_freq = 1/theta^(2i/d) in fp32, as transformers computes it, then rescaled for Llama 3.
+fn rope_inv_freq(config: &ModelConfig) -> Tensor {
+    let d = config.head_dim;
+    let exponents = Tensor::arange_start_step(0, d, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / (d as f64);
+    let inv_freq = Tensor::pow_scalar(config.rope.theta, &exponents).reciprocal();
+    match config.rope.scaling {
+        RopeScaling::Default => inv_freq,
+        RopeScaling::Linear { factor } => inv_freq / factor,
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: context } => {
+            let low_freq_wavelen = context / low_freq_factor;
+            let high_freq_wavelen = context / high_freq_factor;
+            let wavelen: Tensor = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
+            // Long wavelengths (low frequencies) are divided by `factor`, short ones kept.
+            let scaled = (&inv_freq / factor).where_self(&wavelen.gt(low_freq_wavelen), &inv_freq);
+            let smooth: Tensor = (wavelen.reciprocal() * context - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
+            let medium = wavelen.ge(high_freq_wavelen).logical_and(&wavelen.le(low_freq_wavelen));
+            smoothed.where_self(&medium, &scaled)
+        }
+    }
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[x.dim() - 1] / 2;
+    Tensor::cat(&[&(-x.narrow(-1, half, half)), &x.narrow(-1, 0, half)], -1)
+}
+
+fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
+    x * cos + rotate_half(x) * sin
+}
+
+/// `[batch, 1, queries, keys]` bool: query i (absolute slot `past + i`) may attend key j when j
+/// is a real token and j <= past + i. Each query may always attend its own slot, so that rows of
+/// padding never have an empty softmax (their outputs are never used).
+fn attention_mask_4d(key_is_real: &Tensor, past: i64, queries: i64) -> Tensor {
+    let device = key_is_real.device();
+    let keys = key_is_real.size()[1];
+    let key_index = Tensor::arange(keys, (Kind::Int64, device)).unsqueeze(0);
+    let query_index = (Tensor::arange(queries, (Kind::Int64, device)) + past).unsqueeze(1);
+    let causal = key_index.le_tensor(&query_index).unsqueeze(0);
+    let own_slot = key_index.eq_tensor(&query_index).unsqueeze(0);
+    causal.logical_and(&key_is_real.unsqueeze(1)).logical_or(&own_slot).unsqueeze(1)
+}

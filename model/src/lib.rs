@@ -1,0 +1,52 @@
+//! aha-model: the policy model. Qwen2, Llama (3) and Qwen3 decoders on tch (libtorch), read from a
+//! Hugging Face folder (`config.json`, safetensors weights single or sharded, `tokenizer.json`) and
+//! written back in the same format.
+//!
+//! It runs forward passes (batched, left-padded, with a preallocated KV cache) and computes
+//! per-token log-probs in fp32 without ever materialising a `[batch x len x vocab]` tensor.
+//! It does not sample (that is `aha-rollout`) and does not train (that is `aha-grpo`): it gives
+//! both the same logits.
+//!
+//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save), [`ModelConfig`],
+//! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ModelError`].
+
+pub mod architecture;
+pub mod batch;
+pub mod cache;
+pub mod checkpoint;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod tokenizer;
+
+pub use architecture::Architecture;
+pub use batch::{positions_from_mask, PaddedBatch};
+pub use cache::KvCache;
+pub use config::{ModelConfig, RopeConfig, RopeScaling};
+pub use decoder::{CausalLM, LoadOptions, SaveOptions};
+pub use error::{ModelError, Result};
+pub use tokenizer::Tokenizer;
+
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available).
+pub fn parse_device(name: &str) -> Result<tch::Device> {
+    match name {
+        "cpu" => Ok(tch::Device::Cpu),
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(tch::Device::Cuda)
+            .ok_or_else(|| ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))),
+    }
+}
+
+/// Parses a dtype name: `f32`/`float32`, `bf16`/`bfloat16`, `f16`/`float16`.
+pub fn parse_kind(name: &str) -> Result<tch::Kind> {
+    match name {
+        "f32" | "float32" => Ok(tch::Kind::Float),
+        "bf16" | "bfloat16" => Ok(tch::Kind::BFloat16),
+        "f16" | "float16" => Ok(tch::Kind::Half),
+        _ => Err(ModelError::Input(format!("unknown dtype \"{name}\" (expected f32, bf16 or f16)"))),
+    }
+}

@@ -1,0 +1,65 @@
+//! `tokenizer.json` through the tokenizers crate, checked against the model's vocabulary.
+//!
+//! `encode` never adds special tokens: transformers' `tokenizer(text)` adds a BOS for Llama 3,
+//! which is what chat templates and prompt templates decide explicitly, not the tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+impl Tokenizer {
+    /// Reads `DIR/tokenizer.json` and checks that every id it can produce is below
+    /// `model_vocab_size` (config.json's vocab_size may be larger: Qwen pads it, never smaller).
+    pub fn from_dir(dir: &Path, model_vocab_size: i64) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ModelError::Tokenizer { path, message: "file not found".into() });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer { path: path.clone(), message: format!("cannot read: {e}") })?;
+        let largest = inner.get_vocab(true).into_values().max().unwrap_or(0);
+        if i64::from(largest) >= model_vocab_size {
+            return Err(ModelError::Tokenizer {
+                path,
+                message: format!(
+                    "does not match the model: it has token id {largest}, but config.json's vocab_size is {model_vocab_size}"
+                ),
+            });
+        }
+        Ok(Self { inner, path })
+    }
+
+    /// Token ids of `text`, with no special tokens added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), message: format!("cannot encode: {e}") })?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`; special tokens are kept unless `skip_special_tokens`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), message: format!("cannot decode: {e}") })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Number of tokens, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
