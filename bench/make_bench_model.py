@@ -3,10 +3,10 @@
 
   python bench/make_bench_model.py --out target/bench-models/qwen2-25m
 
-hidden 512, 8 layers, 8 heads, 2 kv heads (head_dim 64), intermediate 1536, vocab 32000,
-untied: ~24.1M non-embedding parameters (~56.9M total with the two 32000x512 matrices).
-The tokenizer is the tiny fixture tokenizer (393 tokens); config vocab_size 32000 exceeds
-it, as real Qwen configs do.
+hidden 512, 8 layers, 8 heads, 2 kv heads (head_dim 64), intermediate 1536, untied:
+~24.1M non-embedding parameters; with the default --vocab 400 about 24.5M in all
+(--vocab 32000 gives 56.9M, for a look at the LM-head cost). The tokenizer is the tiny
+fixture tokenizer (393 tokens); config vocab_size may exceed it, as real Qwen configs do.
 """
 
 import argparse
@@ -25,6 +25,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vocab", type=int, default=400,
+                    help="config vocab_size (>= the 393-token tokenizer); 400 gives ~24.5M parameters")
     args = ap.parse_args()
 
     import transformers
@@ -34,7 +36,7 @@ def main():
     tok = make_fixtures.make_hf_tokenizer()
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(
-        vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+        vocab_size=args.vocab, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
         tie_word_embeddings=False, rms_norm_eps=1e-6, bos_token_id=eot, eos_token_id=eot,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
+use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::{generate, FinishReason, GenerationRequest, SamplingParams};
 
 #[derive(Parser)]
@@ -29,8 +29,22 @@ enum Command {
     Logprobs(LogprobsArgs),
     /// Sample completions of a prompt.
     Generate(GenerateArgs),
+    /// Load a model and write it back in Hugging Face format (change dtype, re-shard).
+    Convert(ConvertArgs),
     /// The built-in default job: generate from the bundled tiny model.
     Demo,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output folder (created if needed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Shard above this many MiB, with a model.safetensors.index.json.
+    #[arg(long, default_value_t = 5120)]
+    max_shard_mb: u64,
 }
 
 #[derive(Args)]
@@ -100,6 +114,7 @@ fn main() {
         Command::Doctor => doctor(),
         Command::Logprobs(args) => logprobs(args),
         Command::Generate(args) => run_generate(args),
+        Command::Convert(args) => convert(args),
         Command::Demo => demo(),
     };
     if let Err(error) = result {
@@ -169,6 +184,14 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
             writeln!(out, "--- completion {} ({} tokens, {reason})\n{}{text}", i + 1, completion.token_ids.len(), args.prompt)?;
         }
     }
+    Ok(())
+}
+
+fn convert(args: ConvertArgs) -> Result<()> {
+    let (model, _) = load(&args.model)?;
+    let options = SaveOptions { kind: Some(model.kind()), max_shard_bytes: args.max_shard_mb << 20 };
+    model.save(&args.out, options).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", json!({ "out": args.out, "parameters": model.num_parameters(), "dtype": args.model.dtype }));
     Ok(())
 }
 
