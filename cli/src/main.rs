@@ -134,12 +134,19 @@ fn doctor() -> Result<()> {
     println!("aha {}", env!("CARGO_PKG_VERSION"));
     println!("libtorch: {} intra-op threads", tch::get_num_threads());
     if tch::Cuda::is_available() {
-        println!("cuda: available ({} device(s), cudnn {})", tch::Cuda::device_count(), tch::Cuda::cudnn_is_available());
+        println!(
+            "cuda: available ({} device(s), cudnn {})",
+            tch::Cuda::device_count(),
+            tch::Cuda::cudnn_is_available()
+        );
     } else {
         println!("cuda: not available (CPU only)");
     }
     let wasm = repo_root().join("assets/wasm/python.wasm");
-    println!("python.wasm: {}", if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() });
+    println!(
+        "python.wasm: {}",
+        if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() }
+    );
     Ok(())
 }
 
@@ -170,18 +177,28 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
     for (i, completion) in completions.iter().enumerate() {
         let text = tokenizer.decode(&completion.token_ids, true)?;
         if args.json {
-            writeln!(out, "{}", json!({
-                "text": text,
-                "token_ids": completion.token_ids,
-                "logprobs": completion.logprobs,
-                "finish_reason": completion.finish_reason,
-            }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({
+                    "text": text,
+                    "token_ids": completion.token_ids,
+                    "logprobs": completion.logprobs,
+                    "finish_reason": completion.finish_reason,
+                })
+            )?;
         } else {
             let reason = match completion.finish_reason {
                 FinishReason::Stop => "stop",
                 FinishReason::Length => "length",
             };
-            writeln!(out, "--- completion {} ({} tokens, {reason})\n{}{text}", i + 1, completion.token_ids.len(), args.prompt)?;
+            writeln!(
+                out,
+                "--- completion {} ({} tokens, {reason})\n{}{text}",
+                i + 1,
+                completion.token_ids.len(),
+                args.prompt
+            )?;
         }
     }
     Ok(())
@@ -199,9 +216,14 @@ fn convert(args: ConvertArgs) -> Result<()> {
 fn demo() -> Result<()> {
     let model_dir = repo_root().join("tests/fixtures/models/qwen2");
     let args = ModelArgs { model: model_dir.clone(), device: "auto".into(), dtype: "f32".into() };
-    let (model, tokenizer) = load(&args).with_context(|| format!("loading the built-in model {}", model_dir.display()))?;
+    let (model, tokenizer) =
+        load(&args).with_context(|| format!("loading the built-in model {}", model_dir.display()))?;
     let prompt = "12 + 35 =";
-    let params = SamplingParams { max_new_tokens: 32, stop_token_ids: model.config().eos_token_ids.clone(), ..Default::default() };
+    let params = SamplingParams {
+        max_new_tokens: 32,
+        stop_token_ids: model.config().eos_token_ids.clone(),
+        ..Default::default()
+    };
     let request = GenerationRequest { prompt_ids: tokenizer.encode(prompt)?, n: 4, seed: 0 };
     let start = Instant::now();
     let completions = generate(&model, &[request], &params)?.remove(0);

@@ -202,7 +202,8 @@ pub fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)], kind: Kind, m
     let count = shards.len();
     let mut weight_map = BTreeMap::new();
     for (i, shard) in shards.iter().enumerate() {
-        let file_name = if count == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
+        let file_name =
+            if count == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
         let host: Vec<(String, HostTensor)> =
             shard.iter().map(|(n, t)| Ok(((*n).clone(), HostTensor::new(t, kind)?))).collect::<Result<_>>()?;
         let path = dir.join(&file_name);

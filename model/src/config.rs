@@ -138,10 +138,16 @@ impl ModelConfig {
         let token_ids = |field: &str, value: Option<&Value>| -> Result<Vec<u32>> {
             match value {
                 None | Some(Value::Null) => Ok(vec![]),
-                Some(Value::Number(n)) => Ok(vec![as_token_id(n).ok_or_else(|| err(format!("{field} is not a token id: {n}")))?]),
+                Some(Value::Number(n)) => {
+                    Ok(vec![as_token_id(n).ok_or_else(|| err(format!("{field} is not a token id: {n}")))?])
+                }
                 Some(Value::Array(items)) => items
                     .iter()
-                    .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| err(format!("{field} has a non-id entry {v}"))))
+                    .map(|v| {
+                        v.as_u64()
+                            .and_then(|n| u32::try_from(n).ok())
+                            .ok_or_else(|| err(format!("{field} has a non-id entry {v}")))
+                    })
                     .collect(),
                 Some(other) => Err(err(format!("{field} must be an id or a list of ids, got {other}"))),
             }
@@ -192,7 +198,9 @@ impl ModelConfig {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        let attention = h * q + 2 * h * kv + q * h
+        let attention = h * q
+            + 2 * h * kv
+            + q * h
             + if self.qkv_bias { q + 2 * kv } else { 0 }
             + if self.o_bias { h } else { 0 }
             + if self.qk_norm { 2 * self.head_dim } else { 0 };
@@ -215,11 +223,7 @@ fn parse_rope(theta: Option<f64>, scaling: Option<&Value>, parameters: Option<&V
         (_, Some(s)) if !s.is_null() => Some(s),
         _ => None,
     };
-    let theta = params
-        .and_then(|p| p.get("rope_theta"))
-        .and_then(Value::as_f64)
-        .or(theta)
-        .unwrap_or(10000.0);
+    let theta = params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64).or(theta).unwrap_or(10000.0);
     if !(theta > 0.0) {
         return Err(format!("rope_theta must be positive, got {theta}"));
     }
@@ -229,11 +233,7 @@ fn parse_rope(theta: Option<f64>, scaling: Option<&Value>, parameters: Option<&V
     if !params.is_object() {
         return Err(format!("rope parameters must be an object, got {params}"));
     }
-    let kind = params
-        .get("rope_type")
-        .or_else(|| params.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = params.get("rope_type").or_else(|| params.get("type")).and_then(Value::as_str).unwrap_or("default");
     let number = |key: &str| -> Result<f64, String> {
         params
             .get(key)
@@ -300,16 +300,22 @@ mod tests {
     #[test]
     fn rejects_bad_configs_with_a_named_field() {
         let unsupported = parse(&format!(r#"{{"model_type": "gpt2", {BASE}}}"#)).unwrap_err().to_string();
-        assert!(unsupported.contains("unsupported model_type \"gpt2\"") && unsupported.contains("qwen2, llama, qwen3"), "{unsupported}");
+        assert!(
+            unsupported.contains("unsupported model_type \"gpt2\"") && unsupported.contains("qwen2, llama, qwen3"),
+            "{unsupported}"
+        );
         let malformed = parse("{\"model_type\": ").unwrap_err().to_string();
         assert!(malformed.starts_with("config.json: malformed JSON"), "{malformed}");
         let missing = parse(r#"{"model_type": "qwen2", "vocab_size": 10}"#).unwrap_err().to_string();
         assert!(missing.contains("missing field `hidden_size`"), "{missing}");
-        let heads = parse(&format!(r#"{{"model_type": "qwen2", {BASE}, "num_key_value_heads": 3}}"#)).unwrap_err().to_string();
+        let heads =
+            parse(&format!(r#"{{"model_type": "qwen2", {BASE}, "num_key_value_heads": 3}}"#)).unwrap_err().to_string();
         assert!(heads.contains("num_key_value_heads (3)"), "{heads}");
-        let rope = parse(&format!(r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"rope_type": "yarn", "factor": 2.0}}}}"#))
-            .unwrap_err()
-            .to_string();
+        let rope = parse(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"rope_type": "yarn", "factor": 2.0}}}}"#
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(rope.contains("unsupported rope_type \"yarn\""), "{rope}");
         let eos = parse(&format!(r#"{{"model_type": "qwen2", {BASE}, "eos_token_id": 100}}"#)).unwrap_err().to_string();
         assert!(eos.contains("outside vocab_size"), "{eos}");

@@ -80,8 +80,10 @@ struct RmsNorm {
 impl RmsNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        let x = x.to_kind(Kind::Float);
-        let variance = x.square().mean_dim(-1, true, Kind::Float);
+        // fp32 at least (f64 stays f64, for exactness checks).
+        let compute = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+        let x = x.to_kind(compute);
+        let variance = x.square().mean_dim(-1, true, compute);
         let normed = x * (variance + self.eps).rsqrt();
         // Cast back before the weight multiplies, as transformers does.
         &self.weight * normed.to_kind(kind)
@@ -201,7 +203,8 @@ impl CausalLM {
 
         let model = root.sub("model");
         let embed_tokens = tensor(&model.sub("embed_tokens"), "weight", &[c.vocab_size, c.hidden_size])?;
-        let (h, q_dim, kv_dim) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let (h, q_dim, kv_dim) =
+            (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let layer = model.sub("layers").sub(i);
@@ -420,13 +423,19 @@ fn rope_inv_freq(config: &ModelConfig) -> Tensor {
     match config.rope.scaling {
         RopeScaling::Default => inv_freq,
         RopeScaling::Linear { factor } => inv_freq / factor,
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: context } => {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: context,
+        } => {
             let low_freq_wavelen = context / low_freq_factor;
             let high_freq_wavelen = context / high_freq_factor;
             let wavelen: Tensor = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
             // Long wavelengths (low frequencies) are divided by `factor`, short ones kept.
             let scaled = (&inv_freq / factor).where_self(&wavelen.gt(low_freq_wavelen), &inv_freq);
-            let smooth: Tensor = (wavelen.reciprocal() * context - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            let smooth: Tensor =
+                (wavelen.reciprocal() * context - low_freq_factor) / (high_freq_factor - low_freq_factor);
             let smoothed: Tensor = (1.0 - &smooth) * &scaled / factor + &smooth * &scaled;
             let medium = wavelen.ge(high_freq_wavelen).logical_and(&wavelen.le(low_freq_wavelen));
             smoothed.where_self(&medium, &scaled)

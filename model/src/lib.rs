@@ -33,11 +33,9 @@ pub fn parse_device(name: &str) -> Result<tch::Device> {
         "cpu" => Ok(tch::Device::Cpu),
         "auto" => Ok(tch::Device::cuda_if_available()),
         "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => name
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(tch::Device::Cuda)
-            .ok_or_else(|| ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))),
+        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(tch::Device::Cuda).ok_or_else(|| {
+            ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))
+        }),
     }
 }
 

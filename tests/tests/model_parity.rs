@@ -115,7 +115,8 @@ fn kv_cache_decoding_equals_full_forward() {
         let batch = aha_model::PaddedBatch::left_padded(&sequences, 0, Device::Cpu).unwrap();
         let width = batch.input_ids.size()[1];
         tch::no_grad(|| {
-            let full = model.logits(&model.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None));
+            let full =
+                model.logits(&model.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None));
             // Prefill a few columns, then one token per step, starting from a small cache so
             // that it has to grow.
             let prefill = 3;
@@ -212,7 +213,8 @@ fn sharded_and_bf16_saves_round_trip() {
     // Small shards: several files plus an index, as transformers writes them.
     model.save(out.path(), SaveOptions { kind: None, max_shard_bytes: 64 << 10 }).unwrap();
     let index: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("model.safetensors.index.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("model.safetensors.index.json")).unwrap())
+            .unwrap();
     let shards: std::collections::BTreeSet<&str> =
         index["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
     assert!(shards.len() >= 2, "expected several shards, got {shards:?}");
@@ -222,7 +224,8 @@ fn sharded_and_bf16_saves_round_trip() {
     // Saving again unsharded into the same folder replaces the shards.
     model.save(out.path(), SaveOptions { kind: Some(Kind::BFloat16), ..Default::default() }).unwrap();
     assert!(!out.path().join("model.safetensors.index.json").exists());
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config.get("dtype").or(config.get("torch_dtype")).unwrap(), "bfloat16");
     let options = LoadOptions { kind: Kind::BFloat16, ..Default::default() };
     let bf16 = CausalLM::load(out.path(), options).unwrap();

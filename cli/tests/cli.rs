@@ -1,0 +1,207 @@
+//! The `aha` binary as users and other tools see it: output shapes, and one clear line with a
+//! non-zero exit for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn aha(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aha")).args(args).output().expect("run aha")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models").join(name)
+}
+
+fn expected() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/expected.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs aha expecting failure; returns its single stderr line.
+fn error_line(args: &[&str]) -> String {
+    let out = aha(args);
+    assert!(!out.status.success(), "aha {args:?} should fail");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// A copy of a fixture model folder that a test may break.
+fn copy_of(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[test]
+fn logprobs_prints_tokens_and_logprobs_as_transformers_does() {
+    let case = &expected()["models"]["llama"]["logprobs"][1];
+    let model = fixture("llama");
+    let out = aha(&["logprobs", "--model", model.to_str().unwrap(), "--text", case["text"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tokens"], case["tokens"]);
+    let ours = json["logprobs"].as_array().unwrap();
+    let theirs = case["logprobs"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(theirs) {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn generate_json_gives_one_line_per_completion() {
+    let model = fixture("qwen2");
+    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt", "12 + 35 =", "--n", "3"];
+    let out = aha(&[&args[..], &["--max-new-tokens", "8", "--top-k", "20", "--seed", "4", "--json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        let ids = line["token_ids"].as_array().unwrap();
+        assert!(!ids.is_empty() && ids.len() <= 8);
+        assert_eq!(line["logprobs"].as_array().unwrap().len(), ids.len());
+        assert!(line["text"].is_string());
+        let reason = line["finish_reason"].as_str().unwrap();
+        assert!(reason == "length" && ids.len() == 8 || reason == "stop", "{line}");
+    }
+    // Same seed, same completions.
+    let again = aha(&[&args[..], &["--max-new-tokens", "8", "--top-k", "20", "--seed", "4", "--json"]].concat());
+    let again: Vec<Value> =
+        String::from_utf8(again.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines, again);
+}
+
+#[test]
+fn doctor_reports_cuda() {
+    let out = aha(&["doctor"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("cuda: ")), "{text}");
+}
+
+#[test]
+fn a_missing_config_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("config.json") && line.contains("No such file"), "{line}");
+}
+
+#[test]
+fn a_malformed_config_is_named() {
+    let dir = copy_of("qwen2");
+    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"qwen2\",").unwrap();
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("config.json: malformed JSON"), "{line}");
+}
+
+#[test]
+fn an_unsupported_model_type_lists_the_supported_ones() {
+    let dir = copy_of("qwen2");
+    edit_config(dir.path(), |c| {
+        c.insert("model_type".into(), "mixtral".into());
+    });
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("unsupported model_type \"mixtral\" (supported: qwen2, llama, qwen3)"), "{line}");
+}
+
+#[test]
+fn a_missing_shard_is_named() {
+    let dir = copy_of("qwen2-sharded");
+    std::fs::remove_file(dir.path().join("model-00002-of-00003.safetensors")).unwrap();
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("shard model-00002-of-00003.safetensors listed in the index is missing"), "{line}");
+}
+
+#[test]
+fn a_tensor_of_the_wrong_shape_is_named() {
+    let dir = copy_of("qwen2");
+    edit_config(dir.path(), |c| {
+        c.insert("intermediate_size".into(), 96.into());
+    });
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(
+        line.contains("tensor model.layers.0.mlp.gate_proj.weight has shape [128, 64], expected [96, 64]"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let dir = copy_of("qwen2");
+    edit_config(dir.path(), |c| {
+        c.insert("num_hidden_layers".into(), 3.into());
+    });
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("tensor model.layers.2.self_attn.q_proj.weight is missing from the checkpoint in"), "{line}");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
+    // Shrink the model's vocabulary below the tokenizer's (embedding rows cut to match).
+    let dir = copy_of("llama");
+    let path = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let small_vocab = 300usize;
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if name == "model.embed_tokens.weight" {
+                let cols = view.shape()[1];
+                let data = &view.data()[..small_vocab * cols * 4];
+                let view = safetensors::tensor::TensorView::new(view.dtype(), vec![small_vocab, cols], data).unwrap();
+                (name, view)
+            } else {
+                (name, view)
+            }
+        })
+        .collect();
+    let serialized = safetensors::tensor::serialize(views, None).unwrap();
+    std::fs::write(&path, serialized).unwrap();
+    edit_config(dir.path(), |c| {
+        c.insert("vocab_size".into(), small_vocab.into());
+        c.insert("bos_token_id".into(), 1.into());
+        c.insert("eos_token_id".into(), 2.into());
+    });
+    let line = error_line(&["logprobs", "--model", dir.path().to_str().unwrap(), "--text", "hi"]);
+    assert!(line.contains("tokenizer.json: does not match the model"), "{line}");
+    assert!(line.contains("vocab_size is 300"), "{line}");
+}
+
+#[test]
+fn bad_sampling_parameters_are_refused() {
+    let model = fixture("qwen2");
+    let line = error_line(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--top-p", "1.5"]);
+    assert!(line.contains("top_p must be in (0, 1]"), "{line}");
+}
+
+#[test]
+fn convert_writes_a_folder_that_loads_the_same() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("bf16");
+    let model = fixture("qwen3");
+    let status =
+        aha(&["convert", "--model", model.to_str().unwrap(), "--out", target.to_str().unwrap(), "--dtype", "bf16"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(target.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["dtype"], "bfloat16");
+    let scored = aha(&["logprobs", "--model", target.to_str().unwrap(), "--text", "The cat sat on the mat."]);
+    assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
+}
