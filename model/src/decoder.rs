@@ -179,10 +179,6 @@ impl CausalLM {
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let checkpoint = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &checkpoint, dir, options)
-    }
-
-    fn from_checkpoint(config: ModelConfig, checkpoint: &Checkpoint, dir: &Path, options: LoadOptions) -> Result<Self> {
         let LoadOptions { device, kind, trainable } = options;
         let vars = VarStore::new(device);
         let root = vars.root();
