@@ -1,11 +1,12 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong while reading, running or writing a model. Each message is one
-/// line that names the file, field or tensor at fault.
+/// line that names the file, field or tensor at fault, and includes its cause (so no variant
+/// exposes a `source`: printing the chain would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
 
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
@@ -32,12 +33,18 @@ pub enum ModelError {
     Input(String),
 
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
+}
+
+impl From<tch::TchError> for ModelError {
+    fn from(error: tch::TchError) -> Self {
+        Self::Torch(error)
+    }
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 pub(crate) fn io_error(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
     let path = path.into();
-    move |source| ModelError::Io { path, source }
+    move |error| ModelError::Io { path, error }
 }
