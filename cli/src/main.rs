@@ -1,5 +1,7 @@
 //! `aha`: reinforcement learning from verifiable rewards, one subcommand per job.
 
+mod sandbox_cmd;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +35,8 @@ enum Command {
     Convert(ConvertArgs),
     /// The built-in default job: generate from the bundled tiny model.
     Demo,
+    /// Run untrusted programs in the WASM sandbox (CPython as python.wasm, or QuickJS).
+    Sandbox(sandbox_cmd::SandboxCommand),
 }
 
 #[derive(Args)]
@@ -116,6 +120,7 @@ fn main() {
         Command::Generate(args) => run_generate(args),
         Command::Convert(args) => convert(args),
         Command::Demo => demo(),
+        Command::Sandbox(command) => sandbox_cmd::run(command, repo_root()),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -207,7 +207,7 @@ fn save_then_load_round_trips_bit_identically() {
 }
 
 #[test]
-fn sharded_and_bf16_saves_round_trip() {
+fn sharded_bf16_and_f16_saves_round_trip() {
     let (model, _) = load(&fixture_dir("qwen2"));
     let out = tempfile::tempdir().unwrap();
     // Small shards: several files plus an index, as transformers writes them.
@@ -230,6 +230,14 @@ fn sharded_and_bf16_saves_round_trip() {
     let options = LoadOptions { kind: Kind::BFloat16, ..Default::default() };
     let bf16 = CausalLM::load(out.path(), options).unwrap();
     assert_same_weights(&model, &bf16, Kind::BFloat16);
+
+    // An f16 file loads into f32 weights (widened exactly).
+    model.save(out.path(), SaveOptions { kind: Some(Kind::Half), ..Default::default() }).unwrap();
+    let widened = CausalLM::load(out.path(), LoadOptions::default()).unwrap();
+    for ((name, original), (_, loaded)) in variables(&model).iter().zip(&variables(&widened)) {
+        assert_eq!(loaded.kind(), Kind::Float);
+        assert!(original.to_kind(Kind::Half).to_kind(Kind::Float).equal(loaded), "{name}");
+    }
 }
 
 fn safetensors_header(path: &Path) -> Value {

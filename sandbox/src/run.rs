@@ -1,0 +1,459 @@
+//! The sandbox: engine, compiled module, worker pool, and one guest run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::{Config, Engine, InstancePre, Linker, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::cache::{CacheDir, ModuleCache, ModuleInfo};
+use crate::{SandboxError, Status, Verdict};
+
+/// How often the epoch ticker advances the engine's epoch: the granularity of the deadline for a
+/// computing guest, and how often a running guest yields to the pool's scheduler.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The interpreter a module is and how it takes a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// CPython 3.12 (`python.wasm`), run as `python -S -c CODE`.
+    Python,
+    /// QuickJS-ng (`quickjs.wasm`), run as `qjs --std -e CODE` (`std` and `os` are globals).
+    Js,
+}
+
+impl Lang {
+    /// Parse `python` / `py` / `js` / `javascript`.
+    pub fn parse(name: &str) -> Option<Lang> {
+        match name.to_ascii_lowercase().as_str() {
+            "python" | "py" | "python3" => Some(Lang::Python),
+            "js" | "javascript" | "quickjs" => Some(Lang::Js),
+            _ => None,
+        }
+    }
+
+    /// The module's file name under `assets/wasm/`.
+    pub fn module_file_name(self) -> &'static str {
+        match self {
+            Lang::Python => "python.wasm",
+            Lang::Js => "quickjs.wasm",
+        }
+    }
+
+    /// `assets/wasm/<module>` in the checkout this crate was built from (where
+    /// `scripts/setup.sh` puts it).
+    pub fn bundled_module(self) -> PathBuf {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm")).join(self.module_file_name())
+    }
+
+    /// The guest's argv for a program text.
+    pub fn argv(self, code: &str) -> Vec<String> {
+        let head: &[&str] = match self {
+            Lang::Python => &["python", "-S", "-c"],
+            Lang::Js => &["qjs", "--std", "-e"],
+        };
+        head.iter().map(|s| s.to_string()).chain(std::iter::once(code.to_owned())).collect()
+    }
+}
+
+/// Per-run limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock deadline, from the start of instantiation (time spent queued for a worker does
+    /// not count).
+    pub timeout: Duration,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Cap on each of stdout and stderr, in bytes.
+    pub max_output_bytes: usize,
+    /// Wasm fuel budget (about one unit per instruction; CPython's start-up alone takes about
+    /// 200–250 million). `None`: unlimited. Needs [`SandboxConfig::fuel_metering`]; ignored without it.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(10), memory_bytes: 512 << 20, max_output_bytes: 1 << 20, fuel: None }
+    }
+}
+
+/// One program to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub code: String,
+    pub stdin: Vec<u8>,
+    pub limits: Limits,
+}
+
+impl Job {
+    pub fn new(code: impl Into<String>) -> Job {
+        Job { code: code.into(), stdin: Vec::new(), limits: Limits::default() }
+    }
+    pub fn stdin(mut self, stdin: impl Into<Vec<u8>>) -> Job {
+        self.stdin = stdin.into();
+        self
+    }
+    pub fn limits(mut self, limits: Limits) -> Job {
+        self.limits = limits;
+        self
+    }
+    pub fn timeout(mut self, timeout: Duration) -> Job {
+        self.limits.timeout = timeout;
+        self
+    }
+    pub fn memory_bytes(mut self, bytes: u64) -> Job {
+        self.limits.memory_bytes = bytes;
+        self
+    }
+    pub fn max_output_bytes(mut self, bytes: usize) -> Job {
+        self.limits.max_output_bytes = bytes;
+        self
+    }
+    pub fn fuel(mut self, fuel: u64) -> Job {
+        self.limits.fuel = Some(fuel);
+        self
+    }
+}
+
+/// How to build a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The `.wasm` file (a WASI preview-1 command module).
+    pub module: PathBuf,
+    pub lang: Lang,
+    /// Guests that run at the same time (worker threads); more runs queue.
+    pub workers: usize,
+    pub cache: CacheDir,
+    /// Count fuel (enables [`Limits::fuel`] and [`Verdict::fuel_used`]). Off by default: it costs
+    /// about 20% of throughput (CPython's start-up alone is ~210 million units).
+    pub fuel_metering: bool,
+}
+
+impl SandboxConfig {
+    /// Python at `module`, one worker per CPU, the default cache, fuel metering off.
+    pub fn new(module: impl Into<PathBuf>) -> SandboxConfig {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        SandboxConfig {
+            module: module.into(),
+            lang: Lang::Python,
+            workers,
+            cache: CacheDir::Default,
+            fuel_metering: false,
+        }
+    }
+    pub fn lang(mut self, lang: Lang) -> Self {
+        self.lang = lang;
+        self
+    }
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+    pub fn cache(mut self, cache: CacheDir) -> Self {
+        self.cache = cache;
+        self
+    }
+    pub fn fuel_metering(mut self, on: bool) -> Self {
+        self.fuel_metering = on;
+        self
+    }
+}
+
+/// Runs programs in a WASM interpreter module under limits. Clone it freely: clones share the
+/// engine, the compiled module and the worker pool. `Send + Sync`.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    info: ModuleInfo,
+    workers: usize,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// What a run task needs (never holds the runtime, so a task can't be the one to drop it).
+struct Shared {
+    engine: Engine,
+    pre: InstancePre<Guest>,
+    lang: Lang,
+    fuel_metering: bool,
+    permits: Semaphore,
+}
+
+struct Guest {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+/// Caps linear memory (and tables) and remembers whether it refused a growth.
+struct Limiter {
+    memory_cap: usize,
+    refused_memory: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap || maximum.is_some_and(|m| desired > m) {
+            self.refused_memory = Some(self.refused_memory.unwrap_or(0).max(desired));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(runtime) = self.runtime.take() {
+            // Safe to call from any context, including inside another tokio runtime.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Sandbox {
+    /// Build the engine, load (or compile and cache) the module, link WASI, start the pool.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let engine_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
+        let mut wasm_config = Config::new();
+        wasm_config
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel_metering)
+            .max_wasm_stack(8 << 20)
+            .async_stack_size(10 << 20)
+            .memory_init_cow(true);
+        let engine = Engine::new(&wasm_config).map_err(engine_error)?;
+        let cache = ModuleCache { engine: &engine, dir: config.cache.resolve() };
+        let (module, info) = cache.load(&config.module)?;
+        let mut linker: Linker<Guest> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |guest: &mut Guest| &mut guest.wasi)
+            .map_err(engine_error)?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| SandboxError::Compile {
+            path: config.module.clone(),
+            message: format!("it is not a WASI preview-1 command module: {e:#}"),
+        })?;
+        if module.get_export("_start").is_none() {
+            return Err(SandboxError::Compile {
+                path: config.module.clone(),
+                message: "it exports no `_start`: not a WASI command module".into(),
+            });
+        }
+
+        let workers = config.workers.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("aha-sandbox")
+            .enable_time()
+            .build()
+            .map_err(|e| SandboxError::Engine(format!("starting the worker pool: {e}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("aha-sandbox-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| SandboxError::Engine(format!("starting the epoch ticker: {e}")))?;
+        }
+
+        let shared = Arc::new(Shared {
+            engine,
+            pre,
+            lang: config.lang,
+            fuel_metering: config.fuel_metering,
+            permits: Semaphore::new(workers),
+        });
+        Ok(Sandbox { inner: Arc::new(Inner { shared, info, workers, runtime: Some(runtime), stop_ticker }) })
+    }
+
+    /// Where the module came from and how long loading it took.
+    pub fn module_info(&self) -> &ModuleInfo {
+        &self.inner.info
+    }
+
+    pub fn lang(&self) -> Lang {
+        self.inner.shared.lang
+    }
+
+    /// How many guests run at the same time.
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+
+    fn spawn(&self, job: Job) -> tokio::task::JoinHandle<Verdict> {
+        let shared = self.inner.shared.clone();
+        let runtime = self.inner.runtime.as_ref().expect("the runtime lives as long as the sandbox");
+        runtime.spawn(async move {
+            let _permit = shared.permits.acquire().await.expect("the semaphore is never closed");
+            execute(&shared, job).await
+        })
+    }
+
+    /// Run one program on the pool and wait for its verdict (blocks the calling thread; may be
+    /// called from many threads at once, and from inside an async context).
+    pub fn run(&self, job: Job) -> Verdict {
+        self.run_many(vec![job]).pop().expect("one job gives one verdict")
+    }
+
+    /// Run many programs concurrently (at most `workers` at a time); verdicts in job order.
+    pub fn run_many(&self, jobs: Vec<Job>) -> Vec<Verdict> {
+        let (tx, rx) = mpsc::channel();
+        let n = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let handle = self.spawn(job);
+            let tx = tx.clone();
+            self.inner.runtime.as_ref().expect("runtime").spawn(async move {
+                let _ = tx.send((i, join(handle).await));
+            });
+        }
+        drop(tx);
+        let mut out: Vec<Option<Verdict>> = vec![None; n];
+        for (i, verdict) in rx {
+            out[i] = Some(verdict);
+        }
+        out.into_iter().map(|v| v.unwrap_or_else(|| failed("the sandbox pool shut down".into()))).collect()
+    }
+
+    /// Run one program on the pool; the future can be awaited on any executor.
+    pub async fn run_async(&self, job: Job) -> Verdict {
+        join(self.spawn(job)).await
+    }
+}
+
+async fn join(handle: tokio::task::JoinHandle<Verdict>) -> Verdict {
+    handle.await.unwrap_or_else(|e| failed(format!("sandbox worker failed: {e}")))
+}
+
+fn failed(detail: String) -> Verdict {
+    Verdict {
+        status: Status::Error,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        wall_ms: 0,
+        fuel_used: None,
+        detail: Some(detail),
+    }
+}
+
+/// How the guest's call ended, before limits are taken into account.
+enum Outcome {
+    Exited(i32),
+    Deadline,
+    OutOfFuel,
+    Trapped(String),
+}
+
+async fn execute(shared: &Shared, job: Job) -> Verdict {
+    let limits = job.limits;
+    let start = Instant::now();
+    let deadline = start + limits.timeout;
+    // One byte over the cap: a pipe holding more than the cap means the guest hit it.
+    let stdout = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
+    let stderr = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
+    let wasi = WasiCtxBuilder::new()
+        .args(&shared.lang.argv(&job.code))
+        .stdin(MemoryInputPipe::new(job.stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build_p1();
+    let memory_cap = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    let mut store = Store::new(&shared.engine, Guest { wasi, limiter: Limiter { memory_cap, refused_memory: None } });
+    store.limiter(|guest| &mut guest.limiter);
+    let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+    if shared.fuel_metering {
+        if let Err(e) = store.set_fuel(fuel_budget) {
+            return failed(format!("setting fuel: {e:#}"));
+        }
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+
+    let call = async {
+        let instance = shared.pre.instantiate_async(&mut store).await?;
+        let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        main.call_async(&mut store, ()).await
+    };
+    // The tokio timeout also ends a guest blocked in a host call (sleep, poll), which epochs
+    // cannot interrupt; dropping the call future unwinds the guest's fiber.
+    let outcome = match tokio::time::timeout(limits.timeout, call).await {
+        Err(_) => Outcome::Deadline,
+        Ok(Ok(())) => Outcome::Exited(0),
+        Ok(Err(e)) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                Outcome::Exited(exit.0)
+            } else {
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => Outcome::Deadline,
+                    Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
+                    _ => Outcome::Trapped(format!("{e:#}")),
+                }
+            }
+        }
+    };
+    let wall_ms = start.elapsed().as_millis() as u64;
+    let fuel_used = if shared.fuel_metering { store.get_fuel().ok().map(|left| fuel_budget - left) } else { None };
+    let refused_memory = store.data().limiter.refused_memory;
+    drop(store);
+
+    let cap = limits.max_output_bytes;
+    let (out, err) = (stdout.contents(), stderr.contents());
+    let over = |b: &[u8]| b.len() > cap;
+    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned();
+    let exit_code = match outcome {
+        Outcome::Exited(code) => Some(code),
+        _ => None,
+    };
+    let (status, detail) = if over(&out) || over(&err) {
+        let which = if over(&out) { "stdout" } else { "stderr" };
+        (Status::OutputLimit, Some(format!("{which} exceeded the output cap of {cap} bytes")))
+    } else if refused_memory.is_some() && exit_code != Some(0) {
+        let asked = refused_memory.unwrap_or(0);
+        (
+            Status::MemoryLimit,
+            Some(format!(
+                "linear memory growth to {} MiB refused by the cap of {} MiB",
+                asked >> 20,
+                limits.memory_bytes >> 20
+            )),
+        )
+    } else {
+        match outcome {
+            Outcome::Exited(0) => (Status::Ok, None),
+            Outcome::Exited(_) => (Status::Exit, None),
+            Outcome::Deadline => {
+                (Status::Timeout, Some(format!("deadline of {} ms passed", limits.timeout.as_millis())))
+            }
+            Outcome::OutOfFuel => (Status::Timeout, Some(format!("fuel budget of {fuel_budget} ran out"))),
+            Outcome::Trapped(message) => (Status::Error, Some(message)),
+        }
+    };
+    tracing::debug!(%status, wall_ms, ?fuel_used, "sandbox run finished");
+    Verdict { status, exit_code, stdout: text(&out), stderr: text(&err), wall_ms, fuel_used, detail }
+}

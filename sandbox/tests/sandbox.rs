@@ -1,0 +1,413 @@
+//! Hostile and ordinary programs through the real python.wasm (and quickjs.wasm), plus the
+//! compiled-module cache and bad inputs. Deadlines are generous except where a test is about
+//! timing; timing tests assert a bound far above the deadline, never a tight speed.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aha_sandbox::{CacheDir, Job, Lang, LoadSource, Sandbox, SandboxConfig, SandboxError, Status, Verdict};
+
+const PYTHON_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/python.wasm");
+const QUICKJS_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/quickjs.wasm");
+/// Where tests cache compiled modules (shared by test runs, inside target/).
+const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/aha-sandbox-cache");
+/// For tests that are not about timing: a loaded 2-core machine must never make them flaky.
+const GENEROUS: Duration = Duration::from_secs(20);
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let config = SandboxConfig::new(PYTHON_WASM).workers(2).cache(CacheDir::Dir(CACHE.into())).fuel_metering(true);
+        Sandbox::new(config).expect("python.wasm loads (run scripts/setup.sh if it is missing)")
+    })
+}
+
+fn run(code: &str) -> Verdict {
+    sandbox().run(Job::new(code).timeout(GENEROUS))
+}
+
+#[track_caller]
+fn expect(verdict: &Verdict, status: Status) {
+    assert_eq!(verdict.status, status, "unexpected verdict: {verdict:#?}");
+}
+
+#[test]
+fn sandbox_is_send_sync_and_cheap_to_share() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Sandbox>();
+}
+
+// ---- ordinary programs -------------------------------------------------------------------------
+
+#[test]
+fn hello_world_is_ok() {
+    let v = run("print('hello', 6 * 7)");
+    expect(&v, Status::Ok);
+    assert_eq!(v.exit_code, Some(0));
+    assert_eq!(v.stdout, "hello 42\n");
+    assert_eq!(v.stderr, "");
+    assert!(v.fuel_used.unwrap() > 1_000_000, "CPython's start-up alone burns fuel: {v:?}");
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let code = "import sys\nnums = [int(x) for x in sys.stdin.read().split()]\nprint(sum(nums), max(nums))";
+    let v = sandbox().run(Job::new(code).stdin("3 4\n5 -1\n100\n").timeout(GENEROUS));
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "111 100\n");
+    // input() on an empty stdin is EOF, not a hang.
+    let v = sandbox().run(Job::new("input()").timeout(GENEROUS));
+    expect(&v, Status::Exit);
+    assert!(v.stderr.contains("EOFError"), "{v:?}");
+}
+
+#[test]
+fn standard_library() {
+    let code = r#"
+import json, re, math, itertools, collections, fractions, heapq
+data = json.loads('{"a": [1, 2, 3], "b": {"c": "d"}}')
+assert json.dumps(data, sort_keys=True) == '{"a": [1, 2, 3], "b": {"c": "d"}}'
+assert re.findall(r"\d+", "a1b22c333") == ["1", "22", "333"]
+assert math.isqrt(10**20) == 10**10 and abs(math.pi - 3.14159) < 1e-5 and math.gcd(12, 18) == 6
+assert list(itertools.permutations("abc", 2))[:2] == [("a", "b"), ("a", "c")]
+assert sum(1 for _ in itertools.combinations(range(10), 3)) == 120
+c = collections.Counter("mississippi")
+assert c.most_common(1) == [("i", 4)] or c.most_common(1) == [("s", 4)]
+d = collections.deque([1, 2, 3]); d.rotate(1); assert list(d) == [3, 1, 2]
+assert fractions.Fraction(1, 3) + fractions.Fraction(1, 6) == fractions.Fraction(1, 2)
+h = [5, 1, 4, 2, 3]; heapq.heapify(h); assert [heapq.heappop(h) for _ in range(5)] == [1, 2, 3, 4, 5]
+print("all good", math.comb(50, 25))
+"#;
+    let v = run(code);
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "all good 126410606437752\n");
+}
+
+#[test]
+fn many_programs_concurrently_in_order() {
+    let jobs: Vec<Job> = (0..8).map(|i| Job::new(format!("print(sum(range({i} * 1000)))")).timeout(GENEROUS)).collect();
+    let verdicts = sandbox().run_many(jobs);
+    assert_eq!(verdicts.len(), 8);
+    for (i, v) in verdicts.iter().enumerate() {
+        expect(v, Status::Ok);
+        let n = i as u64 * 1000;
+        assert_eq!(v.stdout, format!("{}\n", n * n.saturating_sub(1) / 2));
+    }
+    // And from many host threads at once, through clones of the same sandbox.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let sandbox = sandbox().clone();
+            std::thread::spawn(move || sandbox.run(Job::new(format!("print({i} * 2)")).timeout(GENEROUS)))
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let v = h.join().unwrap();
+        expect(&v, Status::Ok);
+        assert_eq!(v.stdout, format!("{}\n", i * 2));
+    }
+}
+
+// ---- exits -------------------------------------------------------------------------------------
+
+#[test]
+fn sys_exit_3_is_exit_with_code_3() {
+    let v = run("import sys\nprint('bye')\nsys.exit(3)");
+    expect(&v, Status::Exit);
+    assert_eq!(v.exit_code, Some(3));
+    assert_eq!(v.stdout, "bye\n");
+}
+
+#[test]
+fn uncaught_exception_is_exit_1_with_traceback() {
+    let v = run("def f():\n    raise ValueError('boom')\nf()");
+    expect(&v, Status::Exit);
+    assert_eq!(v.exit_code, Some(1));
+    assert!(v.stderr.contains("Traceback") && v.stderr.contains("ValueError: boom"), "{v:?}");
+}
+
+#[test]
+fn syntax_error_is_exit() {
+    let v = run("def f(:\n  pass");
+    expect(&v, Status::Exit);
+    assert!(v.stderr.contains("SyntaxError"), "{v:?}");
+}
+
+// ---- hostile: time -----------------------------------------------------------------------------
+
+#[test]
+fn infinite_loop_times_out() {
+    let started = Instant::now();
+    let v = sandbox().run(Job::new("while True:\n    pass").timeout(Duration::from_millis(1000)));
+    expect(&v, Status::Timeout);
+    assert_eq!(v.exit_code, None);
+    assert!(v.wall_ms >= 1000, "{v:?}");
+    assert!(v.wall_ms < 10_000, "the deadline must cut the loop: {v:?}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn sleep_in_a_host_call_is_cut_at_the_deadline() {
+    let started = Instant::now();
+    let v = sandbox()
+        .run(Job::new("import time\nprint('start', flush=True)\ntime.sleep(600)").timeout(Duration::from_millis(1000)));
+    expect(&v, Status::Timeout);
+    assert_eq!(v.stdout, "start\n", "output written before the deadline is kept");
+    assert!(v.wall_ms < 10_000, "{v:?}");
+    assert!(started.elapsed() < Duration::from_secs(60), "time.sleep(600) must end at the deadline");
+}
+
+#[test]
+fn fuel_budget_ends_a_loop_deterministically() {
+    let v = sandbox().run(Job::new("while True:\n    pass").timeout(GENEROUS).fuel(400_000_000));
+    expect(&v, Status::Timeout);
+    assert!(v.detail.as_deref().unwrap_or("").contains("fuel"), "{v:?}");
+    assert_eq!(v.fuel_used, Some(400_000_000));
+    // A program that fits in its budget is unaffected.
+    let v = sandbox().run(Job::new("print(1)").timeout(GENEROUS).fuel(5_000_000_000));
+    expect(&v, Status::Ok);
+}
+
+// ---- hostile: memory ---------------------------------------------------------------------------
+
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+#[test]
+fn allocation_loop_hits_the_memory_cap() {
+    let code = "chunks = []\nwhile True:\n    chunks.append(bytearray(1 << 20))";
+    let v = sandbox().run(Job::new(code).timeout(GENEROUS).memory_bytes(96 << 20));
+    expect(&v, Status::MemoryLimit);
+    assert!(v.stderr.contains("MemoryError"), "{v:?}");
+    let v =
+        sandbox().run(Job::new("x = [0] * 10\nwhile True:\n    x = x + x").timeout(GENEROUS).memory_bytes(96 << 20));
+    expect(&v, Status::MemoryLimit);
+    if let Some(peak) = peak_rss_mib() {
+        assert!(peak < 2048, "host memory must stay bounded, peak RSS {peak} MiB");
+    }
+}
+
+#[test]
+fn one_huge_allocation_hits_the_memory_cap() {
+    let v = sandbox()
+        .run(Job::new("x = bytearray(1_500_000_000)\nprint(len(x))").timeout(GENEROUS).memory_bytes(128 << 20));
+    expect(&v, Status::MemoryLimit);
+    assert_eq!(v.stdout, "");
+    assert!(v.detail.as_deref().unwrap_or("").contains("refused"), "{v:?}");
+    if let Some(peak) = peak_rss_mib() {
+        assert!(peak < 2048, "host memory must stay bounded, peak RSS {peak} MiB");
+    }
+}
+
+#[test]
+fn caught_memory_error_then_exit_0_is_ok() {
+    let code = "try:\n    x = bytearray(1_500_000_000)\nexcept MemoryError:\n    print('handled')";
+    let v = sandbox().run(Job::new(code).timeout(GENEROUS).memory_bytes(128 << 20));
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "handled\n");
+}
+
+#[test]
+fn unbounded_recursion_ends_without_harming_the_host() {
+    let v = run("def f(n):\n    return f(n + 1)\nf(0)");
+    expect(&v, Status::Exit);
+    assert!(v.stderr.contains("RecursionError"), "{v:?}");
+    // With the interpreter's own guard lifted, the wasm stack (or the guest's) gives out instead.
+    let v = run("import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)");
+    assert!(matches!(v.status, Status::Error | Status::Exit | Status::MemoryLimit), "{v:#?}");
+    assert_ne!(v.exit_code, Some(0));
+}
+
+// ---- hostile: the host's files, processes, network and environment ---------------------------
+
+#[test]
+fn reading_etc_passwd_fails() {
+    let v = run("print(open('/etc/passwd').read())");
+    expect(&v, Status::Exit);
+    assert!(!v.stdout.contains("root:"), "{v:?}");
+    assert!(v.stderr.contains("Error"), "{v:?}");
+}
+
+#[test]
+fn listing_the_root_shows_nothing_of_the_host() {
+    let v = run("import os\nprint(os.listdir('/'))");
+    assert_ne!(v.status, Status::Ok, "{v:?}");
+    for name in ["etc", "usr", "proc", "home", "root"] {
+        assert!(!v.stdout.contains(name), "{v:?}");
+    }
+    let v =
+        run("import os\ntry:\n    print(os.listdir('.'))\nexcept OSError as e:\n    print('denied', type(e).__name__)");
+    expect(&v, Status::Ok);
+    assert!(v.stdout.starts_with("denied"), "{v:?}");
+}
+
+#[test]
+fn writing_a_file_leaves_the_host_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("pwned.txt");
+    let code = format!("open({:?}, 'w').write('owned')", target.display().to_string());
+    let v = run(&code);
+    expect(&v, Status::Exit);
+    assert!(!target.exists(), "the guest created {}", target.display());
+    let v = run("open('pwned-relative.txt', 'w').write('owned')");
+    expect(&v, Status::Exit);
+    assert!(!PathBuf::from("pwned-relative.txt").exists());
+    let v = run("import os\nos.mkdir('/tmp/aha-sandbox-pwned')");
+    expect(&v, Status::Exit);
+    assert!(!PathBuf::from("/tmp/aha-sandbox-pwned").exists());
+}
+
+#[test]
+fn opening_a_socket_fails() {
+    let code = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.connect(('127.0.0.1', 80))\nprint('connected')";
+    let v = run(code);
+    expect(&v, Status::Exit);
+    assert!(!v.stdout.contains("connected"), "{v:?}");
+}
+
+#[test]
+fn subprocess_fails() {
+    let v = run("import subprocess\nprint(subprocess.run(['ls', '/'], capture_output=True).stdout)");
+    expect(&v, Status::Exit);
+    assert_eq!(v.stdout, "");
+    let v = run("import os\nos.system('touch /tmp/aha-sandbox-system')\nprint('ran')");
+    assert!(!PathBuf::from("/tmp/aha-sandbox-system").exists());
+    assert_ne!(v.stdout, "ran\n0\n");
+}
+
+#[test]
+fn fork_fails() {
+    let v = run("import os\npid = os.fork()\nprint('forked', pid)");
+    expect(&v, Status::Exit);
+    assert!(!v.stdout.contains("forked"), "{v:?}");
+}
+
+#[test]
+fn environment_shows_nothing_of_the_host() {
+    std::env::set_var("AHA_SANDBOX_TEST_SECRET", "hunter2-do-not-leak");
+    let v = run("import os\nprint(dict(os.environ))\nprint(os.getcwd())");
+    expect(&v, Status::Ok);
+    assert!(v.stdout.starts_with("{}\n"), "the guest sees an empty environment: {v:?}");
+    assert!(!v.stdout.contains("hunter2") && !v.stdout.contains("HOME") && !v.stdout.contains("PATH"), "{v:?}");
+}
+
+// ---- hostile: output ---------------------------------------------------------------------------
+
+#[test]
+fn gigabytes_of_output_hit_the_output_cap() {
+    let cap = 64 << 10;
+    let code = "import sys\nwhile True:\n    sys.stdout.write('x' * (1 << 20))";
+    let started = Instant::now();
+    let v = sandbox().run(Job::new(code).timeout(GENEROUS).max_output_bytes(cap));
+    expect(&v, Status::OutputLimit);
+    assert_eq!(v.stdout.len(), cap, "stdout is kept up to the cap");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // A guest that swallows the write errors and keeps going still gets output_limit.
+    let code = "while True:\n    try:\n        print('y' * 1000)\n    except OSError:\n        break";
+    let v = sandbox().run(Job::new(code).timeout(GENEROUS).max_output_bytes(cap));
+    expect(&v, Status::OutputLimit);
+    // On stderr too.
+    let code = "import sys\nfor _ in range(10**6):\n    sys.stderr.write('e' * 4096)";
+    let v = sandbox().run(Job::new(code).timeout(GENEROUS).max_output_bytes(cap));
+    expect(&v, Status::OutputLimit);
+    assert_eq!(v.stderr.len(), cap);
+    // Exactly at the cap is fine.
+    let v = sandbox().run(Job::new("print('z' * 99)").timeout(GENEROUS).max_output_bytes(100));
+    expect(&v, Status::Ok);
+}
+
+// ---- JavaScript (QuickJS) ----------------------------------------------------------------------
+
+#[test]
+fn quickjs_runs_javascript() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SandboxConfig::new(QUICKJS_WASM).lang(Lang::Js).workers(1).cache(CacheDir::Dir(dir.path().into()));
+    let js = Sandbox::new(config).expect("quickjs.wasm loads");
+    let v = js.run(Job::new("console.log([1, 2, 3].map(x => x * 2).join(','))").timeout(GENEROUS));
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "2,4,6\n");
+    let v = js.run(
+        Job::new("console.log(std.in.readAsString().trim().split('').reverse().join(''))")
+            .stdin("olleh\n")
+            .timeout(GENEROUS),
+    );
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "hello\n");
+    let v = js.run(Job::new("for (;;) {}").timeout(Duration::from_millis(500)));
+    expect(&v, Status::Timeout);
+    let v = js.run(Job::new("throw new Error('boom')").timeout(GENEROUS));
+    expect(&v, Status::Exit);
+}
+
+// ---- the compiled-module cache and bad inputs ------------------------------------------------
+
+#[test]
+fn compiled_cache_is_written_read_and_rebuilt_when_corrupted() {
+    // quickjs.wasm: small, so compiling it twice costs little.
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SandboxConfig::new(QUICKJS_WASM).lang(Lang::Js).workers(1).cache(CacheDir::Dir(dir.path().into()));
+    let first = Sandbox::new(config()).unwrap();
+    assert_eq!(first.module_info().source, LoadSource::CompiledAndCached);
+    let file = first.module_info().cache_file.clone().unwrap();
+    assert!(file.exists());
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.contains(&first.module_info().sha256[..16]) && name.contains("wasmtime-48"), "{name}");
+    drop(first);
+
+    let second = Sandbox::new(config()).unwrap();
+    assert_eq!(second.module_info().source, LoadSource::Cached);
+    drop(second);
+
+    // Flip a byte in the middle of the compiled code: detected, reported, rebuilt.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let third = Sandbox::new(config()).unwrap();
+    assert!(
+        matches!(&third.module_info().source, LoadSource::Rebuilt(reason) if reason.contains("checksum")),
+        "{:?}",
+        third.module_info()
+    );
+    let v = third.run(Job::new("console.log(40 + 2)").timeout(GENEROUS));
+    assert_eq!(v.stdout, "42\n");
+    drop(third);
+
+    // Truncated, and garbage.
+    std::fs::write(&file, &std::fs::read(&file).unwrap()[..100]).unwrap();
+    assert!(matches!(Sandbox::new(config()).unwrap().module_info().source, LoadSource::Rebuilt(_)));
+    std::fs::write(&file, b"not a cache file").unwrap();
+    assert!(matches!(Sandbox::new(config()).unwrap().module_info().source, LoadSource::Rebuilt(_)));
+    assert_eq!(Sandbox::new(config()).unwrap().module_info().source, LoadSource::Cached);
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn missing_module_is_one_clear_error() {
+    let err = Sandbox::new(SandboxConfig::new("/nonexistent/python.wasm").cache(CacheDir::Off)).err().unwrap();
+    assert!(matches!(err, SandboxError::ModuleMissing { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("/nonexistent/python.wasm") && message.contains("setup.sh"), "{message}");
+    assert!(!message.contains('\n'));
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("python.wasm");
+    std::fs::write(&path, b"#!/usr/bin/env python3\nprint('hi')\n").unwrap();
+    let err = Sandbox::new(SandboxConfig::new(&path).cache(CacheDir::Dir(dir.path().into()))).err().unwrap();
+    assert!(matches!(err, SandboxError::NotWasm { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("python.wasm") && message.contains("not a WebAssembly module"), "{message}");
+    assert!(!message.contains('\n'));
+    // A WASM module that is not a WASI command (no imports, no _start).
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let err = Sandbox::new(SandboxConfig::new(&path).cache(CacheDir::Off)).err().unwrap();
+    assert!(err.to_string().contains("_start"), "{err}");
+}
