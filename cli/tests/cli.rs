@@ -205,3 +205,38 @@ fn convert_writes_a_folder_that_loads_the_same() {
     let scored = aha(&["logprobs", "--model", target.to_str().unwrap(), "--text", "The cat sat on the mat."]);
     assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
 }
+
+#[test]
+fn sandbox_run_prints_a_verdict_and_exits_zero_whatever_the_guest_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |code: &str, extra: &[&str]| -> Value {
+        let file = dir.path().join("program.py");
+        std::fs::write(&file, code).unwrap();
+        let out = aha(&[&["sandbox", "run", file.to_str().unwrap(), "--timeout-ms", "20000"][..], extra].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let stdin = dir.path().join("stdin.txt");
+    std::fs::write(&stdin, "3 4\n").unwrap();
+    let ok = run("a, b = map(int, input().split())\nprint(a * b)", &["--stdin", stdin.to_str().unwrap()]);
+    assert_eq!(
+        (ok["status"].as_str(), ok["exit_code"].as_i64(), ok["stdout"].as_str()),
+        (Some("ok"), Some(0), Some("12\n"))
+    );
+    for key in ["stderr", "wall_ms", "fuel_used"] {
+        assert!(ok.get(key).is_some(), "{key} missing from {ok}");
+    }
+    let exit = run("import sys\nsys.exit(3)", &[]);
+    assert_eq!((exit["status"].as_str(), exit["exit_code"].as_i64()), (Some("exit"), Some(3)));
+    let host = run("import os\nprint(open('/etc/passwd').read())", &[]);
+    assert_eq!(host["status"], "exit");
+    assert!(!host["stdout"].as_str().unwrap().contains("root:"));
+    let flood = run("while True: print('x' * 1000)", &["--max-output-bytes", "10000"]);
+    assert_eq!(flood["status"], "output_limit");
+}
+
+#[test]
+fn sandbox_run_names_a_missing_program() {
+    let line = error_line(&["sandbox", "run", "/nonexistent/program.py"]);
+    assert!(line.contains("/nonexistent/program.py"), "{line}");
+}
