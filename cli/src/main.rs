@@ -1,5 +1,6 @@
 //! `aha`: reinforcement learning from verifiable rewards, one subcommand per job.
 
+mod reward_cmd;
 mod sandbox_cmd;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ enum Command {
     Demo,
     /// Run untrusted programs in the WASM sandbox (CPython as python.wasm, or QuickJS).
     Sandbox(sandbox_cmd::SandboxCommand),
+    /// Score JSON lines ({"completion", problem fields...}) with a reward checker: adds "reward" and "detail".
+    Reward(reward_cmd::RewardArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +124,7 @@ fn main() {
         Command::Convert(args) => convert(args),
         Command::Demo => demo(),
         Command::Sandbox(command) => sandbox_cmd::run(command, repo_root()),
+        Command::Reward(args) => reward_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

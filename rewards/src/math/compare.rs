@@ -1,0 +1,404 @@
+//! Equivalence of two parsed answers: exact rationals, 1e-6 when a decimal literal is involved,
+//! numeric evaluation for radicals/π/e/functions, random points for expressions with variables,
+//! ordered tuples, unordered sets, intervals with their ends, equations and inequalities.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use num_complex::Complex64;
+use num_rational::BigRational;
+use num_traits::Signed;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::eval::{exact, has_float, is_scalar, numeric, variables, Env};
+use super::lex::{Const, Rel};
+use super::parse::Expr;
+
+/// Points at which expressions with variables are compared.
+const POINTS: usize = 6;
+/// Points that must evaluate to finite values on both sides.
+const MIN_GOOD_POINTS: usize = 3;
+/// Most elements of a set / tuple / list compared.
+const MAX_ITEMS: usize = 64;
+/// Most `±` signs expanded (2^n answers).
+const MAX_PLUS_MINUS: usize = 4;
+
+/// Comparison settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Compare {
+    pub seed: u64,
+    /// Absolute (and, above 1, relative) tolerance when a decimal literal appears.
+    pub float_tolerance: f64,
+    /// Relative tolerance of numeric evaluation when both sides are exact-looking.
+    pub numeric_tolerance: f64,
+}
+
+impl Default for Compare {
+    fn default() -> Self {
+        Compare { seed: 0, float_tolerance: 1e-6, numeric_tolerance: 1e-9 }
+    }
+}
+
+impl Compare {
+    /// Whether `pred` answers `gold`.
+    pub fn answers(&self, gold: &Expr, pred: &Expr) -> bool {
+        let gold = expand_plus_minus(gold);
+        let pred = expand_plus_minus(pred);
+        self.top(&gold, &pred)
+    }
+
+    fn top(&self, gold: &Expr, pred: &Expr) -> bool {
+        // "x = 3" against "3" (either side), and equation chains "2 + 3 = 5".
+        if let Some(rhs) = solved_value(gold) {
+            if !matches!(pred, Expr::Relation(..)) || solved_value(pred).is_some() {
+                let p = solved_value(pred).unwrap_or(pred);
+                if self.same(rhs, p) {
+                    return true;
+                }
+            }
+        } else if let Some(rhs) = solved_value(pred) {
+            if !matches!(gold, Expr::Relation(..)) && self.same(gold, rhs) {
+                return true;
+            }
+        }
+        // A bare list of "x = a" items against a set of values.
+        let gold_items = as_collection(gold);
+        let pred_items = as_collection(pred);
+        if let (Some(g), Some(p)) = (&gold_items, &pred_items) {
+            return self.unordered(g, p);
+        }
+        // A one-element set against a plain value.
+        if let (Some(g), None) = (&gold_items, &pred_items) {
+            if g.len() == 1 {
+                return self.top(g[0], pred);
+            }
+        }
+        if let (None, Some(p)) = (&gold_items, &pred_items) {
+            if p.len() == 1 {
+                return self.top(gold, p[0]);
+            }
+        }
+        self.same(gold, pred)
+    }
+
+    /// Structural + numeric equality of two answers.
+    pub fn same(&self, gold: &Expr, pred: &Expr) -> bool {
+        match (gold, pred) {
+            (Expr::Group { open: go, close: gc, items: gi }, Expr::Group { open: po, close: pc, items: pi }) => {
+                if gi.len() != pi.len() || gi.len() > MAX_ITEMS {
+                    return false;
+                }
+                let interval = gi.len() == 2 && (is_interval(*go, *gc) || is_interval(*po, *pc));
+                if interval && (go != po || gc != pc) {
+                    return false;
+                }
+                if !interval && (go != po || gc != pc) && !(is_paren_like(*go, *gc) && is_paren_like(*po, *pc)) {
+                    return false;
+                }
+                gi.iter().zip(pi).all(|(g, p)| self.same(g, p))
+            }
+            (Expr::Set(g), Expr::Set(p)) | (Expr::Union(g), Expr::Union(p)) | (Expr::List(g), Expr::List(p)) => {
+                self.unordered(&g.iter().collect::<Vec<_>>(), &p.iter().collect::<Vec<_>>())
+            }
+            (Expr::Set(g), Expr::Const(Const::EmptySet)) | (Expr::Const(Const::EmptySet), Expr::Set(g)) => g.is_empty(),
+            (Expr::Const(Const::EmptySet), Expr::Const(Const::EmptySet)) => true,
+            (Expr::Matrix(g), Expr::Matrix(p)) => {
+                g.len() == p.len()
+                    && g.iter()
+                        .zip(p)
+                        .all(|(gr, pr)| gr.len() == pr.len() && gr.iter().zip(pr).all(|(a, b)| self.same(a, b)))
+            }
+            // A column vector written as a matrix against a tuple.
+            (Expr::Matrix(m), Expr::Group { open: '(', close: ')', items })
+            | (Expr::Group { open: '(', close: ')', items }, Expr::Matrix(m)) => {
+                let flat: Vec<&Expr> = if m.iter().all(|r| r.len() == 1) {
+                    m.iter().map(|r| &r[0]).collect()
+                } else if m.len() == 1 {
+                    m[0].iter().collect()
+                } else {
+                    return false;
+                };
+                flat.len() == items.len() && flat.iter().zip(items).all(|(a, b)| self.same(a, b))
+            }
+            (Expr::Relation(gl, gr, grr), Expr::Relation(pl, pr, prr)) => {
+                (gr == pr && self.same(gl, pl) && self.same(grr, prr))
+                    || (flip(*gr) == *pr && self.same(gl, prr) && self.same(grr, pl))
+                    || self.proportional_relations(gl, *gr, grr, pl, *pr, prr)
+            }
+            // `\left[\begin{array}..\end{array}\right]`
+            (_, Expr::Group { open: '[', close: ']', items })
+                if items.len() == 1 && matches!(items[0], Expr::Matrix(_)) =>
+            {
+                self.same(gold, &items[0])
+            }
+            _ if is_scalar(gold) && is_scalar(pred) => self.scalar(gold, pred),
+            _ => false,
+        }
+    }
+
+    /// `2x + 4y - 3 = 0` against `y = -x/2 + 3/4`: (lhs - rhs) of one side is a constant non-zero
+    /// multiple of the other's at every sample point (a positive multiple for inequalities with the
+    /// same direction, a negative one for opposite directions).
+    fn proportional_relations(&self, gl: &Expr, gr: Rel, grr: &Expr, pl: &Expr, pr: Rel, prr: &Expr) -> bool {
+        let sign = if gr == pr {
+            1.0
+        } else if flip(gr) == pr && gr != pr {
+            -1.0
+        } else {
+            return false;
+        };
+        if ![gl, grr, pl, prr].iter().all(|e| is_scalar(e)) {
+            return false;
+        }
+        let g = Expr::Sub(Box::new(gl.clone()), Box::new(grr.clone()));
+        let p = Expr::Sub(Box::new(pl.clone()), Box::new(prr.clone()));
+        let mut vars = BTreeSet::new();
+        variables(&g, &mut vars);
+        variables(&p, &mut vars);
+        if vars.is_empty() {
+            return false;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5eed);
+        let mut ratio: Option<f64> = None;
+        let mut good = 0;
+        for _ in 0..POINTS {
+            let point = Point(vars.iter().map(|v| (v.clone(), rng.random_range(0.3..2.7))).collect());
+            let (Some(a), Some(b)) = (numeric(&g, &point), numeric(&p, &point)) else { return false };
+            if !(a.re.is_finite() && b.re.is_finite()) || a.im.abs() > 1e-12 || b.im.abs() > 1e-12 {
+                continue;
+            }
+            if a.re.abs() < 1e-12 || b.re.abs() < 1e-12 {
+                if (a.re.abs() < 1e-12) != (b.re.abs() < 1e-12) {
+                    return false;
+                }
+                continue;
+            }
+            let r = b.re / a.re;
+            match ratio {
+                None => ratio = Some(r),
+                Some(r0) => {
+                    if (r - r0).abs() > self.numeric_tolerance.max(1e-9) * r0.abs().max(1.0) * 1e3 {
+                        return false;
+                    }
+                }
+            }
+            good += 1;
+        }
+        match ratio {
+            Some(r) if good >= MIN_GOOD_POINTS => {
+                if gr == Rel::Eq || gr == Rel::Ne {
+                    true
+                } else {
+                    r * sign > 0.0
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Every element of one side matches some element of the other (set semantics).
+    fn unordered(&self, gold: &[&Expr], pred: &[&Expr]) -> bool {
+        if gold.len() > MAX_ITEMS || pred.len() > MAX_ITEMS {
+            return false;
+        }
+        let covers = |a: &[&Expr], b: &[&Expr], gold_first: bool| {
+            a.iter().all(|x| b.iter().any(|y| if gold_first { self.top(x, y) } else { self.top(y, x) }))
+        };
+        covers(gold, pred, true) && covers(pred, gold, false)
+    }
+
+    /// Two arithmetic expressions.
+    pub fn scalar(&self, gold: &Expr, pred: &Expr) -> bool {
+        let float = has_float(gold) || has_float(pred);
+        let mut vars = BTreeSet::new();
+        variables(gold, &mut vars);
+        variables(pred, &mut vars);
+        if vars.is_empty() {
+            if let (Some(g), Some(p)) = (exact(gold), exact(pred)) {
+                return if float { within(&g, &p, self.float_tolerance) } else { g == p };
+            }
+            let env = Point(BTreeMap::new());
+            return match (numeric(gold, &env), numeric(pred, &env)) {
+                (Some(g), Some(p)) => self.close(g, p, float),
+                _ => false,
+            };
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut good = 0;
+        for _ in 0..POINTS {
+            let point = Point(vars.iter().map(|v| (v.clone(), rng.random_range(0.3..2.7))).collect());
+            let (Some(g), Some(p)) = (numeric(gold, &point), numeric(pred, &point)) else { return false };
+            let finite = |z: Complex64| z.re.is_finite() && z.im.is_finite();
+            match (finite(g), finite(p)) {
+                (true, true) => {
+                    if !self.close(g, p, float) {
+                        return false;
+                    }
+                    good += 1;
+                }
+                (false, false) => {}
+                _ => return false,
+            }
+        }
+        good >= MIN_GOOD_POINTS
+    }
+
+    fn close(&self, g: Complex64, p: Complex64, float: bool) -> bool {
+        if g.re.is_nan() || g.im.is_nan() || p.re.is_nan() || p.im.is_nan() {
+            return false;
+        }
+        if g.re.is_infinite() || p.re.is_infinite() {
+            return g.re == p.re && g.im == p.im;
+        }
+        let tol = if float { self.float_tolerance } else { self.numeric_tolerance };
+        (g - p).norm() <= tol * g.norm().max(1.0)
+    }
+}
+
+fn within(a: &BigRational, b: &BigRational, tol: f64) -> bool {
+    let diff = super::eval::to_f64(&(a - b).abs());
+    let scale = super::eval::to_f64(&a.abs()).max(1.0);
+    diff <= tol * scale
+}
+
+struct Point(BTreeMap<String, f64>);
+
+impl Env for Point {
+    fn get(&self, name: &str) -> Option<Complex64> {
+        self.0.get(name).map(|&v| Complex64::new(v, 0.0))
+    }
+}
+
+fn is_interval(open: char, close: char) -> bool {
+    // `[a, b]`, `[a, b)`, `(a, b]`; `(a, b)` is a tuple or an open interval, compared as written.
+    open == '[' || close == ']'
+}
+
+fn is_paren_like(open: char, close: char) -> bool {
+    open == '(' && close == ')'
+}
+
+fn flip(rel: Rel) -> Rel {
+    match rel {
+        Rel::Lt => Rel::Gt,
+        Rel::Gt => Rel::Lt,
+        Rel::Le => Rel::Ge,
+        Rel::Ge => Rel::Le,
+        other => other,
+    }
+}
+
+/// For `x = 3` (a variable, or anything non-numeric, on the left) and chains `a = b = c`: the
+/// last right-hand side.
+fn solved_value(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::Relation(lhs, Rel::Eq, rhs) => {
+            let mut vars = BTreeSet::new();
+            variables(rhs, &mut vars);
+            let mut lhs_vars = BTreeSet::new();
+            variables(lhs, &mut lhs_vars);
+            match &**lhs {
+                Expr::Var(_) => Some(rhs),
+                Expr::Relation(..) => Some(rhs),
+                // `2 + 3 = 5`; not `a + 3z = 0`, which is an equation, not a value.
+                _ if vars.is_empty() && lhs_vars.is_empty() => Some(rhs),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Items of a set-like answer: `{a, b}`, a bare list `a, b`, or a list of `x = a` items.
+fn as_collection(e: &Expr) -> Option<Vec<&Expr>> {
+    match e {
+        Expr::Set(items) | Expr::List(items) => Some(items.iter().map(|x| solved_value(x).unwrap_or(x)).collect()),
+        _ => None,
+    }
+}
+
+/// `a ± b` -> the set {a + b, a - b} (at most [`MAX_PLUS_MINUS`] signs; beyond, left as is).
+fn expand_plus_minus(e: &Expr) -> Expr {
+    fn count(e: &Expr) -> usize {
+        let mut n = 0;
+        fn go(e: &Expr, n: &mut usize) {
+            if let Expr::PlusMinus(a, b) = e {
+                *n += 1;
+                go(a, n);
+                go(b, n);
+            } else {
+                match e {
+                    Expr::Neg(a) | Expr::Func(_, a) | Expr::Abs(a) | Expr::Factorial(a) => go(a, n),
+                    Expr::Add(a, b)
+                    | Expr::Sub(a, b)
+                    | Expr::Mul(a, b)
+                    | Expr::Div(a, b)
+                    | Expr::Pow(a, b)
+                    | Expr::Log(a, b)
+                    | Expr::Root(a, b)
+                    | Expr::Binom(a, b) => {
+                        go(a, n);
+                        go(b, n);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        go(e, &mut n);
+        n
+    }
+    fn choose(e: &Expr, signs: &mut impl Iterator<Item = bool>) -> Expr {
+        let b = |x: &Expr, s: &mut dyn FnMut(&Expr) -> Expr| Box::new(s(x));
+        let mut rec = |x: &Expr| choose(x, signs);
+        match e {
+            Expr::PlusMinus(a, c) => {
+                let l = rec(a);
+                let r = rec(c);
+                if signs.next().unwrap_or(true) {
+                    Expr::Add(Box::new(l), Box::new(r))
+                } else {
+                    Expr::Sub(Box::new(l), Box::new(r))
+                }
+            }
+            Expr::Neg(a) => Expr::Neg(b(a, &mut rec)),
+            Expr::Func(f, a) => Expr::Func(*f, b(a, &mut rec)),
+            Expr::Abs(a) => Expr::Abs(b(a, &mut rec)),
+            Expr::Factorial(a) => Expr::Factorial(b(a, &mut rec)),
+            Expr::Add(x, y) => Expr::Add(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Sub(x, y) => Expr::Sub(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Mul(x, y) => Expr::Mul(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Div(x, y) => Expr::Div(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Pow(x, y) => Expr::Pow(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Log(x, y) => Expr::Log(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Root(x, y) => Expr::Root(b(x, &mut rec), b(y, &mut rec)),
+            Expr::Binom(x, y) => Expr::Binom(b(x, &mut rec), b(y, &mut rec)),
+            other => other.clone(),
+        }
+    }
+    match e {
+        Expr::List(items) => Expr::List(items.iter().map(expand_plus_minus).collect()),
+        Expr::Set(items) => Expr::Set(items.iter().map(expand_plus_minus).collect()),
+        Expr::Relation(l, r, rhs) if count(rhs) > 0 && count(l) == 0 => {
+            // x = 1 ± √2 -> {x = 1 + √2, x = 1 - √2}
+            match expand_plus_minus(rhs) {
+                Expr::Set(items) => {
+                    Expr::List(items.into_iter().map(|x| Expr::Relation(l.clone(), *r, Box::new(x))).collect())
+                }
+                other => Expr::Relation(l.clone(), *r, Box::new(other)),
+            }
+        }
+        _ => {
+            let n = count(e);
+            if n == 0 || n > MAX_PLUS_MINUS {
+                return e.clone();
+            }
+            let items = (0..1u32 << n)
+                .map(|mask| {
+                    let mut bits = (0..n).map(move |k| mask & (1 << k) == 0);
+                    choose(e, &mut bits)
+                })
+                .collect();
+            Expr::Set(items)
+        }
+    }
+}

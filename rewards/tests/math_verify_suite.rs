@@ -1,0 +1,78 @@
+//! Cases from Math-Verify's own test suite (`tests/fixtures/math_verify_cases.jsonl`, produced by
+//! `tests/fixtures/make_math_verify_cases.py`). Each prediction is scored as the content of an
+//! `<answer>` tag. We agree with Math-Verify on all of them except the few listed in
+//! [`KNOWN_DIFFERENCES`], each with the reason; the test fails if that list changes either way.
+
+use aha_rewards::math::MathChecker;
+use aha_rewards::Score;
+
+/// (gold, pred, why we differ from Math-Verify's expected verdict)
+const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
+    // A comma is a thousands separator (1,000) or a list separator (1,2), never a decimal comma.
+    ("1000.99", "1000,99", "decimal comma"),
+    ("1,22", "1.22", "decimal comma"),
+    ("2.74", "Soucis : 2,74 $ a..", "decimal comma"),
+    ("0,111", "0.111", "decimal comma (0,111 reads as the list 0, 111)"),
+    // Inside an answer tag we accept an answer split over lines; Math-Verify rejects inline math
+    // that spans lines.
+    ("$9$", "Answer $ \n 9 \n $", "we accept multi-line inline math"),
+    ("$9$", "Answer \\( \n 9 \n \\)", "we accept multi-line inline math"),
+    // An approximation after `\approx` is dropped, so `x \approx 11` is just `x`.
+    ("$11$", "$x\\approx11$", "approximations are not answers"),
+    // A gold answer with an unknown command is skipped, never scored.
+    ("$1 = \\zzz = x = 0$", "$0$", "gold does not parse: skip"),
+    // No matrix arithmetic: a sum or product of matrices is not evaluated.
+    (
+        "$\\begin{pmatrix}6 & 8 \\\\ 10 & 12\\end{pmatrix}$",
+        "The sum is $\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix} + \\begin{pmatrix}5 & 6 \\\\ 7 & 8\\end{pmatrix}$",
+        "no matrix arithmetic",
+    ),
+    (
+        "$\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$",
+        "When multiplying by identity: $\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$",
+        "no matrix arithmetic",
+    ),
+    // In a sentence, the last math span ($n$) wins over a bare number after it.
+    ("$34$", "Final Answer: The largest $n$ is 34.", "the last math span is $n$"),
+    // A set is not a tuple or an interval.
+    ("$(1,3)$", "${1,3}$", "{1,3} is a set, (1,3) a tuple/interval"),
+    // Several boxes in the gold: the last one is the answer.
+    ("$\\boxed{1}\\boxed{2}$", "$\\boxed{1,2}$", "only the last box counts"),
+    // `\text{13}` is the number 13 to us.
+    ("$\text{13}$", "$13$", "text wrapping a number is the number"),
+];
+
+#[test]
+fn agrees_with_math_verify_test_suite() {
+    let text = include_str!("fixtures/math_verify_cases.jsonl");
+    let checker = MathChecker::default();
+    let mut differences = Vec::new();
+    let mut total = 0;
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let gold = case["gold"].as_str().unwrap();
+        let pred = case["pred"].as_str().unwrap();
+        let expected = case["expected"].as_i64().unwrap() == 1;
+        let verdict = checker.verdict(&format!("<answer>{pred}</answer>"), gold);
+        let got = matches!(verdict.score, Score::Reward { reward } if reward == 1.0);
+        total += 1;
+        if got != expected {
+            differences.push((gold.to_string(), pred.to_string(), format!("{}", verdict.detail)));
+        }
+    }
+    assert!(total >= 100, "only {total} cases");
+    let unexpected: Vec<_> = differences
+        .iter()
+        .filter(|(g, p, _)| !KNOWN_DIFFERENCES.iter().any(|(kg, kp, _)| kg == g && kp == p))
+        .collect();
+    let fixed: Vec<_> = KNOWN_DIFFERENCES
+        .iter()
+        .filter(|(kg, kp, _)| !differences.iter().any(|(g, p, _)| kg == g && kp == p))
+        .collect();
+    assert!(
+        unexpected.is_empty() && fixed.is_empty(),
+        "{} of {total} differ from Math-Verify; not in the known list:\n{}\nlisted but now agreeing: {fixed:?}",
+        differences.len(),
+        unexpected.iter().map(|(g, p, d)| format!("    ({g:?}, {p:?}, \"\"), // {d}")).collect::<Vec<_>>().join("\n")
+    );
+}
