@@ -240,3 +240,46 @@ fn sandbox_run_names_a_missing_program() {
     let line = error_line(&["sandbox", "run", "/nonexistent/program.py"]);
     assert!(line.contains("/nonexistent/program.py"), "{line}");
 }
+
+fn aha_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aha"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn reward_adds_reward_and_detail_in_order() {
+    let lines = [
+        r#"{"id": 1, "completion": "so \\boxed{\\frac{1}{2}}", "answer": "0.5"}"#,
+        r#"{"id": 2, "completion": "<answer>7</answer>", "answer": "8"}"#,
+        r#"{"id": 3, "completion": "the final answer is 3\\sqrt{2}", "answer": "\\sqrt{18}"}"#,
+    ];
+    let out = aha_with_stdin(&["reward", "--checker", "math"], &(lines.join("\n") + "\n"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scored: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(scored.iter().map(|v| v["id"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(scored.iter().map(|v| v["reward"].as_f64().unwrap()).collect::<Vec<_>>(), vec![1.0, 0.0, 1.0]);
+    assert!(scored.iter().all(|v| v.get("detail").is_some() && v["completion"].is_string()));
+}
+
+#[test]
+fn reward_names_the_line_and_field_of_bad_input_after_writing_the_good_lines() {
+    let input = "{\"completion\": \"\\\\boxed{2}\", \"answer\": \"2\"}\n{\"completion\": \"\\\\boxed{2}\"}\n";
+    let out = aha_with_stdin(&["reward", "--checker", "math"], input);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 2") && stderr.contains("answer"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "the good first line is kept: {stdout}");
+    let not_json = aha_with_stdin(&["reward", "--checker", "math"], "{\"completion\": \n");
+    let stderr = String::from_utf8(not_json.stderr).unwrap();
+    assert!(!not_json.status.success() && stderr.contains("line 1") && stderr.contains("JSON"), "{stderr}");
+}
