@@ -11,8 +11,9 @@ use aha_rewards::{Checker, Registry, RewardConfig, Score};
 
 #[derive(Args)]
 pub struct RewardArgs {
-    /// The checker: math, countdown, format, format_tags or length. With --config, the entry of
-    /// that name (or label) in the file supplies its options.
+    /// The checker: math, countdown, format, format_tags, length, code, python or wasi (the last
+    /// two need options: use --config). With --config, the entry of that name (or label) in the
+    /// file supplies its options.
     #[arg(long)]
     checker: Option<String>,
     /// A reward config, JSON or TOML (by extension): {"checkers": [{"name", "weight", "options",

@@ -32,7 +32,7 @@ impl ConfigError {
 pub type Factory = Arc<dyn Fn(&Value) -> Result<Box<dyn Checker>, ConfigError> + Send + Sync>;
 
 /// Checkers by name. [`Registry::with_builtins`] knows `math`, `countdown`, `format`,
-/// `format_tags` and `length`; [`Registry::register`] adds any Rust type implementing [`Checker`].
+/// `format_tags`, `length`, `code` and the plug-in hosts `python` and `wasi`; [`Registry::register`] adds any Rust type implementing [`Checker`].
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<String, Factory>,
@@ -60,6 +60,14 @@ impl Registry {
         });
         registry.register("length", |options| {
             Ok(Box::new(crate::length::LengthChecker::new(parse_options("length", options)?)?))
+        });
+        registry
+            .register("code", |options| Ok(Box::new(crate::code::CodeChecker::new(parse_options("code", options)?))));
+        registry.register("python", |options| {
+            Ok(Box::new(crate::plugin::PythonPluginChecker::new(parse_required("python", options, "file")?)?))
+        });
+        registry.register("wasi", |options| {
+            Ok(Box::new(crate::plugin::WasiPluginChecker::new(parse_required("wasi", options, "module")?)))
         });
         registry
     }
@@ -108,6 +116,18 @@ impl Registry {
 pub fn parse_options<T: serde::de::DeserializeOwned + Default>(name: &str, options: &Value) -> Result<T, ConfigError> {
     match options {
         Value::Null => Ok(T::default()),
+        other => serde_json::from_value(other.clone()).map_err(|e| ConfigError::options(name, e)),
+    }
+}
+
+/// Deserialises options that have a required key (`null` is an error naming it).
+pub fn parse_required<T: serde::de::DeserializeOwned>(
+    name: &str,
+    options: &Value,
+    key: &str,
+) -> Result<T, ConfigError> {
+    match options {
+        Value::Null => Err(ConfigError::options(name, format!("missing option `{key}`"))),
         other => serde_json::from_value(other.clone()).map_err(|e| ConfigError::options(name, e)),
     }
 }

@@ -132,6 +132,11 @@ pub struct SandboxConfig {
     /// Count fuel (enables [`Limits::fuel`] and [`Verdict::fuel_used`]). Off by default: it costs
     /// about 20% of throughput (CPython's start-up alone is ~210 million units).
     pub fuel_metering: bool,
+    /// A fixed guest argv for every run, replacing [`Lang::argv`]: for a module that is not an
+    /// interpreter taking a program text (a WASI plug-in), or an interpreter started another way.
+    /// When set, [`Job::code`] is ignored and the guest sees exactly these arguments. `None`: the
+    /// language's argv with the job's code.
+    pub argv: Option<Vec<String>>,
 }
 
 impl SandboxConfig {
@@ -144,6 +149,7 @@ impl SandboxConfig {
             workers,
             cache: CacheDir::Default,
             fuel_metering: false,
+            argv: None,
         }
     }
     pub fn lang(mut self, lang: Lang) -> Self {
@@ -160,6 +166,11 @@ impl SandboxConfig {
     }
     pub fn fuel_metering(mut self, on: bool) -> Self {
         self.fuel_metering = on;
+        self
+    }
+    /// Run every job with exactly this argv (see [`SandboxConfig::argv`]).
+    pub fn argv(mut self, argv: Vec<String>) -> Self {
+        self.argv = Some(argv);
         self
     }
 }
@@ -184,6 +195,7 @@ struct Shared {
     engine: Engine,
     pre: InstancePre<Guest>,
     lang: Lang,
+    argv: Option<Vec<String>>,
     fuel_metering: bool,
     permits: Semaphore,
 }
@@ -277,6 +289,7 @@ impl Sandbox {
             engine,
             pre,
             lang: config.lang,
+            argv: config.argv.clone(),
             fuel_metering: config.fuel_metering,
             permits: Semaphore::new(workers),
         });
@@ -368,8 +381,12 @@ async fn execute(shared: &Shared, job: Job) -> Verdict {
     // One byte over the cap: a pipe holding more than the cap means the guest hit it.
     let stdout = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
     let stderr = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
+    let argv = match &shared.argv {
+        Some(argv) => argv.clone(),
+        None => shared.lang.argv(&job.code),
+    };
     let wasi = WasiCtxBuilder::new()
-        .args(&shared.lang.argv(&job.code))
+        .args(&argv)
         .stdin(MemoryInputPipe::new(job.stdin))
         .stdout(stdout.clone())
         .stderr(stderr.clone())

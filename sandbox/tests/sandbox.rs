@@ -411,3 +411,15 @@ fn a_file_that_is_not_wasm_is_one_clear_error() {
     let err = Sandbox::new(SandboxConfig::new(&path).cache(CacheDir::Off)).err().unwrap();
     assert!(err.to_string().contains("_start"), "{err}");
 }
+
+#[test]
+fn fixed_argv_replaces_the_language_argv() {
+    let script = "import sys\nprint(sys.argv[1:], sys.stdin.read().strip())";
+    let argv = vec!["python".to_string(), "-S".into(), "-c".into(), script.into(), "plug".into(), "in".into()];
+    let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).argv(argv);
+    let sandbox = Sandbox::new(config).unwrap();
+    // The job's code is ignored: the guest sees exactly the configured argv.
+    let v = sandbox.run(Job::new("print('ignored')").stdin("hello").timeout(GENEROUS));
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "['plug', 'in'] hello\n");
+}
