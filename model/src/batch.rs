@@ -40,6 +40,15 @@ impl PaddedBatch {
     }
 }
 
+impl PaddedBatch {
+    /// The attention mask, or `None` when no row is padded (attention is then plain causal, and
+    /// libtorch can use its faster causal kernel).
+    pub fn padding_mask(&self) -> Option<&Tensor> {
+        let width = self.input_ids.size()[1];
+        self.lengths.iter().any(|&len| len < width).then_some(&self.attention_mask)
+    }
+}
+
 /// Position of each real token within its row: the number of real tokens before it.
 pub fn positions_from_mask(mask: &Tensor) -> Tensor {
     (mask.cumsum(1, Kind::Int64) - 1).clamp_min(0)

@@ -288,7 +288,8 @@ impl CausalLM {
                 };
                 let past = cache.len();
                 let keys = cache.begin_step(&step);
-                Some(attention_mask_4d(&keys, past, t))
+                // A first step without padding is plain causal attention.
+                (past > 0 || attention_mask.is_some()).then(|| attention_mask_4d(&keys, past, t))
             }
             None => attention_mask.map(|m| attention_mask_4d(m, 0, t)),
         };
@@ -342,7 +343,7 @@ impl CausalLM {
         let batch = crate::PaddedBatch::left_padded(sequences, 0, self.device())?;
         let width = batch.input_ids.size()[1];
         let logprobs = tch::no_grad(|| {
-            let hidden = self.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None);
+            let hidden = self.forward(&batch.input_ids, &batch.positions, batch.padding_mask(), None);
             let predicted = hidden.narrow(1, 0, width - 1);
             let targets = batch.input_ids.narrow(1, 1, width - 1);
             self.token_logprobs(&predicted, &targets, temperature).to_device(Device::Cpu)

@@ -80,7 +80,7 @@ pub fn generate(
 
     tch::no_grad(|| {
         let mut cache = model.new_cache(requests.len() as i64, width + params.max_new_tokens as i64);
-        let hidden = model.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), Some(&mut cache));
+        let hidden = model.forward(&batch.input_ids, &batch.positions, batch.padding_mask(), Some(&mut cache));
         let last = model.logits(&hidden.select(1, width - 1));
         // Share each prompt's prefill among its samples.
         let rows = Tensor::from_slice(&prompt_rows).to_device(device);
