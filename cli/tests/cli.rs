@@ -19,6 +19,11 @@ fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// One JSON value per line of `stdout`.
+fn json_lines(stdout: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Runs aha expecting failure; returns its single stderr line.
 fn error_line(args: &[&str]) -> String {
     let out = aha(args);
@@ -66,11 +71,25 @@ fn logprobs_prints_tokens_and_logprobs_as_transformers_does() {
 #[test]
 fn generate_json_gives_one_line_per_completion() {
     let model = fixture("qwen2");
-    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt", "12 + 35 =", "--n", "3"];
-    let out = aha(&[&args[..], &["--max-new-tokens", "8", "--top-k", "20", "--seed", "4", "--json"]].concat());
+    let args = [
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "12 + 35 =",
+        "--n",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--top-k",
+        "20",
+        "--seed",
+        "4",
+        "--json",
+    ];
+    let out = aha(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 3);
     for line in &lines {
         let ids = line["token_ids"].as_array().unwrap();
@@ -81,10 +100,7 @@ fn generate_json_gives_one_line_per_completion() {
         assert!(reason == "length" && ids.len() == 8 || reason == "stop", "{line}");
     }
     // Same seed, same completions.
-    let again = aha(&[&args[..], &["--max-new-tokens", "8", "--top-k", "20", "--seed", "4", "--json"]].concat());
-    let again: Vec<Value> =
-        String::from_utf8(again.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines, again);
+    assert_eq!(lines, json_lines(&aha(&args).stdout));
 }
 
 #[test]
@@ -263,8 +279,7 @@ fn reward_adds_reward_and_detail_in_order() {
     ];
     let out = aha_with_stdin(&["reward", "--checker", "math"], &(lines.join("\n") + "\n"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scored: Vec<Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let scored = json_lines(&out.stdout);
     assert_eq!(scored.iter().map(|v| v["id"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(scored.iter().map(|v| v["reward"].as_f64().unwrap()).collect::<Vec<_>>(), vec![1.0, 0.0, 1.0]);
     assert!(scored.iter().all(|v| v.get("detail").is_some() && v["completion"].is_string()));
