@@ -29,6 +29,13 @@ impl KvCache {
         }
     }
 
+    /// Bytes of keys and values one token takes in the cache of a model: known before anything is
+    /// allocated, so generation can plan its batch against a memory budget.
+    pub fn bytes_per_token(config: &ModelConfig, kind: Kind) -> u64 {
+        let per_layer = 2 * config.num_key_value_heads * config.head_dim * kind.elt_size_in_bytes() as i64;
+        (config.num_hidden_layers as i64 * per_layer) as u64
+    }
+
     /// Number of positions filled so far (padding included).
     pub fn len(&self) -> i64 {
         self.len
@@ -54,12 +61,62 @@ impl KvCache {
     /// Keeps (or repeats) the rows listed in `rows` (int64 indices): share one prefill across the
     /// samples of a group, or drop sequences that finished.
     pub fn index_select(&self, rows: &Tensor) -> Self {
+        self.gather(rows, self.len, self.capacity())
+    }
+
+    /// A new cache of the rows listed in `rows` (int64 indices) holding only the last `keep`
+    /// filled slots, with room for `capacity` slots. Every row's real tokens sit at the right end
+    /// of the filled slots (left padding, then appended tokens), so when `keep` is at least the
+    /// longest row's token count, dropping the slots before them loses nothing: that is how a
+    /// batch sheds the columns of sequences that left it.
+    pub fn gather(&self, rows: &Tensor, keep: i64, capacity: i64) -> Self {
+        assert!(keep <= self.len && keep <= capacity, "gather keeps {keep} of {} slots into {capacity}", self.len);
         let rows = rows.to_device(self.key_mask.device());
+        let start = self.len - keep;
+        let take = |t: &Tensor, dim: i64| {
+            let kept = t.narrow(dim, start, keep).index_select(0, &rows);
+            let mut shape = kept.size();
+            shape[dim as usize] = capacity;
+            let out = Tensor::zeros(shape, (t.kind(), t.device()));
+            out.narrow(dim, 0, keep).copy_(&kept);
+            out
+        };
         Self {
-            keys: self.keys.iter().map(|k| k.index_select(0, &rows)).collect(),
-            values: self.values.iter().map(|v| v.index_select(0, &rows)).collect(),
-            key_mask: self.key_mask.index_select(0, &rows),
-            len: self.len,
+            keys: self.keys.iter().map(|k| take(k, 2)).collect(),
+            values: self.values.iter().map(|v| take(v, 2)).collect(),
+            key_mask: take(&self.key_mask, 1),
+            len: keep,
+        }
+    }
+
+    /// Stacks the rows of several caches into one, aligning their filled slots on the right (a
+    /// shorter cache gets masked slots in front), with room for `capacity` slots: how sequences
+    /// prefilled later join a batch that is already decoding.
+    pub fn concat(parts: &[&KvCache], capacity: i64) -> Self {
+        let len = parts.iter().map(|c| c.len).max().expect("at least one cache");
+        assert!(len <= capacity, "concat of {len} slots into {capacity}");
+        let first = parts[0];
+        let batch: i64 = parts.iter().map(|c| c.batch_size()).sum();
+        let stack = |pick: &dyn Fn(&KvCache) -> &Tensor, dim: i64| {
+            let like = pick(first);
+            let mut shape = like.size();
+            shape[0] = batch;
+            shape[dim as usize] = capacity;
+            let out = Tensor::zeros(shape, (like.kind(), like.device()));
+            let mut row = 0;
+            for part in parts {
+                let rows = part.batch_size();
+                out.narrow(0, row, rows).narrow(dim, len - part.len, part.len).copy_(&pick(part).narrow(dim, 0, part.len));
+                row += rows;
+            }
+            out
+        };
+        let layers = first.keys.len();
+        Self {
+            keys: (0..layers).map(|l| stack(&|c: &KvCache| &c.keys[l], 2)).collect(),
+            values: (0..layers).map(|l| stack(&|c: &KvCache| &c.values[l], 2)).collect(),
+            key_mask: stack(&|c: &KvCache| &c.key_mask, 1),
+            len,
         }
     }
 

@@ -1,21 +1,38 @@
-//! aha-rollout: turning prompts into completions. Token sampling (temperature, top-k, top-p,
-//! min-p, stop tokens, seeded per sequence) and batched generation with a shared-prefill KV cache
-//! on an `aha_model::CausalLM`.
+//! aha-rollout: turning prompts into scored groups of completions.
 //!
-//! It does not score completions (that is `aha-rewards`) nor decide what to train on.
+//! What it does:
+//! - [`sampling`]: choose a token from logits (temperature, top-k, top-p, min-p, stop tokens),
+//!   seeded per sequence, recording its fp32 log-prob.
+//! - [`Engine`]: the local generation backend. Continuous batching over one KV cache: each prompt
+//!   is prefilled once for its whole group, finished sequences leave the batch and waiting ones
+//!   join it, the cache is planned against a memory budget. Stop strings via [`StopStrings`].
+//! - [`Backend`]: the seam a remote inference server would plug into.
+//! - [`RolloutPool`]: prompts in, [`ScoredGroup`]s out; reward checkers run on worker threads
+//!   while the model thread keeps generating.
 //!
-//! Main types: [`SamplingParams`], [`GenerationRequest`], [`Completion`], [`generate()`].
+//! What it does not do: decide what to train on (that is `aha-grpo`), or define rewards
+//! (`aha-rewards`).
 
+pub mod engine;
 pub mod generate;
+pub mod pool;
 pub mod sampling;
+pub mod stop;
 
-pub use generate::{generate, Completion, FinishReason, GenerationRequest};
+pub use engine::{Engine, EngineConfig, EngineStats};
+pub use generate::{generate, generate_all, Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId};
+pub use pool::{PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup};
 pub use sampling::{sample_token, SampledToken, SamplingParams};
+pub use stop::StopStrings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
     #[error("invalid sampling parameters: {0}")]
     Params(String),
+    #[error("generation backend: {0}")]
+    Backend(String),
+    #[error("reward for prompt `{prompt}`: {message}")]
+    Reward { prompt: String, message: String },
     #[error(transparent)]
     Model(#[from] aha_model::ModelError),
 }

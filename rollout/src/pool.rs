@@ -1,0 +1,282 @@
+//! The rollout pool: prompts in, groups of scored completions out.
+//!
+//! The model thread (the caller) owns the backend and only generates. Each group that finishes is
+//! handed through a crossbeam channel to reward workers, which decode its text and run the
+//! checkers (the code sandbox can take seconds) while the model thread keeps generating the other
+//! groups; it waits for a checker only once every group it was asked for has been generated.
+//! Nothing is generated ahead of a request: GRPO is on-policy, and a group sampled before an
+//! optimizer step would come from an older policy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use aha_model::Tokenizer;
+use aha_rewards::{CombinedChecker, Sample};
+
+use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, RolloutError};
+
+/// A problem ready for generation: the rendered prompt and the fields its checkers read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutPrompt {
+    pub id: String,
+    pub text: String,
+    pub sample: Sample,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoredCompletion {
+    pub token_ids: Vec<u32>,
+    /// The completion decoded without special tokens (what the checkers saw).
+    pub text: String,
+    pub logprobs: Vec<f32>,
+    pub finish_reason: FinishReason,
+    /// Each checker's reward by label; `None` when that checker skipped the problem.
+    pub rewards: BTreeMap<String, Option<f64>>,
+    /// The weighted total; `None` when some checker skipped (the problem cannot be judged).
+    pub reward: Option<f64>,
+    /// What the checkers extracted and why they decided as they did.
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoredGroup {
+    /// Position of the group in the pool's whole history (0, 1, 2, ...).
+    pub index: u64,
+    pub prompt: RolloutPrompt,
+    pub prompt_ids: Vec<u32>,
+    /// The seed its completions were sampled with.
+    pub seed: u64,
+    pub completions: Vec<ScoredCompletion>,
+}
+
+impl ScoredGroup {
+    /// The total rewards, or `None` if any completion could not be judged.
+    pub fn rewards(&self) -> Option<Vec<f64>> {
+        self.completions.iter().map(|c| c.reward).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// G: completions per prompt.
+    pub group_size: usize,
+    /// Group k is sampled with seed `seed + k`: a run is reproducible, and a resumed run continues
+    /// the same sequence of seeds.
+    pub seed: u64,
+    /// Threads running the reward checkers.
+    pub reward_workers: usize,
+    /// Prompts longer than this many tokens are skipped (with a warning and a count), not cut:
+    /// a truncated problem may no longer have its answer.
+    pub max_prompt_tokens: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { group_size: 8, seed: 0, reward_workers: 2, max_prompt_tokens: 1024 }
+    }
+}
+
+/// Counters since the pool was created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PoolStats {
+    pub groups: u64,
+    pub skipped_long_prompts: u64,
+    /// Model-thread time spent generating.
+    pub generation_seconds: f64,
+    /// Model-thread time spent waiting for checkers after generation was done.
+    pub reward_wait_seconds: f64,
+    /// Checker time summed over the workers.
+    pub reward_seconds: f64,
+}
+
+struct Job {
+    index: u64,
+    prompt: RolloutPrompt,
+    prompt_ids: Vec<u32>,
+    seed: u64,
+    completions: Vec<Completion>,
+}
+
+type JobResult = (Result<ScoredGroup, RolloutError>, f64);
+
+pub struct RolloutPool<'p, B: Backend> {
+    backend: B,
+    prompts: Box<dyn Iterator<Item = RolloutPrompt> + 'p>,
+    tokenizer: Arc<Tokenizer>,
+    config: PoolConfig,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<JobResult>,
+    workers: Vec<JoinHandle<()>>,
+    next_index: u64,
+    stats: PoolStats,
+}
+
+impl<'p, B: Backend> RolloutPool<'p, B> {
+    /// `first_index` is the number of groups drawn before (0 for a new run; the saved count when
+    /// resuming), which fixes the seeds of what comes next.
+    pub fn new(
+        backend: B,
+        prompts: impl Iterator<Item = RolloutPrompt> + 'p,
+        tokenizer: Arc<Tokenizer>,
+        checker: Arc<CombinedChecker>,
+        config: PoolConfig,
+        first_index: u64,
+    ) -> Result<Self, RolloutError> {
+        if config.group_size == 0 || config.reward_workers == 0 {
+            return Err(RolloutError::Params("group_size and reward_workers must be at least 1".into()));
+        }
+        let (jobs, job_queue) = crossbeam_channel::unbounded::<Job>();
+        let (result_sender, results) = crossbeam_channel::unbounded();
+        let workers = (0..config.reward_workers)
+            .map(|i| {
+                let job_queue = job_queue.clone();
+                let results = result_sender.clone();
+                let tokenizer = Arc::clone(&tokenizer);
+                let checker = Arc::clone(&checker);
+                std::thread::Builder::new()
+                    .name(format!("reward-{i}"))
+                    .spawn(move || {
+                        for job in job_queue {
+                            let start = Instant::now();
+                            let scored = score(job, &tokenizer, &checker);
+                            if results.send((scored, start.elapsed().as_secs_f64())).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawn a reward worker")
+            })
+            .collect();
+        Ok(Self {
+            backend,
+            prompts: Box::new(prompts),
+            tokenizer,
+            config,
+            jobs: Some(jobs),
+            results,
+            workers,
+            next_index: first_index,
+            stats: PoolStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Groups drawn so far (including those of earlier sessions of a resumed run).
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Generates and scores groups for the next `count` prompts, in prompt order. Fewer come back
+    /// only when the prompts run out.
+    pub fn next_groups(&mut self, count: usize) -> Result<Vec<ScoredGroup>, RolloutError> {
+        let start = Instant::now();
+        let mut pending: HashMap<RequestId, (u64, RolloutPrompt, Vec<u32>, u64)> = HashMap::new();
+        while pending.len() < count {
+            let Some(prompt) = self.prompts.next() else { break };
+            let prompt_ids = self.tokenizer.encode(&prompt.text)?;
+            if prompt_ids.is_empty() || prompt_ids.len() > self.config.max_prompt_tokens {
+                self.stats.skipped_long_prompts += 1;
+                tracing::warn!(
+                    prompt = %prompt.id,
+                    tokens = prompt_ids.len(),
+                    limit = self.config.max_prompt_tokens,
+                    "skipping a prompt that is empty or longer than max_prompt_tokens"
+                );
+                continue;
+            }
+            let index = self.next_index;
+            self.next_index += 1;
+            let seed = self.config.seed.wrapping_add(index);
+            let id = self.backend.submit(GenerationRequest { prompt_ids: prompt_ids.clone(), n: self.config.group_size, seed })?;
+            pending.insert(id, (index, prompt, prompt_ids, seed));
+        }
+        let submitted = pending.len();
+        let jobs = self.jobs.as_ref().expect("workers run until the pool is dropped");
+        while !pending.is_empty() {
+            let finished = self.backend.poll()?;
+            if finished.is_empty() {
+                return Err(RolloutError::Backend("the backend stopped with requests outstanding".into()));
+            }
+            for group in finished {
+                let (index, prompt, prompt_ids, seed) =
+                    pending.remove(&group.id).ok_or_else(|| RolloutError::Backend(format!("unknown request {}", group.id)))?;
+                let job = Job { index, prompt, prompt_ids, seed, completions: group.completions };
+                jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
+            }
+        }
+        self.stats.generation_seconds += start.elapsed().as_secs_f64();
+
+        let waiting = Instant::now();
+        let mut groups = Vec::with_capacity(submitted);
+        let mut first_error = None;
+        for _ in 0..submitted {
+            let (scored, seconds) =
+                self.results.recv().map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
+            self.stats.reward_seconds += seconds;
+            match scored {
+                Ok(group) => groups.push(group),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        self.stats.reward_wait_seconds += waiting.elapsed().as_secs_f64();
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        groups.sort_by_key(|g| g.index);
+        self.stats.groups += groups.len() as u64;
+        Ok(groups)
+    }
+}
+
+impl<B: Backend> Drop for RolloutPool<'_, B> {
+    fn drop(&mut self) {
+        self.jobs = None; // closes the queue: the workers finish and exit
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Decodes and judges every completion of a group. The checkers also see the completion's token
+/// count and finish reason (`completion_tokens`, `finish_reason`), which only the rollout knows.
+fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<ScoredGroup, RolloutError> {
+    let Job { index, prompt, prompt_ids, seed, completions } = job;
+    let scored = completions
+        .into_iter()
+        .map(|completion| {
+            let text = tokenizer.decode(&completion.token_ids, true)?;
+            let mut sample = prompt.sample.clone();
+            sample.insert("completion_tokens".into(), json!(completion.token_ids.len()));
+            sample.insert("finish_reason".into(), json!(completion.finish_reason));
+            let breakdown = checker
+                .breakdown(&text, &sample)
+                .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;
+            let rewards = breakdown.parts.iter().map(|(label, _, verdict)| (label.clone(), verdict.reward_value())).collect();
+            let detail: BTreeMap<&str, &Value> =
+                breakdown.parts.iter().map(|(label, _, verdict)| (label.as_str(), &verdict.detail)).collect();
+            Ok(ScoredCompletion {
+                detail: json!(detail),
+                reward: breakdown.total,
+                rewards,
+                text,
+                token_ids: completion.token_ids,
+                logprobs: completion.logprobs,
+                finish_reason: completion.finish_reason,
+            })
+        })
+        .collect::<Result<Vec<_>, RolloutError>>()?;
+    Ok(ScoredGroup { index, prompt, prompt_ids, seed, completions: scored })
+}
