@@ -1,7 +1,9 @@
 //! `aha`: reinforcement learning from verifiable rewards, one subcommand per job.
 
+mod eval_cmd;
 mod reward_cmd;
 mod sandbox_cmd;
+mod train_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,10 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCommand),
     /// Score JSON lines ({"completion", problem fields...}) with a reward checker: adds "reward" and "detail".
     Reward(reward_cmd::RewardArgs),
+    /// Sample K completions per problem of a dataset and report pass@1, pass@k and maj@k.
+    Eval(eval_cmd::EvalArgs),
+    /// GRPO training: `aha train CONFIG.toml [--set key=value]...`, or `--resume RUN_DIR`.
+    Train(train_cmd::TrainArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +131,8 @@ fn main() {
         Command::Demo => demo(),
         Command::Sandbox(command) => sandbox_cmd::run(command, repo_root()),
         Command::Reward(args) => reward_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

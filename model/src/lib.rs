@@ -8,11 +8,13 @@
 //! both the same logits.
 //!
 //! Main types: [`CausalLM`] (load, forward, logits, log-probs, save), [`ModelConfig`],
-//! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ModelError`].
+//! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ChatTemplate`] (the tokenizer's chat template, rendered as
+//! transformers renders it), [`ModelError`].
 
 pub mod architecture;
 pub mod batch;
 pub mod cache;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
@@ -22,6 +24,7 @@ pub mod tokenizer;
 pub use architecture::Architecture;
 pub use batch::{positions_from_mask, PaddedBatch};
 pub use cache::KvCache;
+pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
 pub use config::{ModelConfig, RopeConfig, RopeScaling};
 pub use decoder::{CausalLM, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};

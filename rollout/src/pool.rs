@@ -21,6 +21,10 @@ use aha_rewards::{CombinedChecker, Sample};
 
 use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, RolloutError};
 
+/// Sample fields the pool adds for the checkers (a problem file need not have them): the
+/// completion's length in tokens and its finish reason.
+pub const ROLLOUT_FIELDS: [&str; 2] = ["completion_tokens", "finish_reason"];
+
 /// A problem ready for generation: the rendered prompt and the fields its checkers read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPrompt {
@@ -259,8 +263,8 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
         .map(|completion| {
             let text = tokenizer.decode(&completion.token_ids, true)?;
             let mut sample = prompt.sample.clone();
-            sample.insert("completion_tokens".into(), json!(completion.token_ids.len()));
-            sample.insert("finish_reason".into(), json!(completion.finish_reason));
+            sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion.token_ids.len()));
+            sample.insert(ROLLOUT_FIELDS[1].into(), json!(completion.finish_reason));
             let breakdown = checker
                 .breakdown(&text, &sample)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;

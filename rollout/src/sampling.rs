@@ -53,6 +53,11 @@ impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
+
+    /// True when top-k, top-p and min-p keep the whole vocabulary of `vocab` tokens.
+    fn filters_nothing(&self, vocab: usize) -> bool {
+        (self.top_k == 0 || self.top_k >= vocab) && self.top_p >= 1.0 && self.min_p == 0.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,27 +70,49 @@ pub struct SampledToken {
 /// Picks the next token from `logits` (one row, the whole vocabulary).
 pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> SampledToken {
     let temperature = if params.is_greedy() { 1.0 } else { params.temperature as f32 };
-    let scaled: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
-    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_norm = max + scaled.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-    let id = if params.is_greedy() {
-        // The first maximum, like torch.argmax.
-        scaled.iter().position(|&l| l == max).unwrap_or(0)
-    } else {
-        let candidates = filtered_candidates(&scaled, max, params);
-        let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
-        let mut u = rng.random::<f64>() * total;
-        let mut chosen = candidates.last().expect("never empty").0;
-        for &(i, p) in &candidates {
-            if u < p {
-                chosen = i;
+    let scaled = |l: f32| l / temperature;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(scaled(l)));
+    WEIGHTS.with_borrow_mut(|weights| {
+        // exp(l/T - max) once per token: the normaliser and the draw both use it.
+        weights.clear();
+        weights.extend(logits.iter().map(|&l| (scaled(l) - max).exp()));
+        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        let id = if params.is_greedy() {
+            // The first maximum, like torch.argmax.
+            logits.iter().position(|&l| l == max).unwrap_or(0)
+        } else if params.filters_nothing(logits.len()) {
+            draw(weights.iter().copied().enumerate().map(|(i, w)| (i, f64::from(w))), total, rng)
+        } else {
+            let scaled_logits: Vec<f32> = logits.iter().map(|&l| scaled(l)).collect();
+            let candidates = filtered_candidates(&scaled_logits, max, params);
+            let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
+            draw(candidates.into_iter(), total, rng)
+        };
+        SampledToken { id: id as u32, logprob: scaled(logits[id]) - max - (total.ln() as f32) }
+    })
+}
+
+thread_local! {
+    /// Reused across calls: a vocabulary of 150k tokens would otherwise cost a fresh 600 kB
+    /// allocation (and its page faults) per token.
+    static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Inverse-CDF draw from unnormalised `weights` summing to `total`. Rounding may leave the
+/// uniform past the end: then the last token that has any weight.
+fn draw(weights: impl Iterator<Item = (usize, f64)>, total: f64, rng: &mut ChaCha8Rng) -> usize {
+    let mut u = rng.random::<f64>() * total;
+    let mut chosen = 0;
+    for (i, w) in weights {
+        if w > 0.0 {
+            chosen = i;
+            if u < w {
                 break;
             }
-            u -= p;
+            u -= w;
         }
-        chosen
-    };
-    SampledToken { id: id as u32, logprob: scaled[id] - log_norm }
+    }
+    chosen
 }
 
 /// The tokens that survive top-k, top-p and min-p, with their unnormalised probabilities

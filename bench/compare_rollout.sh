@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Rollout generation, aha's engine against transformers' generate, on the same checkpoints,
+# workload (8 prompts x 8 samples, temperature 1, up to 256 new tokens) and thread count, one
+# after the other: fixed-length sequences (the same work for both) and ragged ones (stop tokens).
+#   bench/compare_rollout.sh [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS="${1:-2}"
+PY=.venv/bin/python
+"$PY" -c "import transformers" 2>/dev/null || "$PY" -m pip install --quiet "transformers==5.24.0"
+BENCH_MODEL=target/bench-models/qwen2-25m
+[ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
+cargo build --release --quiet -p aha-tests --bench rollout_throughput
+AHA_BENCH=$(ls -t target/release/deps/rollout_throughput-* | grep -v '\.d$' | head -1)
+
+for model in tests/fixtures/models/qwen2 "$BENCH_MODEL"; do
+  for ragged in 0 4; do
+    WORKLOAD="--threads $THREADS --prompts 8 --group-size 8 --prompt-tokens 32 --new-tokens 256 --ragged-stop-ids $ragged --repeats 3"
+    "$AHA_BENCH" --model "$model" $WORKLOAD
+    "$PY" bench/transformers_rollout_bench.py --model "$model" $WORKLOAD
+  done
+done

@@ -1,0 +1,285 @@
+//! Built-in synthetic tasks: no download, the same problems for the same seed, and difficulty
+//! knobs. Their samples are what the `math` and `countdown` checkers read.
+//!
+//! - [`Arithmetic`]: `What is 482 + 913 * 27 - 550?` with `digits` per operand and `operations`
+//!   operators (`+`, `-`, `*`, usual precedence); sample `{"answer": "24595", "expression"}`.
+//! - [`Countdown`]: `numbers` numbers in `1..=max_number` and a target reached by an expression
+//!   that uses each of them exactly once (built first, so every instance is solvable); sample
+//!   `{"target", "numbers", "solution"}` where `solution` is that witness expression.
+//!
+//! [`BuiltinSpec`] parses the command-line form `builtin:NAME[:key=value,...]`.
+
+use std::str::FromStr;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Map, Value};
+
+use crate::error::{DatasetError, Result};
+use crate::mapping::COUNTDOWN_QUESTION;
+use crate::problem::Problem;
+use crate::template::PromptTemplate;
+
+/// Multi-digit integer arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arithmetic {
+    /// Digits of each operand (1..=9); the leading digit is never 0.
+    pub digits: u32,
+    /// Number of operators (1..=8).
+    pub operations: usize,
+}
+
+impl Default for Arithmetic {
+    fn default() -> Self {
+        Arithmetic { digits: 3, operations: 2 }
+    }
+}
+
+impl Arithmetic {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=9).contains(&self.digits) {
+            return Err(DatasetError::Invalid(format!("arithmetic: digits must be 1..=9, got {}", self.digits)));
+        }
+        if !(1..=8).contains(&self.operations) {
+            return Err(DatasetError::Invalid(format!("arithmetic: ops must be 1..=8, got {}", self.operations)));
+        }
+        Ok(())
+    }
+
+    /// `count` problems drawn from `seed`; ids `arithmetic-{seed}-{i}`.
+    pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
+        self.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let high = 10i128.pow(self.digits) - 1;
+        let low = if self.digits == 1 { 0 } else { 10i128.pow(self.digits - 1) };
+        Ok((0..count)
+            .map(|i| {
+                // Long runs of `*` on wide operands can exceed i128: draw again (rare).
+                let (operands, operators, value) = loop {
+                    let operands: Vec<i128> = (0..=self.operations).map(|_| rng.random_range(low..=high)).collect();
+                    let operators: Vec<char> =
+                        (0..self.operations).map(|_| *['+', '-', '*'].choose(&mut rng).unwrap()).collect();
+                    if let Some(value) = evaluate(&operands, &operators) {
+                        break (operands, operators, value);
+                    }
+                };
+                let mut expression = operands[0].to_string();
+                for (op, operand) in operators.iter().zip(&operands[1..]) {
+                    expression.push_str(&format!(" {op} {operand}"));
+                }
+                let sample = json!({ "answer": value.to_string(), "expression": expression });
+                Problem {
+                    id: format!("arithmetic-{seed}-{i}"),
+                    question: format!("What is {expression}?"),
+                    sample: into_map(sample),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `operands[0] op0 operands[1] op1 ...` with `*` before `+` and `-`; `None` on overflow.
+fn evaluate(operands: &[i128], operators: &[char]) -> Option<i128> {
+    let mut total = 0i128;
+    let mut term = operands[0];
+    let mut sign = 1i128;
+    for (op, &operand) in operators.iter().zip(&operands[1..]) {
+        if *op == '*' {
+            term = term.checked_mul(operand)?;
+        } else {
+            total = total.checked_add(sign.checked_mul(term)?)?;
+            term = operand;
+            sign = if *op == '+' { 1 } else { -1 };
+        }
+    }
+    total.checked_add(sign.checked_mul(term)?)
+}
+
+/// Countdown (TinyZero's task): reach `target` from `numbers`, each used exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Countdown {
+    /// How many numbers (2..=6).
+    pub numbers: usize,
+    /// Numbers are drawn from 1..=max_number.
+    pub max_number: u32,
+    /// Targets are in 1..=max_target.
+    pub max_target: u32,
+}
+
+impl Default for Countdown {
+    fn default() -> Self {
+        Countdown { numbers: 4, max_number: 99, max_target: 1000 }
+    }
+}
+
+impl Countdown {
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=6).contains(&self.numbers) {
+            return Err(DatasetError::Invalid(format!("countdown: numbers must be 2..=6, got {}", self.numbers)));
+        }
+        if !(1..=10_000).contains(&self.max_number) || self.max_target < 1 {
+            return Err(DatasetError::Invalid("countdown: max must be 1..=10000 and max_target at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// `count` instances drawn from `seed`; ids `countdown-{seed}-{i}`.
+    pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
+        self.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let question = PromptTemplate::new(COUNTDOWN_QUESTION);
+        (0..count)
+            .map(|i| {
+                let (numbers, target, solution) = self.instance(&mut rng)?;
+                let sample = into_map(json!({ "target": target, "numbers": numbers, "solution": solution }));
+                let question = question
+                    .render_fields(|name| sample.get(name).map(crate::template::display_value))
+                    .expect("the Countdown question only names target and numbers");
+                Ok(Problem { id: format!("countdown-{seed}-{i}"), question, sample })
+            })
+            .collect()
+    }
+
+    /// Draws numbers, combines them at random into one expression whose intermediate values stay
+    /// positive integers, and keeps it when the result is a valid target.
+    fn instance(&self, rng: &mut ChaCha8Rng) -> Result<(Vec<u64>, u64, String)> {
+        for _ in 0..10_000 {
+            let numbers: Vec<u64> =
+                (0..self.numbers).map(|_| rng.random_range(1..=u64::from(self.max_number))).collect();
+            // (value, text, is a compound expression)
+            let mut terms: Vec<(u64, String, bool)> = numbers.iter().map(|&n| (n, n.to_string(), false)).collect();
+            terms.shuffle(rng);
+            while terms.len() > 1 {
+                let a = terms.swap_remove(rng.random_range(0..terms.len()));
+                let b = terms.swap_remove(rng.random_range(0..terms.len()));
+                let (big, small) = if a.0 >= b.0 { (a, b) } else { (b, a) };
+                let mut choices: Vec<(char, u64)> = Vec::with_capacity(4);
+                if let Some(sum) = big.0.checked_add(small.0) {
+                    choices.push(('+', sum));
+                }
+                if let Some(product) = big.0.checked_mul(small.0) {
+                    choices.push(('*', product));
+                }
+                if big.0 > small.0 {
+                    choices.push(('-', big.0 - small.0));
+                }
+                if big.0 % small.0 == 0 {
+                    choices.push(('/', big.0 / small.0));
+                }
+                let Some(&(op, value)) = choices.choose(rng) else { break };
+                let wrap = |(_, text, compound): &(u64, String, bool)| {
+                    if *compound {
+                        format!("({text})")
+                    } else {
+                        text.clone()
+                    }
+                };
+                // `-` and `/` need the larger term first; `+` and `*` take either order.
+                let (left, right) =
+                    if matches!(op, '+' | '*') && rng.random_bool(0.5) { (&small, &big) } else { (&big, &small) };
+                terms.push((value, format!("{} {op} {}", wrap(left), wrap(right)), true));
+            }
+            if terms.len() != 1 {
+                continue; // a sum or product overflowed: draw again
+            }
+            let (target, solution, _) = terms.pop().expect("one term left");
+            if (1..=u64::from(self.max_target)).contains(&target) {
+                return Ok((numbers, target, solution));
+            }
+        }
+        Err(DatasetError::Invalid(format!("countdown: no instance with a target in 1..={} found", self.max_target)))
+    }
+}
+
+/// A built-in task and how many problems to draw: `builtin:arithmetic`,
+/// `builtin:arithmetic:digits=4,ops=3,count=200,seed=7`, `builtin:countdown:numbers=3,max=50`.
+/// Keys: `count` (default 100) and `seed` (default: the caller's) for both; `digits`, `ops` for
+/// arithmetic; `numbers`, `max`, `max_target` for countdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinSpec {
+    pub task: BuiltinTask,
+    pub count: usize,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinTask {
+    Arithmetic(Arithmetic),
+    Countdown(Countdown),
+}
+
+impl BuiltinTask {
+    /// The checker whose fields the task's samples carry.
+    pub fn checker(&self) -> &'static str {
+        match self {
+            BuiltinTask::Arithmetic(_) => "math",
+            BuiltinTask::Countdown(_) => "countdown",
+        }
+    }
+}
+
+impl BuiltinSpec {
+    /// True for the `builtin:` form.
+    pub fn matches(text: &str) -> bool {
+        text.starts_with("builtin:")
+    }
+
+    /// The problems, with the spec's seed or else `default_seed`.
+    pub fn generate(&self, default_seed: u64) -> Result<Vec<Problem>> {
+        let seed = self.seed.unwrap_or(default_seed);
+        match &self.task {
+            BuiltinTask::Arithmetic(task) => task.generate(self.count, seed),
+            BuiltinTask::Countdown(task) => task.generate(self.count, seed),
+        }
+    }
+}
+
+impl FromStr for BuiltinSpec {
+    type Err = DatasetError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |message: String| DatasetError::Invalid(format!("{text}: {message}"));
+        let rest = text.strip_prefix("builtin:").ok_or_else(|| bad("expected builtin:NAME[:key=value,...]".into()))?;
+        let (name, options) = rest.split_once(':').unwrap_or((rest, ""));
+        let mut spec = BuiltinSpec {
+            task: match name {
+                "arithmetic" => BuiltinTask::Arithmetic(Arithmetic::default()),
+                "countdown" => BuiltinTask::Countdown(Countdown::default()),
+                _ => return Err(bad(format!("unknown built-in task \"{name}\" (arithmetic or countdown)"))),
+            },
+            count: 100,
+            seed: None,
+        };
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            let (key, value) =
+                option.split_once('=').ok_or_else(|| bad(format!("option \"{option}\" is not key=value")))?;
+            let number: u64 =
+                value.parse().map_err(|_| bad(format!("{key}: \"{value}\" is not a non-negative integer")))?;
+            match (&mut spec.task, key) {
+                (_, "count") => spec.count = number as usize,
+                (_, "seed") => spec.seed = Some(number),
+                (BuiltinTask::Arithmetic(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
+                (BuiltinTask::Arithmetic(task), "ops") => task.operations = number as usize,
+                (BuiltinTask::Countdown(task), "numbers") => task.numbers = number as usize,
+                (BuiltinTask::Countdown(task), "max") => task.max_number = number.min(u64::from(u32::MAX)) as u32,
+                (BuiltinTask::Countdown(task), "max_target") => {
+                    task.max_target = number.min(u64::from(u32::MAX)) as u32
+                }
+                _ => return Err(bad(format!("unknown option \"{key}\" for {name}"))),
+            }
+        }
+        match &spec.task {
+            BuiltinTask::Arithmetic(task) => task.validate()?,
+            BuiltinTask::Countdown(task) => task.validate()?,
+        }
+        Ok(spec)
+    }
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("json! of an object"),
+    }
+}

@@ -1,0 +1,839 @@
+//! The training configuration: one TOML file, `--set key=value` overrides, validation, and the
+//! resolved configuration written back to TOML for the run directory.
+//!
+//! Every section and key is documented here with its default; `docs/config.md` is the same
+//! reference for readers of the file. Unknown keys are errors that name the key and its line:
+//! `config.toml:12: unknown field `lr_rate`, expected one of `lr`, `betas`, ...`.
+//!
+//! Overrides are applied to the parsed document before it is deserialised, so they go through the
+//! same checks: `--set optim.lr=1e-5`, `--set grpo.loss_type=dapo` (a value that is not valid TOML
+//! is taken as a string, so `"dapo"` and `dapo` both work), `--set rewards.checkers.0.weight=0.5`
+//! (a number indexes an array). A mistake in an override is reported against the override:
+//! `--set optim.lr_rate=1: unknown field `lr_rate`, ...`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeArray, DeTable, DeValue};
+use toml::Spanned;
+
+use crate::advantages::ScaleRewards;
+use crate::error::{GrpoError, Result};
+use crate::loss::{LossParams, LossType};
+use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
+
+/// The whole configuration of `aha train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `[model]`: the policy checkpoint (required).
+    pub model: ModelSource,
+    /// `[data]`: the problems (required).
+    pub data: DataConfig,
+    /// `[sampling]`: how completions are generated.
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+    /// `[rewards]`: the weighted checkers (required, at least one).
+    pub rewards: RewardsConfig,
+    /// `[grpo]`: advantages and the loss.
+    #[serde(default)]
+    pub grpo: GrpoConfig,
+    /// `[optim]`: AdamW, schedule, clipping, micro-batches.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// `[run]`: length, seed, checkpoints, output.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// Folder of a Hugging Face checkpoint (config.json, safetensors, tokenizer.json). Required.
+    /// The reference model (beta > 0) is loaded from the same folder.
+    pub path: PathBuf,
+    /// dtype of the weights and forward passes: `f32`, `bf16` or `f16`. Default `f32`.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `auto`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+/// `[data]`: where problems come from and how they become prompts (read by aha-datasets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The training problems: a JSONL, JSON or Parquet file, or a built-in synthetic task,
+    /// `builtin:countdown` or `builtin:arithmetic[:key=value,...]` (see aha-datasets'
+    /// `BuiltinSpec`: `count`, `seed`, `digits`, `ops`, `numbers`, `max`, ...). Required.
+    pub source: String,
+    /// The file's shape: `gsm8k`, `math`, `countdown` or `code` (where the question and the gold
+    /// answer are). Default: your own data (`question`/`problem`/`prompt` and `answer` columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Prompt template: `r1` (DeepSeek-R1-Zero's, for base models), `boxed`, `plain`, `chat` (the
+    /// tokenizer's chat template around the question), or your own text with `{question}` and
+    /// other `{field}` placeholders. Default `r1`.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// Column overrides, problem field -> column: `question = "prompt"`, `answer = "solution"`,
+    /// `id = "uid"`, or any sample field a checker reads. Default empty (the preset's columns).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    /// A row without what its checker needs is an error instead of a skipped, counted row.
+    /// Default `false`.
+    #[serde(default)]
+    pub strict: bool,
+    /// Visit the problems in a new seeded order each epoch (seeded by `run.seed`); `false` keeps
+    /// the file's order. Default `true`.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Evaluation problems: a file or `builtin:` spec like `source`. Default: none, and then
+    /// `eval_count` problems are held out of `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_source: Option<String>,
+    /// How many evaluation problems (held out of `source` when there is no `eval_source`, where
+    /// they are never trained on). 0 = no evaluation set. Default 0.
+    #[serde(default)]
+    pub eval_count: usize,
+}
+
+/// `[sampling]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Completions per prompt, G. Default 8; at least 2 (advantages are relative to the group).
+    pub group_size: usize,
+    /// Prompts per training step; a step trains on `prompts_per_step * group_size` completions.
+    /// Default 8.
+    pub prompts_per_step: usize,
+    /// Sampling temperature T; the trainer divides logits by the same T. Default 1.0; must be > 0.
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability. Default 1.0
+    /// (off).
+    pub top_p: f64,
+    /// Keep only the k most likely tokens; 0 = off. Default 0.
+    pub top_k: usize,
+    /// Drop tokens less likely than `min_p` times the most likely one; 0 = off. Default 0.0.
+    pub min_p: f64,
+    /// Longest completion; a completion that reaches it is truncated. Also dr_grpo's constant
+    /// normaliser. Default 256.
+    pub max_new_tokens: usize,
+    /// Longest prompt, in tokens; longer prompts are skipped (with a warning), not cut. Default 512.
+    pub max_prompt_tokens: usize,
+    /// Completions also end after any of these strings (kept in the completion), besides the
+    /// model's eos tokens: `["</answer>"]` for the R1 format. Default none.
+    pub stop_strings: Vec<String>,
+}
+
+/// `[rewards]`: the same shape as aha-rewards' `RewardConfig` (`[[rewards.checkers]]` tables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardsConfig {
+    /// The checkers whose weighted sum is the reward. Required, at least one.
+    pub checkers: Vec<CheckerConfig>,
+}
+
+/// One `[[rewards.checkers]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckerConfig {
+    /// A registered checker: `math`, `countdown`, `format`, `format_tags`, `length`, `code`,
+    /// `python`, `wasi`, or your own. Required.
+    pub name: String,
+    /// Weight in the sum. Default 1.0.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The checker's options table (see the checker's documentation). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<toml::Table>,
+    /// Name under which the part is reported. Default `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// `[grpo]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoConfig {
+    /// `grpo` | `bnpo` | `dr_grpo` | `dapo` (see the loss documentation). Default `dapo`, as in
+    /// TRL. In aha `bnpo` normalises by the tokens of the whole batch, which makes it equal to
+    /// `dapo` (TRL's per-micro-batch `bnpo` would depend on the micro-batch size).
+    pub loss_type: LossType,
+    /// `group` | `batch` | `none`: what centred rewards are divided by. Default `group`.
+    pub scale_rewards: ScaleRewards,
+    /// Lower clip range (rho >= 1 - epsilon). Default 0.2.
+    pub epsilon: f64,
+    /// Upper clip range (rho <= 1 + epsilon_high); DAPO's clip-higher uses 0.28. Default: equal to
+    /// `epsilon` (written out in the resolved config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilon_high: Option<f64>,
+    /// Weight of the k3 KL penalty against the initial model; 0 loads no reference model.
+    /// Default 0.0.
+    pub beta: f64,
+    /// Updates per generated batch (mu); old log-probs are computed once before the first.
+    /// Default 1.
+    pub num_iterations: usize,
+    /// Exclude truncated completions (those that hit `max_new_tokens`) from the loss; they still
+    /// count in the group statistics. Default `false`.
+    pub mask_truncated_completions: bool,
+    /// DAPO's dynamic sampling: drop groups whose rewards are all equal and sample more prompts
+    /// until the step has `prompts_per_step` groups with signal. Default `false`.
+    pub dynamic_sampling: bool,
+    /// With dynamic sampling, at most this many extra generation batches per step; when they are
+    /// spent the step trains on the groups it has. Default 4.
+    pub max_extra_batches: usize,
+    /// DAPO's soft overlong penalty, added to the reward; absent = off. Default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlong_penalty: Option<OverlongPenalty>,
+}
+
+/// `[grpo.overlong_penalty]`: 0 up to `max_new_tokens - cache_tokens` tokens, then a linear ramp
+/// to `-factor` at `max_new_tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlongPenalty {
+    /// Length of the ramp, in tokens. Required; at most `sampling.max_new_tokens`.
+    pub cache_tokens: usize,
+    /// Size of the penalty at the maximum length. Default 1.0.
+    #[serde(default = "one")]
+    pub factor: f64,
+}
+
+/// `[optim]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate. Default 1e-6 (TRL's GRPO default).
+    pub lr: f64,
+    /// AdamW's beta1 and beta2. Default `[0.9, 0.999]`.
+    pub betas: [f64; 2],
+    /// AdamW's epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Decoupled weight decay (not applied to biases and norm weights). Default 0.0.
+    pub weight_decay: f64,
+    /// Linear warm-up from 0 over this many steps. Default 0.
+    pub warmup_steps: u64,
+    /// `constant` | `cosine` (to `min_lr_ratio * lr` at `run.steps`). Default `constant`.
+    pub schedule: ScheduleKind,
+    /// Final learning rate of the cosine schedule, as a fraction of `lr`. Default 0.0.
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this; 0 = no clipping (the norm is still logged).
+    /// Default 1.0.
+    pub max_grad_norm: f64,
+    /// Completions per forward/backward pass. Gradients are accumulated over micro-batches and
+    /// the result does not depend on this (only memory and speed do). Default 8.
+    pub micro_batch_size: usize,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Training steps (generation batches). Default 100.
+    pub steps: u64,
+    /// Seed of everything random: data order, sampling, initialisation of anything new.
+    /// Default 42.
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (and always at the end); 0 = only at the end.
+    /// Default 50.
+    pub save_every: u64,
+    /// Keep the last this many checkpoints; 0 = keep all. Default 3.
+    pub keep_last: usize,
+    /// The run directory (config, metrics.jsonl, traces.sqlite, checkpoints). Default `runs/aha`.
+    pub output_dir: PathBuf,
+    /// Evaluate every this many steps; 0 = never. Default 0.
+    pub eval_every: u64,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+fn default_template() -> String {
+    "r1".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            group_size: 8,
+            prompts_per_step: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            max_new_tokens: 256,
+            max_prompt_tokens: 512,
+            stop_strings: Vec::new(),
+        }
+    }
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        Self {
+            loss_type: LossType::Dapo,
+            scale_rewards: ScaleRewards::Group,
+            epsilon: 0.2,
+            epsilon_high: None,
+            beta: 0.0,
+            num_iterations: 1,
+            mask_truncated_completions: false,
+            dynamic_sampling: false,
+            max_extra_batches: 4,
+            overlong_penalty: None,
+        }
+    }
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-6,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            schedule: ScheduleKind::Constant,
+            min_lr_ratio: 0.0,
+            max_grad_norm: 1.0,
+            micro_batch_size: 8,
+        }
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            seed: 42,
+            save_every: 50,
+            keep_last: 3,
+            output_dir: PathBuf::from("runs/aha"),
+            eval_every: 0,
+        }
+    }
+}
+
+impl GrpoConfig {
+    /// The upper clip range (`epsilon_high`, or `epsilon` when unset).
+    pub fn epsilon_high(&self) -> f64 {
+        self.epsilon_high.unwrap_or(self.epsilon)
+    }
+
+    pub fn loss_params(&self) -> LossParams {
+        LossParams {
+            loss_type: self.loss_type,
+            epsilon_low: self.epsilon,
+            epsilon_high: self.epsilon_high(),
+            beta: self.beta,
+        }
+    }
+}
+
+impl OverlongPenalty {
+    /// The amount added to the reward of a completion of `completion_tokens` tokens, in
+    /// [-factor, 0].
+    pub fn penalty(&self, completion_tokens: usize, max_new_tokens: usize) -> f64 {
+        self.factor * crate::advantages::soft_overlong_penalty(completion_tokens, max_new_tokens, self.cache_tokens)
+    }
+}
+
+impl OptimConfig {
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay }
+    }
+}
+
+impl RewardsConfig {
+    /// The same checkers as aha-rewards' config, ready for `Registry::build_combined`.
+    pub fn to_reward_config(&self) -> aha_rewards::RewardConfig {
+        aha_rewards::RewardConfig {
+            checkers: self
+                .checkers
+                .iter()
+                .map(|c| aha_rewards::CheckerSpec {
+                    name: c.name.clone(),
+                    weight: c.weight,
+                    options: c.options.as_ref().map_or(serde_json::Value::Null, |table| {
+                        serde_json::to_value(table).expect("a TOML table converts to JSON")
+                    }),
+                    label: c.label.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A problem found by [`TrainConfig::validate`]: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid { key: key.to_string(), message: format!("{key} {}", message()) })
+    }
+}
+
+impl TrainConfig {
+    /// Reads `path`, applies `overrides` (`key=value` strings), deserialises, fills resolved
+    /// defaults and validates. Errors are one line naming the file and line, or the override.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|error| GrpoError::Io { path: path.to_path_buf(), error })?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// As [`TrainConfig::load`], from the text of a file; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_>>()?;
+        // The file and the override values share one buffer, so every value borrows from it and
+        // an error's span says where it came from: before `text.len()`, the file; after, an
+        // override.
+        let mut buffer = String::with_capacity(text.len() + 64);
+        buffer.push_str(text);
+        let mut ranges = Vec::with_capacity(overrides.len());
+        for o in &overrides {
+            buffer.push('\n');
+            let start = buffer.len();
+            buffer.push_str(&o.value);
+            ranges.push(start..buffer.len());
+        }
+        let locate = Locator { origin, text_len: text.len(), buffer: &buffer, overrides: &overrides, ranges: &ranges };
+
+        let root = DeTable::parse(&buffer[..text.len()]).map_err(|e| locate.error(e.span(), e.message()))?;
+        let root_span = root.span();
+        let mut root = DeValue::Table(root.into_inner());
+        for (o, range) in overrides.iter().zip(&ranges) {
+            let raw = &buffer[range.clone()];
+            let value = match DeValue::parse(raw) {
+                Ok(v) => v.into_inner(),
+                Err(_) => DeValue::String(Cow::Borrowed(raw)),
+            };
+            let value = respan(value, range.clone());
+            set_path(&mut root, &o.key, value, range.clone(), "").map_err(|m| locate.override_error(o, &m))?;
+        }
+        let DeValue::Table(root) = root else { unreachable!("the root stays a table") };
+        let document = root.clone();
+        let mut config = TrainConfig::deserialize(toml::de::Deserializer::from(Spanned::new(root_span.clone(), root)))
+            .map_err(|e| {
+                // A missing top-level key is reported at the whole document: no useful line.
+                let span = e.span().filter(|span| *span != root_span);
+                locate.error(span, e.message())
+            })?;
+        config.resolve();
+        config.validate().map_err(|invalid| {
+            let span = find_span(&document, &invalid.key);
+            locate.error(span, &invalid.message)
+        })?;
+        Ok(config)
+    }
+
+    /// Fills defaults that depend on other keys (`grpo.epsilon_high`), so that the saved config
+    /// says everything explicitly.
+    pub fn resolve(&mut self) {
+        if self.grpo.epsilon_high.is_none() {
+            self.grpo.epsilon_high = Some(self.grpo.epsilon);
+        }
+    }
+
+    /// Checks ranges and combinations; the first problem found, with its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let (s, g, o, r) = (&self.sampling, &self.grpo, &self.optim, &self.run);
+        aha_model::parse_kind(&self.model.dtype)
+            .map_err(|e| Invalid { key: "model.dtype".into(), message: format!("model.dtype: {e}") })?;
+        aha_model::parse_device(&self.model.device)
+            .map_err(|e| Invalid { key: "model.device".into(), message: format!("model.device: {e}") })?;
+        check(!self.data.source.trim().is_empty(), "data.source", || {
+            "needs a problem file or a built-in task such as \"builtin:countdown\"".into()
+        })?;
+        check(s.group_size >= 2, "sampling.group_size", || {
+            format!("must be at least 2 (advantages compare completions of a group), got {}", s.group_size)
+        })?;
+        check(s.prompts_per_step >= 1, "sampling.prompts_per_step", || "must be at least 1".into())?;
+        check(s.temperature > 0.0 && s.temperature.is_finite(), "sampling.temperature", || {
+            format!("must be > 0 (the loss needs log-probs at this temperature), got {}", s.temperature)
+        })?;
+        check(s.top_p > 0.0 && s.top_p <= 1.0, "sampling.top_p", || format!("must be in (0, 1], got {}", s.top_p))?;
+        check((0.0..1.0).contains(&s.min_p), "sampling.min_p", || format!("must be in [0, 1), got {}", s.min_p))?;
+        check(s.max_new_tokens >= 1, "sampling.max_new_tokens", || "must be at least 1".into())?;
+        check(s.max_prompt_tokens >= 1, "sampling.max_prompt_tokens", || "must be at least 1".into())?;
+
+        check(!self.rewards.checkers.is_empty(), "rewards.checkers", || "needs at least one checker".into())?;
+        for (i, c) in self.rewards.checkers.iter().enumerate() {
+            let key = format!("rewards.checkers.{i}.weight");
+            check(c.weight.is_finite(), &key, || format!("must be finite, got {}", c.weight))?;
+        }
+
+        check(g.epsilon > 0.0 && g.epsilon < 1.0, "grpo.epsilon", || format!("must be in (0, 1), got {}", g.epsilon))?;
+        let high = g.epsilon_high();
+        check(high > 0.0 && high.is_finite(), "grpo.epsilon_high", || format!("must be > 0, got {high}"))?;
+        check(g.beta >= 0.0 && g.beta.is_finite(), "grpo.beta", || format!("must be >= 0, got {}", g.beta))?;
+        check(g.num_iterations >= 1, "grpo.num_iterations", || "must be at least 1".into())?;
+        if let Some(p) = &g.overlong_penalty {
+            check(p.cache_tokens <= s.max_new_tokens, "grpo.overlong_penalty.cache_tokens", || {
+                format!("({}) must not exceed sampling.max_new_tokens ({})", p.cache_tokens, s.max_new_tokens)
+            })?;
+            check(p.factor >= 0.0 && p.factor.is_finite(), "grpo.overlong_penalty.factor", || {
+                format!("must be >= 0, got {}", p.factor)
+            })?;
+        }
+
+        check(o.lr >= 0.0 && o.lr.is_finite(), "optim.lr", || format!("must be >= 0, got {}", o.lr))?;
+        for (i, b) in o.betas.iter().enumerate() {
+            check((0.0..1.0).contains(b), "optim.betas", || format!("must be in [0, 1), got beta{} = {b}", i + 1))?;
+        }
+        check(o.eps > 0.0, "optim.eps", || format!("must be > 0, got {}", o.eps))?;
+        check(o.weight_decay >= 0.0 && o.weight_decay.is_finite(), "optim.weight_decay", || {
+            format!("must be >= 0, got {}", o.weight_decay)
+        })?;
+        check((0.0..=1.0).contains(&o.min_lr_ratio), "optim.min_lr_ratio", || {
+            format!("must be in [0, 1], got {}", o.min_lr_ratio)
+        })?;
+        check(o.max_grad_norm >= 0.0, "optim.max_grad_norm", || {
+            format!("must be >= 0 (0 = no clipping), got {}", o.max_grad_norm)
+        })?;
+        check(o.micro_batch_size >= 1, "optim.micro_batch_size", || "must be at least 1".into())?;
+
+        check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
+        Ok(())
+    }
+
+    /// The learning rate of each training step.
+    pub fn lr_schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.optim.lr,
+            warmup_steps: self.optim.warmup_steps,
+            kind: self.optim.schedule,
+            min_lr_ratio: self.optim.min_lr_ratio,
+            total_steps: self.run.steps,
+        }
+    }
+
+    /// The resolved configuration as TOML (what the run directory keeps as `config.toml`).
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("every field of the configuration serialises to TOML")
+    }
+}
+
+/// One `--set key=value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The argument as given, for error messages.
+    pub raw: String,
+    /// Dotted key, split (`optim.lr` -> `["optim", "lr"]`).
+    pub key: Vec<String>,
+    /// The value text: TOML, or a plain string when it does not parse as TOML.
+    pub value: String,
+}
+
+impl Override {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |why: &str| GrpoError::Config(format!("--set {raw}: {why} (expected key=value, e.g. optim.lr=1e-5)"));
+        let (key, value) = raw.split_once('=').ok_or_else(|| bad("no `=`"))?;
+        let key: Vec<String> = key.trim().split('.').map(|k| k.trim().to_string()).collect();
+        if key.iter().any(String::is_empty) {
+            return Err(bad("empty key"));
+        }
+        Ok(Self { raw: raw.to_string(), key, value: value.trim().to_string() })
+    }
+}
+
+/// Turns spans into `file:line:` or `--set ...:` prefixes.
+struct Locator<'a> {
+    origin: &'a str,
+    text_len: usize,
+    buffer: &'a str,
+    overrides: &'a [Override],
+    ranges: &'a [Range<usize>],
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: &str) -> GrpoError {
+        let message = message.trim().replace('\n', " ");
+        let Some(span) = span else { return GrpoError::Config(format!("{}: {message}", self.origin)) };
+        if span.start >= self.text_len && self.text_len < self.buffer.len() {
+            if let Some(i) = self.ranges.iter().position(|r| r.start <= span.start && span.start <= r.end) {
+                return self.override_error(&self.overrides[i], &message);
+            }
+        }
+        let line = self.buffer[..span.start.min(self.text_len)].matches('\n').count() + 1;
+        GrpoError::Config(format!("{}:{line}: {message}", self.origin))
+    }
+
+    fn override_error(&self, o: &Override, message: &str) -> GrpoError {
+        GrpoError::Config(format!("--set {}: {message}", o.raw))
+    }
+}
+
+/// Gives every node of an override's value the span of the override, so errors point at it.
+fn respan<'i>(value: DeValue<'i>, span: Range<usize>) -> Spanned<DeValue<'i>> {
+    let value = match value {
+        DeValue::Array(items) => {
+            let mut array = DeArray::new();
+            for item in items.iter() {
+                array.push(respan(item.get_ref().clone(), span.clone()));
+            }
+            DeValue::Array(array)
+        }
+        DeValue::Table(entries) => {
+            let mut table = DeTable::new();
+            for (k, v) in entries.iter() {
+                table
+                    .insert(Spanned::new(span.clone(), k.get_ref().clone()), respan(v.get_ref().clone(), span.clone()));
+            }
+            DeValue::Table(table)
+        }
+        scalar => scalar,
+    };
+    Spanned::new(span, value)
+}
+
+fn type_name(value: &DeValue) -> &'static str {
+    value.type_str()
+}
+
+/// Sets `path` in `node` to `value`, creating tables on the way; a number indexes an array.
+fn set_path<'i>(
+    node: &mut DeValue<'i>,
+    path: &[String],
+    value: Spanned<DeValue<'i>>,
+    span: Range<usize>,
+    walked: &str,
+) -> std::result::Result<(), String> {
+    let (head, rest) = path.split_first().expect("keys are not empty");
+    let here = if walked.is_empty() { head.clone() } else { format!("{walked}.{head}") };
+    match node {
+        DeValue::Table(table) => {
+            if rest.is_empty() {
+                table.insert(Spanned::new(span, Cow::Owned(head.clone())), value);
+                return Ok(());
+            }
+            if !table.contains_key(head.as_str()) {
+                table.insert(
+                    Spanned::new(span.clone(), Cow::Owned(head.clone())),
+                    Spanned::new(span.clone(), DeValue::Table(DeTable::new())),
+                );
+            }
+            let child = table.get_mut(head.as_str()).expect("inserted above");
+            set_path(child.get_mut(), rest, value, span, &here)
+        }
+        DeValue::Array(items) => {
+            let len = items.len();
+            let index: usize =
+                head.parse().map_err(|_| format!("`{walked}` is an array; index it with a number, not `{head}`"))?;
+            let item = items.get_mut(index).ok_or_else(|| format!("`{walked}` has {len} entries, no index {index}"))?;
+            if rest.is_empty() {
+                *item = value;
+                Ok(())
+            } else {
+                set_path(item.get_mut(), rest, value, span, &here)
+            }
+        }
+        other => Err(format!("`{walked}` is a {}, not a table", type_name(other))),
+    }
+}
+
+/// The span of the value at a dotted key in the parsed document, or of the nearest ancestor that
+/// exists.
+fn find_span(document: &DeTable, key: &str) -> Option<Range<usize>> {
+    let mut span = None;
+    let mut table = Some(document);
+    let mut array: Option<&DeArray> = None;
+    for part in key.split('.') {
+        let entry = match (table, array) {
+            (Some(t), _) => t.get(part),
+            (None, Some(a)) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        let Some(entry) = entry else { break };
+        span = Some(entry.span());
+        table = entry.get_ref().as_table();
+        array = entry.get_ref().as_array();
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model]
+path = "tests/fixtures/models/qwen2"
+
+[data]
+source = "builtin:countdown"
+
+[[rewards.checkers]]
+name = "countdown"
+"#;
+
+    fn err(text: &str, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        TrainConfig::from_toml(text, "config.toml", &overrides).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let c = TrainConfig::from_toml(MINIMAL, "config.toml", &[]).unwrap();
+        assert_eq!(c.model.dtype, "f32");
+        assert_eq!(c.sampling, SamplingConfig::default());
+        assert_eq!(c.optim, OptimConfig::default());
+        assert_eq!(c.run, RunConfig::default());
+        assert_eq!(c.grpo.loss_type, LossType::Dapo);
+        assert_eq!(c.grpo.epsilon_high, Some(0.2));
+        assert_eq!(c.rewards.checkers[0].weight, 1.0);
+        assert_eq!(c.data.template, "r1");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = format!("{MINIMAL}\n[optim]\nlr_rate = 1e-5\n");
+        let line = text.lines().position(|l| l.starts_with("lr_rate")).unwrap() + 1;
+        let e = err(&text, &[]);
+        assert!(e.starts_with(&format!("config.toml:{line}: unknown field `lr_rate`, expected one of")), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = err(&format!("{MINIMAL}\n[optimizer]\nlr = 1\n"), &[]);
+        assert!(e.contains("unknown field `optimizer`"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_its_line() {
+        let text = format!("{MINIMAL}\n[grpo]\nloss_type = \"ppo\"\n");
+        let line = text.lines().position(|l| l.starts_with("loss_type")).unwrap() + 1;
+        let e = err(&text, &[]);
+        assert_eq!(
+            e,
+            format!("config.toml:{line}: unknown variant `ppo`, expected one of `grpo`, `bnpo`, `dr_grpo`, `dapo`")
+        );
+        let e = err(&format!("{MINIMAL}\n[sampling]\ngroup_size = \"eight\"\n"), &[]);
+        assert!(e.contains("invalid type: string \"eight\""), "{e}");
+        let e = err("[model\n", &[]);
+        assert!(e.starts_with("config.toml:1: "), "{e}");
+    }
+
+    #[test]
+    fn missing_required_keys() {
+        let e = err("[data]\nsource = \"builtin:countdown\"\n[[rewards.checkers]]\nname = \"math\"\n", &[]);
+        assert_eq!(e, "config.toml: missing field `model`");
+        let e = err(&MINIMAL.replace("path = ", "# path = "), &[]);
+        assert_eq!(e, "config.toml:2: missing field `path`");
+        let e = err(&MINIMAL.replace("source = \"builtin:countdown\"", "source = \" \""), &[]);
+        assert!(e.contains("data.source needs a problem file"), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply_and_parse_values() {
+        let sets = [
+            "optim.lr=1e-5",
+            "grpo.loss_type=dr_grpo",
+            "grpo.scale_rewards=\"none\"",
+            "optim.betas=[0.9, 0.95]",
+            "rewards.checkers.0.weight=0.5",
+            "run.output_dir=runs/x y",
+            "grpo.overlong_penalty.cache_tokens=16",
+            "data.eval_count=50",
+        ];
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let c = TrainConfig::from_toml(MINIMAL, "config.toml", &sets).unwrap();
+        assert_eq!(c.optim.lr, 1e-5);
+        assert_eq!(c.grpo.loss_type, LossType::DrGrpo);
+        assert_eq!(c.grpo.scale_rewards, ScaleRewards::None);
+        assert_eq!(c.optim.betas, [0.9, 0.95]);
+        assert_eq!(c.rewards.checkers[0].weight, 0.5);
+        assert_eq!(c.run.output_dir, PathBuf::from("runs/x y"));
+        assert_eq!(c.grpo.overlong_penalty, Some(OverlongPenalty { cache_tokens: 16, factor: 1.0 }));
+        assert_eq!(c.data.eval_count, 50);
+        // An override may supply a required key the file lacks.
+        let c = TrainConfig::from_toml(&MINIMAL.replace("path = ", "# path = "), "c", &["model.path=m".to_string()])
+            .unwrap();
+        assert_eq!(c.model.path, PathBuf::from("m"));
+    }
+
+    #[test]
+    fn bad_overrides_are_reported_against_the_override() {
+        let e = err(MINIMAL, &["optim.lr_rate=1"]);
+        assert!(e.starts_with("--set optim.lr_rate=1: unknown field `lr_rate`"), "{e}");
+        let e = err(MINIMAL, &["grpo.loss_type=ppo"]);
+        assert!(e.starts_with("--set grpo.loss_type=ppo: unknown variant `ppo`"), "{e}");
+        let e = err(MINIMAL, &["optim.lr"]);
+        assert!(e.contains("no `=`"), "{e}");
+        let e = err(MINIMAL, &["model.path.x=1"]);
+        assert!(e.starts_with("--set model.path.x=1: `model.path` is a string, not a table"), "{e}");
+        let e = err(MINIMAL, &["grpo.epsilon=-0.1"]);
+        assert!(e.starts_with("--set grpo.epsilon=-0.1: grpo.epsilon must be in (0, 1), got -0.1"), "{e}");
+        let e = err(MINIMAL, &["rewards.checkers.3.weight=1"]);
+        assert!(e.contains("has 1 entries, no index 3"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_key_and_line() {
+        let text = format!("{MINIMAL}\n[sampling]\ngroup_size = 1\n");
+        let line = text.lines().position(|l| l.starts_with("group_size")).unwrap() + 1;
+        let e = err(&text, &[]);
+        assert!(e.starts_with(&format!("config.toml:{line}: sampling.group_size must be at least 2")), "{e}");
+        let e = err(&format!("{MINIMAL}\n[model]\n"), &[]);
+        assert!(e.contains("config.toml"), "{e}");
+        for (set, needle) in [
+            ("sampling.temperature=0", "sampling.temperature must be > 0"),
+            ("optim.betas=[0.9, 1.0]", "optim.betas must be in [0, 1), got beta2 = 1"),
+            ("optim.micro_batch_size=0", "optim.micro_batch_size must be at least 1"),
+            ("grpo.beta=-1", "grpo.beta must be >= 0"),
+            ("model.dtype=f64", "model.dtype: "),
+            ("grpo.overlong_penalty.cache_tokens=1000", "must not exceed sampling.max_new_tokens (256)"),
+        ] {
+            let e = err(MINIMAL, &[set]);
+            assert!(e.contains(needle), "{set}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_reference_page_example_is_valid() {
+        let page = include_str!("../../docs/config.md");
+        let example = page.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+        let c = TrainConfig::from_toml(example, "docs/config.md", &[]).unwrap();
+        assert_eq!(c.grpo.loss_type, LossType::DrGrpo);
+        assert_eq!(c.rewards.checkers.len(), 2);
+        assert_eq!(c.data.preset.as_deref(), Some("gsm8k"));
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let sets: Vec<String> = ["grpo.overlong_penalty.cache_tokens=16", "data.fields.prompt=question"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut text = MINIMAL.to_string();
+        text.push_str("[rewards.checkers.options]\nformat_score = 0.1\n");
+        let c = TrainConfig::from_toml(&text, "config.toml", &sets).unwrap();
+        let saved = c.to_toml_string();
+        assert!(saved.contains("epsilon_high = 0.2"), "{saved}");
+        let again = TrainConfig::from_toml(&saved, "saved.toml", &[]).unwrap();
+        assert_eq!(again, c);
+        let rewards = c.rewards.to_reward_config();
+        assert_eq!(rewards.checkers[0].options, serde_json::json!({"format_score": 0.1}));
+    }
+}

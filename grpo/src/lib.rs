@@ -1,0 +1,43 @@
+//! aha-grpo: the numerical core of GRPO training. It turns scored completions into a better policy:
+//! group-relative advantages, the GRPO-family losses, AdamW with a learning-rate schedule and
+//! gradient clipping, and one optimisation step over micro-batches whose accumulated gradient does
+//! not depend on the micro-batch size. It also reads the training configuration (`aha train
+//! CONFIG.toml --set key=value`).
+//!
+//! The training loop ([`train`], `trainer.rs`) drives the others: problems from aha-datasets,
+//! groups from aha-rollout's pool (scored by aha-rewards), traces into aha-traces, checkpoints and
+//! metrics into the run directory ([`RunDir`]). It does not generate, score or parse data itself.
+//! The formulas are those of `shared/DESIGN.md`, "The algorithm"; each module says which paper and
+//! which TRL behaviour it follows, and where it deliberately differs.
+//!
+//! Main types and functions:
+//! - [`TrainConfig`] (`config`): the TOML configuration, overrides, validation, resolved TOML.
+//! - [`compute_advantages`], [`ScaleRewards`], [`DynamicSampling`] (`advantages`).
+//! - [`policy_loss`], [`LossType`], [`LossParams`], [`Normalizer`] (`loss`).
+//! - [`AdamW`], [`LrSchedule`] (`optim`): an optimizer whose state is saved and restored exactly.
+//! - [`train_step`], [`TrainBatch`], [`TrainSequence`], [`StepSettings`], [`StepStats`] (`step`).
+//! - [`GrpoError`]: every failure, as one line.
+
+pub mod advantages;
+pub mod config;
+pub mod error;
+pub mod loss;
+pub mod optim;
+pub mod run_dir;
+pub mod step;
+pub mod trainer;
+
+pub use advantages::{compute_advantages, soft_overlong_penalty, Advantages, DynamicSampling, ScaleRewards};
+pub use config::{
+    CheckerConfig, DataConfig, GrpoConfig, ModelSource, OptimConfig, OverlongPenalty, RewardsConfig, RunConfig,
+    SamplingConfig, TrainConfig,
+};
+pub use error::{GrpoError, Result};
+pub use loss::{policy_loss, LossInputs, LossOutput, LossParams, LossStats, LossType, Normalizer};
+pub use optim::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
+pub use run_dir::{RunDir, TrainerState};
+pub use step::{
+    accumulate_gradients, batch_loss, prepare_batch, train_step, IterationStats, PassStats, PreparedBatch,
+    StepSettings, StepStats, TrainBatch, TrainSequence,
+};
+pub use trainer::{train, TrainOutcome};

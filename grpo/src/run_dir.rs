@@ -1,0 +1,197 @@
+//! The run directory: everything a training run writes, laid out so that a kill at any moment
+//! leaves a usable run.
+//!
+//! ```text
+//! RUN_DIR/config.toml          the resolved configuration (every default written out)
+//! RUN_DIR/metrics.jsonl        one JSON object per step
+//! RUN_DIR/traces.sqlite        every prompt and completion (aha-traces)
+//! RUN_DIR/checkpoints/step-N/  a Hugging Face model folder, plus optimizer.safetensors and
+//!                              trainer_state.json (the step, data cursor and sampling counter)
+//! ```
+//!
+//! A checkpoint is written into `checkpoints/.partial-step-N/` and renamed when complete
+//! (`trainer_state.json` last), so `checkpoints/step-N/` either exists whole or not at all; a
+//! leftover partial folder is removed at the next start. Only then are checkpoints beyond
+//! `keep_last` deleted, oldest first.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use aha_model::{CausalLM, SaveOptions};
+
+use crate::error::{GrpoError, Result};
+use crate::optim::AdamW;
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+const CHECKPOINTS: &str = "checkpoints";
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const PARTIAL_PREFIX: &str = ".partial-";
+
+/// What, besides the weights and the optimizer, a resumed run needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Steps completed.
+    pub step: u64,
+    /// Problems taken from the training set so far (the data cursor).
+    pub problems_drawn: u64,
+    /// Groups sampled so far: the next group's sampling seed is `run.seed + this`.
+    pub groups_sampled: u64,
+    /// The aha version that wrote it.
+    pub version: String,
+}
+
+pub struct RunDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> GrpoError + '_ {
+    move |error| GrpoError::Io { path: path.to_path_buf(), error }
+}
+
+impl RunDir {
+    /// A new run in `root`, which must not hold a run already (resume it instead).
+    pub fn create(root: &Path, resolved_config: &str) -> Result<Self> {
+        if root.join(CONFIG_FILE).exists() {
+            return Err(GrpoError::Config(format!(
+                "{} already holds a run; continue it with `aha train --resume {}` or choose another run.output_dir",
+                root.display(),
+                root.display()
+            )));
+        }
+        fs::create_dir_all(root.join(CHECKPOINTS)).map_err(io(root))?;
+        let run = Self { root: root.to_path_buf() };
+        write_atomically(&run.root.join(CONFIG_FILE), resolved_config.as_bytes())?;
+        Ok(run)
+    }
+
+    /// An existing run, with its partial checkpoints (from a kill during a save) removed.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join(CONFIG_FILE).is_file() {
+            return Err(GrpoError::Config(format!("{}: not a run directory (no {CONFIG_FILE})", root.display())));
+        }
+        let run = Self { root: root.to_path_buf() };
+        let checkpoints = run.root.join(CHECKPOINTS);
+        fs::create_dir_all(&checkpoints).map_err(io(&checkpoints))?;
+        for entry in fs::read_dir(&checkpoints).map_err(io(&checkpoints))? {
+            let path = entry.map_err(io(&checkpoints))?.path();
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PARTIAL_PREFIX)) {
+                tracing::warn!("removing {}, a checkpoint whose save was interrupted", path.display());
+                fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+        }
+        Ok(run)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join(METRICS_FILE)
+    }
+
+    pub fn traces_path(&self) -> PathBuf {
+        self.root.join(aha_traces::TRACE_FILE)
+    }
+
+    /// Complete checkpoints, oldest first: `(step, folder)`.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let dir = self.root.join(CHECKPOINTS);
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            let step = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse().ok());
+            if let Some(step) = step {
+                if path.join(STATE_FILE).is_file() {
+                    found.push((step, path));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The newest complete checkpoint and its state.
+    pub fn latest_checkpoint(&self) -> Result<Option<(PathBuf, TrainerState)>> {
+        let Some((_, dir)) = self.checkpoints()?.pop() else { return Ok(None) };
+        let path = dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let state = serde_json::from_str(&text)
+            .map_err(|e| GrpoError::Config(format!("{}: not a trainer state: {e}", path.display())))?;
+        Ok(Some((dir, state)))
+    }
+
+    /// Saves the policy, the optimizer and `state` as `checkpoints/step-N`, then deletes all but
+    /// the newest `keep_last` (0 keeps all).
+    pub fn save_checkpoint(&self, policy: &CausalLM, optimizer: &AdamW, state: &TrainerState, keep_last: usize) -> Result<PathBuf> {
+        let checkpoints = self.root.join(CHECKPOINTS);
+        let name = format!("step-{:06}", state.step);
+        let partial = checkpoints.join(format!("{PARTIAL_PREFIX}{name}"));
+        let done = checkpoints.join(&name);
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
+        policy.save(&partial, SaveOptions::default())?;
+        optimizer.save(&partial.join(OPTIMIZER_FILE))?;
+        let state_json = serde_json::to_string_pretty(state).expect("the state serialises");
+        write_atomically(&partial.join(STATE_FILE), state_json.as_bytes())?;
+        if done.exists() {
+            // Only when a resumed run saves a step it had saved before.
+            fs::remove_dir_all(&done).map_err(io(&done))?;
+        }
+        fs::rename(&partial, &done).map_err(io(&done))?;
+        if keep_last > 0 {
+            let all = self.checkpoints()?;
+            for (_, old) in all.iter().take(all.len().saturating_sub(keep_last)) {
+                fs::remove_dir_all(old).map_err(io(old))?;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Loads the optimizer state saved in a checkpoint folder.
+    pub fn load_optimizer(checkpoint: &Path, optimizer: &mut AdamW) -> Result<()> {
+        optimizer.load(&checkpoint.join(OPTIMIZER_FILE))
+    }
+
+    /// Keeps the metric lines of steps up to `step` (those a resumed run will not redo).
+    pub fn truncate_metrics(&self, step: u64) -> Result<()> {
+        let path = self.metrics_path();
+        let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
+        let kept: String = text
+            .lines()
+            .filter(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        write_atomically(&path, kept.as_bytes())
+    }
+
+    /// Appends one line to metrics.jsonl and flushes it (readers see whole lines only).
+    pub fn append_metrics(&self, line: &serde_json::Value) -> Result<()> {
+        let path = self.metrics_path();
+        let mut file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        writeln!(file, "{line}").map_err(io(&path))
+    }
+}
+
+/// Writes `path` through a temporary file and a rename: the old content or the new, never half.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("partial");
+    let mut file = fs::File::create(&temporary).map_err(io(&temporary))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io(&temporary))?;
+    fs::rename(&temporary, path).map_err(io(path))
+}

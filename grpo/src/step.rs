@@ -1,0 +1,466 @@
+//! One optimisation step: a batch of scored completions in, updated weights and statistics out.
+//!
+//! The batch is cut into micro-batches of `micro_batch_size` completions (in the order given);
+//! each runs forward and backward and the gradients add up. Every micro-batch's loss is divided by
+//! the sizes of the *whole* batch (see [`Normalizer`]), so the accumulated gradient is the
+//! gradient of the whole-batch loss whatever the micro-batch size: for `grpo` each completion
+//! contributes 1/B times its token mean, for `dr_grpo` its token sum over B * max_new_tokens, for
+//! `dapo` and `bnpo` its token sum over the number of loss tokens in the batch.
+//!
+//! Layout: each completion is scored after its prompt, `prompt ++ completion`, left-padded
+//! (aha-model's [`PaddedBatch`], with per-row positions and a padding mask), so completions end
+//! in the last column; the last `C` positions of the hidden states before the end, where `C` is
+//! the longest completion of the micro-batch, predict the completion tokens. Log-probs use logits
+//! divided by the sampling temperature, log-softmax in fp32, in chunks of rows as
+//! `CausalLM::token_logprobs` does (same operations, so the same numbers), and the entropy of the
+//! same tempered distribution comes from the same chunk (detached: a metric only).
+//!
+//! With `num_iterations` (mu) > 1 the old log-probs are computed once, without gradient, before
+//! the first update, and the step makes mu updates on the same batch. The reference log-probs
+//! (beta > 0) are computed once as well.
+
+use aha_model::{CausalLM, PaddedBatch};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::TrainConfig;
+use crate::error::{GrpoError, Result};
+use crate::loss::{policy_loss, LossInputs, LossParams, LossStats, Normalizer};
+use crate::optim::AdamW;
+
+/// Largest number of fp32 logits materialised at once (as in aha-model: 64 MiB).
+const LOGPROB_CHUNK_ELEMENTS: i64 = 1 << 24;
+
+/// One completion to train on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSequence {
+    /// The prompt's token ids (at least one).
+    pub prompt_ids: Vec<u32>,
+    /// The sampled completion's token ids (may be empty).
+    pub completion_ids: Vec<u32>,
+    /// Its advantage, broadcast to every completion token.
+    pub advantage: f32,
+    /// The log-probs the sampler computed for the completion tokens, if known: only compared with
+    /// the recomputed ones as a health check (`sampling_logprob_diff`).
+    pub old_logprobs: Option<Vec<f32>>,
+    /// Whether the completion stopped at `max_new_tokens` rather than at a stop token.
+    pub truncated: bool,
+}
+
+/// The completions of one step (all groups together).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainBatch {
+    pub sequences: Vec<TrainSequence>,
+}
+
+/// What a step needs from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSettings {
+    pub loss: LossParams,
+    /// Updates per batch (mu), at least 1.
+    pub num_iterations: usize,
+    /// Truncated completions get no loss tokens (they still count as sequences).
+    pub mask_truncated_completions: bool,
+    /// The sampling temperature; logits are divided by it.
+    pub temperature: f64,
+    /// `max_new_tokens`, the dr_grpo normaliser.
+    pub max_completion_len: usize,
+    /// Completions per forward/backward pass, at least 1.
+    pub micro_batch_size: usize,
+    /// Clip the global gradient norm to this; 0 = no clipping.
+    pub max_grad_norm: f64,
+}
+
+impl StepSettings {
+    pub fn from_config(config: &TrainConfig) -> Self {
+        Self {
+            loss: config.grpo.loss_params(),
+            num_iterations: config.grpo.num_iterations,
+            mask_truncated_completions: config.grpo.mask_truncated_completions,
+            temperature: config.sampling.temperature,
+            max_completion_len: config.sampling.max_new_tokens,
+            micro_batch_size: config.optim.micro_batch_size,
+            max_grad_norm: config.optim.max_grad_norm,
+        }
+    }
+}
+
+/// Statistics of one update (one pass over the batch).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IterationStats {
+    /// The batch loss.
+    pub loss: f64,
+    /// Mean k3 KL per loss token (with a reference model).
+    pub kl: Option<f64>,
+    /// Mean entropy per loss token of the tempered distribution.
+    pub entropy: f64,
+    /// Fractions of loss tokens clipped from below, above, and either way.
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub clip_region: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Statistics of a training step; with mu > 1, the means over its updates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepStats {
+    pub loss: f64,
+    pub kl: Option<f64>,
+    pub entropy: f64,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub clip_region: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    /// Completion tokens that counted in the loss.
+    pub tokens: usize,
+    pub sequences: usize,
+    /// Mean |sampler log-prob - recomputed log-prob| over the tokens whose sampler log-probs were
+    /// given, before the first update; large values mean the two sides disagree (temperature,
+    /// dtype, template) and the ratios are off.
+    pub sampling_logprob_diff: Option<f64>,
+    pub iterations: Vec<IterationStats>,
+}
+
+/// The tensors of one micro-batch, on the policy's device.
+struct MicroBatch {
+    input: PaddedBatch,
+    /// Longest completion of the micro-batch, C.
+    width: i64,
+    /// `[b, C]` completion tokens, right-aligned (zeros before shorter completions).
+    targets: Tensor,
+    /// `[b, C]` bool: completion tokens that count in the loss.
+    loss_mask: Tensor,
+    /// `[b]` fp32.
+    advantages: Tensor,
+    old: Option<Tensor>,
+    reference: Option<Tensor>,
+    /// `[b, C]` sampler log-probs and where they were given.
+    sampling: Option<(Tensor, Tensor)>,
+}
+
+/// A batch cut into micro-batches, with its old and reference log-probs computed.
+pub struct PreparedBatch {
+    micro_batches: Vec<MicroBatch>,
+    normalizer: Normalizer,
+    sequences: usize,
+    tokens: usize,
+}
+
+impl PreparedBatch {
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
+    }
+
+    pub fn num_micro_batches(&self) -> usize {
+        self.micro_batches.len()
+    }
+}
+
+/// Gradients of one pass, left in the parameters' `.grad`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassStats {
+    pub loss: f64,
+    pub stats: LossStats,
+    /// Sum of |sampler - recomputed| log-prob and the number of tokens it covers.
+    pub sampling_diff_sum: f64,
+    pub sampling_tokens: f64,
+}
+
+fn check_batch(policy: &CausalLM, batch: &TrainBatch, settings: &StepSettings, reference: bool) -> Result<()> {
+    if batch.sequences.is_empty() {
+        return Err(GrpoError::Input("the batch has no sequences".into()));
+    }
+    if settings.micro_batch_size == 0 || settings.num_iterations == 0 {
+        return Err(GrpoError::Input("micro_batch_size and num_iterations must be at least 1".into()));
+    }
+    if settings.temperature.is_nan() || settings.temperature <= 0.0 {
+        return Err(GrpoError::Input(format!("temperature must be > 0, got {}", settings.temperature)));
+    }
+    if settings.loss.beta != 0.0 && !reference {
+        return Err(GrpoError::Input(format!("beta = {} needs a reference model", settings.loss.beta)));
+    }
+    for (i, s) in batch.sequences.iter().enumerate() {
+        if s.prompt_ids.is_empty() {
+            return Err(GrpoError::Input(format!("sequence {i} has an empty prompt")));
+        }
+        if !s.advantage.is_finite() {
+            return Err(GrpoError::Input(format!("sequence {i} has advantage {}", s.advantage)));
+        }
+        if let Some(old) = &s.old_logprobs {
+            if old.len() != s.completion_ids.len() {
+                return Err(GrpoError::Input(format!(
+                    "sequence {i} has {} sampler log-probs for {} completion tokens",
+                    old.len(),
+                    s.completion_ids.len()
+                )));
+            }
+        }
+        policy.check_token_ids(std::slice::from_ref(&s.prompt_ids))?;
+        policy.check_token_ids(std::slice::from_ref(&s.completion_ids))?;
+    }
+    Ok(())
+}
+
+fn build_micro_batch(sequences: &[TrainSequence], settings: &StepSettings, device: Device) -> Result<MicroBatch> {
+    let full: Vec<Vec<u32>> =
+        sequences.iter().map(|s| s.prompt_ids.iter().chain(&s.completion_ids).copied().collect()).collect();
+    let input = PaddedBatch::left_padded(&full, 0, device)?;
+    let b = sequences.len();
+    let width = sequences.iter().map(|s| s.completion_ids.len()).max().unwrap_or(0);
+    let mut targets = vec![0i64; b * width];
+    let mut mask = vec![false; b * width];
+    let mut sampled = vec![0f32; b * width];
+    let mut has_sampled = vec![false; b * width];
+    for (row, s) in sequences.iter().enumerate() {
+        let start = row * width + width - s.completion_ids.len();
+        let counts = !(settings.mask_truncated_completions && s.truncated);
+        for (j, &id) in s.completion_ids.iter().enumerate() {
+            targets[start + j] = i64::from(id);
+            mask[start + j] = counts;
+        }
+        if let Some(old) = &s.old_logprobs {
+            sampled[start..start + old.len()].copy_from_slice(old);
+            has_sampled[start..start + old.len()].iter_mut().for_each(|x| *x = true);
+        }
+    }
+    let shape = [b as i64, width as i64];
+    let any_sampled = sequences.iter().any(|s| s.old_logprobs.is_some());
+    let advantages: Vec<f32> = sequences.iter().map(|s| s.advantage).collect();
+    Ok(MicroBatch {
+        input,
+        width: width as i64,
+        targets: Tensor::from_slice(&targets).view(shape).to_device(device),
+        loss_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+        advantages: Tensor::from_slice(&advantages).to_device(device),
+        old: None,
+        reference: None,
+        sampling: any_sampled.then(|| {
+            (
+                Tensor::from_slice(&sampled).view(shape).to_device(device),
+                Tensor::from_slice(&has_sampled).view(shape).to_device(device),
+            )
+        }),
+    })
+}
+
+/// Log-probs `[b, t]` of `targets` under the tempered distribution at `hidden` `[b, t, hidden]`,
+/// and, with `with_entropy`, its entropy per position (without gradient). The same operations as
+/// `CausalLM::token_logprobs`, chunked over rows so that at most 64 MiB of logits exist at once
+/// outside what autograd keeps for the backward pass.
+pub fn logprobs_and_entropy(
+    model: &CausalLM,
+    hidden: &Tensor,
+    targets: &Tensor,
+    temperature: f64,
+    with_entropy: bool,
+) -> (Tensor, Option<Tensor>) {
+    let (b, t, h) = hidden.size3().expect("hidden states are [batch, len, hidden]");
+    if b * t == 0 {
+        let empty = Tensor::zeros([b, t], (Kind::Float, hidden.device()));
+        return (empty.shallow_clone(), with_entropy.then_some(empty));
+    }
+    let flat = hidden.reshape([b * t, h]);
+    let targets = targets.reshape([b * t, 1]).to_kind(Kind::Int64);
+    let rows = (LOGPROB_CHUNK_ELEMENTS / model.config().vocab_size).max(1);
+    let (logprobs, entropies): (Vec<Tensor>, Vec<Option<Tensor>>) = (0..b * t)
+        .step_by(rows as usize)
+        .map(|start| {
+            let len = rows.min(b * t - start);
+            let mut logits = model.logits(&flat.narrow(0, start, len));
+            if temperature != 1.0 {
+                logits = logits / temperature;
+            }
+            let logprobs =
+                logits.gather(1, &targets.narrow(0, start, len), false).squeeze_dim(1) - logits.logsumexp([1], false);
+            let entropy = with_entropy.then(|| {
+                tch::no_grad(|| {
+                    let log_p = logits.detach().log_softmax(1, Kind::Float);
+                    -(log_p.exp() * &log_p).sum_dim_intlist(1, false, Kind::Float)
+                })
+            });
+            (logprobs, entropy)
+        })
+        .unzip();
+    let entropies: Option<Vec<Tensor>> = entropies.into_iter().collect();
+    (Tensor::cat(&logprobs, 0).view([b, t]), entropies.map(|e| Tensor::cat(&e, 0).view([b, t])))
+}
+
+/// Forward pass of one micro-batch on `model` (moved to its device): completion log-probs
+/// `[b, C]` and, if asked, entropies.
+fn micro_batch_logprobs(
+    model: &CausalLM,
+    mb: &MicroBatch,
+    temperature: f64,
+    entropy: bool,
+) -> (Tensor, Option<Tensor>) {
+    let device = model.device();
+    let full = mb.input.input_ids.size()[1];
+    let mask = mb.input.padding_mask().map(|m| m.to_device(device));
+    let hidden = model.forward(
+        &mb.input.input_ids.to_device(device),
+        &mb.input.positions.to_device(device),
+        mask.as_ref(),
+        None,
+    );
+    // Position p predicts token p + 1: the C positions before the last predict the completion.
+    let hidden = hidden.narrow(1, full - mb.width - 1, mb.width);
+    logprobs_and_entropy(model, &hidden, &mb.targets.to_device(device), temperature, entropy)
+}
+
+/// Cuts the batch into micro-batches and computes what stays fixed during the step: the
+/// reference log-probs (beta != 0) and, with mu > 1, the old log-probs.
+pub fn prepare_batch(
+    policy: &CausalLM,
+    reference: Option<&CausalLM>,
+    batch: &TrainBatch,
+    settings: &StepSettings,
+) -> Result<PreparedBatch> {
+    check_batch(policy, batch, settings, reference.is_some())?;
+    let device = policy.device();
+    let mut micro_batches = batch
+        .sequences
+        .chunks(settings.micro_batch_size)
+        .map(|chunk| build_micro_batch(chunk, settings, device))
+        .collect::<Result<Vec<_>>>()?;
+    tch::no_grad(|| {
+        for mb in micro_batches.iter_mut().filter(|mb| mb.width > 0) {
+            if settings.loss.beta != 0.0 {
+                let reference = reference.expect("checked in check_batch");
+                mb.reference =
+                    Some(micro_batch_logprobs(reference, mb, settings.temperature, false).0.to_device(device));
+            }
+            if settings.num_iterations > 1 {
+                mb.old = Some(micro_batch_logprobs(policy, mb, settings.temperature, false).0);
+            }
+        }
+    });
+    let tokens: usize = batch
+        .sequences
+        .iter()
+        .filter(|s| !(settings.mask_truncated_completions && s.truncated))
+        .map(|s| s.completion_ids.len())
+        .sum();
+    let normalizer = Normalizer {
+        sequences: batch.sequences.len() as f64,
+        tokens: tokens as f64,
+        max_completion_len: settings.max_completion_len as f64,
+    };
+    Ok(PreparedBatch { micro_batches, normalizer, sequences: batch.sequences.len(), tokens })
+}
+
+/// Zeroes the policy's gradients, then runs forward and backward over every micro-batch, leaving
+/// the gradient of the whole-batch loss in the parameters' `.grad`.
+pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSettings) -> Result<PassStats> {
+    for mut var in policy.var_store().trainable_variables() {
+        var.zero_grad();
+    }
+    let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
+    for mb in batch.micro_batches.iter().filter(|mb| mb.width > 0) {
+        let (logprobs, entropies) = micro_batch_logprobs(policy, mb, settings.temperature, true);
+        let inputs = LossInputs {
+            logprobs: &logprobs,
+            old_logprobs: mb.old.as_ref(),
+            ref_logprobs: mb.reference.as_ref(),
+            advantages: &mb.advantages,
+            mask: &mb.loss_mask,
+            entropies: entropies.as_ref(),
+        };
+        let out = policy_loss(&inputs, &settings.loss, &batch.normalizer)?;
+        if let Some((sampled, given)) = &mb.sampling {
+            tch::no_grad(|| {
+                let diff = (logprobs.detach() - sampled).abs().where_self(given, &Tensor::zeros_like(&logprobs));
+                pass.sampling_diff_sum += diff.sum(Kind::Double).double_value(&[]);
+                pass.sampling_tokens += given.sum(Kind::Double).double_value(&[]);
+            });
+        }
+        let value = out.loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(GrpoError::NonFinite { what: "loss", value });
+        }
+        pass.loss += value;
+        pass.stats.add(&out.stats);
+        out.loss.backward();
+    }
+    Ok(pass)
+}
+
+/// The loss of a prepared batch at the current weights, without gradient (for checks).
+pub fn batch_loss(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSettings) -> Result<f64> {
+    tch::no_grad(|| {
+        let mut total = 0.0;
+        for mb in batch.micro_batches.iter().filter(|mb| mb.width > 0) {
+            let (logprobs, _) = micro_batch_logprobs(policy, mb, settings.temperature, false);
+            let inputs = LossInputs {
+                logprobs: &logprobs,
+                old_logprobs: mb.old.as_ref(),
+                ref_logprobs: mb.reference.as_ref(),
+                advantages: &mb.advantages,
+                mask: &mb.loss_mask,
+                entropies: None,
+            };
+            total += policy_loss(&inputs, &settings.loss, &batch.normalizer)?.loss.double_value(&[]);
+        }
+        Ok(total)
+    })
+}
+
+/// One training step: `num_iterations` AdamW updates of `policy` on `batch` at learning rate
+/// `lr` (the caller takes it from the schedule). `optimizer` must hold the policy's parameters
+/// ([`AdamW::for_model`]). A NaN or infinite loss or gradient norm stops the step with
+/// [`GrpoError::NonFinite`] before the update it would have corrupted (earlier updates of the
+/// same step, with mu > 1, stay applied).
+pub fn train_step(
+    policy: &CausalLM,
+    reference: Option<&CausalLM>,
+    optimizer: &mut AdamW,
+    batch: &TrainBatch,
+    settings: &StepSettings,
+    lr: f64,
+) -> Result<StepStats> {
+    let prepared = prepare_batch(policy, reference, batch, settings)?;
+    let mut iterations = Vec::with_capacity(settings.num_iterations);
+    let mut sampling_logprob_diff = None;
+    for iteration in 0..settings.num_iterations {
+        let pass = accumulate_gradients(policy, &prepared, settings)?;
+        if iteration == 0 && pass.sampling_tokens > 0.0 {
+            sampling_logprob_diff = Some(pass.sampling_diff_sum / pass.sampling_tokens);
+        }
+        let grad_norm = if settings.max_grad_norm > 0.0 {
+            optimizer.clip_grad_norm(settings.max_grad_norm)
+        } else {
+            optimizer.grad_norm()
+        };
+        if !grad_norm.is_finite() {
+            return Err(GrpoError::NonFinite { what: "gradient norm", value: grad_norm });
+        }
+        optimizer.step(lr);
+        let s = &pass.stats;
+        iterations.push(IterationStats {
+            loss: pass.loss,
+            kl: (settings.loss.beta != 0.0).then(|| s.kl_mean()),
+            entropy: s.entropy_mean(),
+            clip_low: s.clip_low_fraction(),
+            clip_high: s.clip_high_fraction(),
+            clip_region: s.clip_region_fraction(),
+            grad_norm,
+        });
+    }
+    let n = iterations.len() as f64;
+    let mean = |f: fn(&IterationStats) -> f64| iterations.iter().map(f).sum::<f64>() / n;
+    Ok(StepStats {
+        loss: mean(|i| i.loss),
+        kl: (settings.loss.beta != 0.0).then(|| mean(|i| i.kl.unwrap_or(0.0))),
+        entropy: mean(|i| i.entropy),
+        clip_low: mean(|i| i.clip_low),
+        clip_high: mean(|i| i.clip_high),
+        clip_region: mean(|i| i.clip_region),
+        grad_norm: mean(|i| i.grad_norm),
+        lr,
+        tokens: prepared.tokens,
+        sequences: prepared.sequences,
+        sampling_logprob_diff,
+        iterations,
+    })
+}

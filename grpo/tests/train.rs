@@ -1,0 +1,173 @@
+//! The training loop end to end on the tiny fixture checkpoint: the run directory, metrics,
+//! traces, checkpoints, an exact resume, and a run that diverges.
+
+use std::path::{Path, PathBuf};
+
+use aha_grpo::{train, RunDir, TrainConfig};
+use aha_model::{CausalLM, LoadOptions};
+use aha_traces::TraceReader;
+use serde_json::Value;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2")
+}
+
+/// Countdown prompts; the reward is DAPO's length penalty, which varies with the (random)
+/// model's completion lengths, so every step has a gradient.
+fn config(out: &Path, steps: u64, extra: &[&str]) -> TrainConfig {
+    let text = format!(
+        r#"
+[model]
+path = "{model}"
+device = "cpu"
+
+[data]
+source = "builtin:countdown:numbers=3,max=20,count=50"
+
+[sampling]
+group_size = 4
+prompts_per_step = 3
+max_new_tokens = 24
+
+[[rewards.checkers]]
+name = "length"
+options = {{ max_tokens = 20, cache_tokens = 16 }}
+
+[grpo]
+loss_type = "grpo"
+
+[optim]
+lr = 1e-2
+micro_batch_size = 5
+
+[run]
+steps = {steps}
+save_every = 2
+keep_last = 2
+seed = 3
+output_dir = "{out}"
+"#,
+        model = fixture().display(),
+        out = out.display()
+    );
+    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut config = TrainConfig::from_toml(&text, "test.toml", &overrides).unwrap();
+    config.resolve();
+    config
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Metrics without the wall-clock fields.
+fn deterministic(mut line: Value) -> Value {
+    let object = line.as_object_mut().unwrap();
+    object.retain(|key, _| !key.ends_with("_s") && key != "completion_tokens_per_s");
+    line
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = CausalLM::load(dir, LoadOptions::default()).unwrap();
+    let mut vars: Vec<(String, Vec<f32>)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+#[test]
+fn a_run_writes_metrics_traces_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut seen = Vec::new();
+    let outcome = train(config(&out, 5, &[]), false, |m| seen.push(m["step"].as_u64().unwrap())).unwrap();
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+
+    let lines = metrics(&out);
+    assert_eq!(lines.len(), 5);
+    for line in &lines {
+        for key in [
+            "reward_mean", "reward_std", "accuracy", "frac_reward_zero_std", "completion_length_mean", "truncated_frac",
+            "loss", "entropy", "clip_low", "clip_high", "grad_norm", "lr", "generation_s", "train_s", "reward_s",
+        ] {
+            assert!(line.get(key).is_some(), "metrics lack {key}: {line}");
+        }
+        assert_eq!(line["completions"], 12);
+        assert!(line["rewards"]["length"]["mean"].as_f64().unwrap() <= 0.0);
+        // The sampler's log-probs and the trainer's agree (same temperature, same model).
+        assert!(line["sampling_logprob_diff"].as_f64().unwrap() < 1e-4, "{line}");
+    }
+    assert!(lines.iter().any(|l| l["grad_norm"].as_f64().unwrap() > 0.0), "no step had a gradient");
+
+    // Checkpoints 2 and 4 are kept (keep_last = 2 drops none yet), 5 is the end; 2 is dropped.
+    let run = RunDir::open(&out).unwrap();
+    let steps: Vec<u64> = run.checkpoints().unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, [4, 5]);
+    assert_eq!(outcome.last_checkpoint.unwrap(), out.join("checkpoints/step-000005"));
+    let (latest, state) = run.latest_checkpoint().unwrap().unwrap();
+    assert_eq!((state.step, state.groups_sampled, state.problems_drawn), (5, 15, 15));
+    // The policy moved, and the checkpoint is a Hugging Face folder aha (and transformers) loads.
+    assert_ne!(weights(&latest), weights(&fixture()));
+    assert!(latest.join("tokenizer.json").is_file() && latest.join("optimizer.safetensors").is_file());
+
+    let traces = TraceReader::open(&run.traces_path()).unwrap();
+    let summaries = traces.steps().unwrap();
+    assert_eq!(summaries.iter().map(|s| (s.step, s.groups, s.completions)).collect::<Vec<_>>(), (1..=5).map(|s| (s, 3, 12)).collect::<Vec<_>>());
+    let rows = traces.completions(3).unwrap();
+    assert!(rows.iter().all(|r| r.advantage.is_some() && r.reward.is_some()));
+    // Advantages are centred within each group.
+    for group in rows.chunks(4) {
+        let sum: f64 = group.iter().map(|r| r.advantage.unwrap()).sum();
+        assert!(sum.abs() < 1e-6, "advantages of a group sum to {sum}");
+    }
+
+    // The run directory is not reused by accident.
+    let error = train(config(&out, 5, &[]), false, |_| {}).unwrap_err().to_string();
+    assert!(error.contains("already holds a run") && error.contains("--resume"), "{error}");
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    train(config(&straight, 4, &[]), false, |_| {}).unwrap();
+
+    // The same run, stopped after step 2 (its last checkpoint), with a save of step 3 that was
+    // interrupted, then resumed up to step 4.
+    let interrupted = dir.path().join("interrupted");
+    train(config(&interrupted, 2, &[]), false, |_| {}).unwrap();
+    let partial = interrupted.join("checkpoints/.partial-step-000003");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("model.safetensors"), b"half a file").unwrap();
+    let mut resumed = config(&interrupted, 4, &[]);
+    resumed.run.output_dir = interrupted.clone();
+    train(resumed, true, |_| {}).unwrap();
+    assert!(!partial.exists(), "the interrupted save is cleaned up");
+
+    let a: Vec<Value> = metrics(&straight).into_iter().map(deterministic).collect();
+    let b: Vec<Value> = metrics(&interrupted).into_iter().map(deterministic).collect();
+    assert_eq!(a, b, "the metrics of the resumed run differ from the straight run");
+    assert_eq!(weights(&straight.join("checkpoints/step-000004")), weights(&interrupted.join("checkpoints/step-000004")));
+    let steps = |run: &Path| TraceReader::open(&run.join("traces.sqlite")).unwrap().steps().unwrap();
+    assert_eq!(steps(&straight), steps(&interrupted));
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // An absurd learning rate without clipping: the weights overflow and the loss turns NaN.
+    let config = config(&out, 6, &["optim.lr=1e30", "optim.max_grad_norm=0", "run.save_every=1"]);
+    let error = train(config, false, |_| {}).unwrap_err().to_string();
+    assert!(error.contains("non-finite") && error.contains("last good checkpoint"), "{error}");
+    let run = RunDir::open(&out).unwrap();
+    let (latest, state) = run.latest_checkpoint().unwrap().expect("a checkpoint before the divergence");
+    assert!(error.contains(&latest.display().to_string()), "{error}");
+    assert_eq!(metrics(&out).len() as u64, state.step, "no metrics line for the failed step");
+    // The checkpoint it points at loads.
+    CausalLM::load(&latest, LoadOptions::default()).unwrap();
+}

@@ -1,0 +1,64 @@
+use std::collections::BTreeMap;
+
+use aha_traces::{TraceCompletion, TraceGroup, TraceReader, TraceWriter};
+use serde_json::json;
+
+fn group(step: u64, index: u64, rewards: &[Option<f64>]) -> TraceGroup {
+    TraceGroup {
+        step,
+        index,
+        prompt_id: format!("p{index}"),
+        prompt: format!("What is {index} + 1?"),
+        sample: json!({ "answer": (index + 1).to_string() }),
+        completions: rewards
+            .iter()
+            .enumerate()
+            .map(|(i, &reward)| TraceCompletion {
+                text: format!("<answer>{}</answer>", index + i as u64),
+                tokens: 10 + i as u32,
+                finish_reason: if i == 0 { "length".into() } else { "stop".into() },
+                reward,
+                rewards: BTreeMap::from([("math".to_string(), reward)]),
+                advantage: reward.map(|r| r - 0.5),
+                detail: json!({ "extracted": index + i as u64 }),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn steps_round_trip_and_a_resume_drops_the_steps_it_will_redo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.sqlite");
+    let writer = TraceWriter::open(&path, None).unwrap();
+    writer.write(vec![group(1, 0, &[Some(1.0), Some(0.0)]), group(1, 1, &[None, Some(1.0)])]).unwrap();
+    writer.flush().unwrap();
+    // A reader sees flushed steps while the writer is still open.
+    let reader = TraceReader::open(&path).unwrap();
+    assert_eq!(reader.steps().unwrap().len(), 1);
+    writer.write(vec![group(2, 2, &[Some(0.0), Some(0.0)])]).unwrap();
+    writer.write(vec![group(3, 3, &[Some(1.0), Some(1.0)])]).unwrap();
+    writer.close().unwrap();
+
+    let steps = reader.steps().unwrap();
+    assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!((steps[0].groups, steps[0].completions, steps[0].truncated), (2, 4, 2));
+    // AVG ignores the unjudged completion: (1 + 0 + 1) / 3.
+    assert!((steps[0].reward_mean.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!(steps[0].tokens_mean, 10.5);
+    let rows = reader.completions(1).unwrap();
+    assert_eq!(rows.iter().map(|r| (r.prompt_id.as_str(), r.sample_index)).collect::<Vec<_>>(), [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)]);
+    assert_eq!(rows[2].reward, None);
+    assert_eq!(rows[3].advantage, Some(0.5));
+
+    // Resuming from the checkpoint of step 2 forgets step 3.
+    TraceWriter::open(&path, Some(2)).unwrap().close().unwrap();
+    assert_eq!(reader.steps().unwrap().iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn a_missing_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = TraceReader::open(&dir.path().join("nope.sqlite")).err().unwrap().to_string();
+    assert!(error.contains("nope.sqlite") && error.contains("no trace store"), "{error}");
+}
