@@ -3,6 +3,7 @@
 mod eval_cmd;
 mod reward_cmd;
 mod sandbox_cmd;
+mod traces_cmd;
 mod train_cmd;
 
 use std::io::Write;
@@ -46,6 +47,9 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// GRPO training: `aha train CONFIG.toml [--set key=value]...`, or `--resume RUN_DIR`.
     Train(train_cmd::TrainArgs),
+    /// Read a run's traces: steps, completions (filtered), one prompt across training,
+    /// statistics (length, accuracy, reflection phrases), export, re-scoring.
+    Traces(traces_cmd::TracesArgs),
 }
 
 #[derive(Args)]
@@ -133,6 +137,7 @@ fn main() {
         Command::Reward(args) => reward_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
+        Command::Traces(args) => traces_cmd::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -247,7 +247,9 @@ pub struct RunConfig {
     pub keep_last: usize,
     /// The run directory (config, metrics.jsonl, traces.sqlite, checkpoints). Default `runs/aha`.
     pub output_dir: PathBuf,
-    /// Evaluate every this many steps; 0 = never. Default 0.
+    /// Every this many steps (and at the last), evaluate greedily on the held-out problems
+    /// (`data.eval_count` / `data.eval_source`) and log `eval_accuracy` etc. with that step's
+    /// metrics; 0 = never. Default 0.
     pub eval_every: u64,
 }
 

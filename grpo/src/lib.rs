@@ -40,4 +40,4 @@ pub use step::{
     accumulate_gradients, batch_loss, prepare_batch, train_step, IterationStats, PassStats, PreparedBatch,
     StepSettings, StepStats, TrainBatch, TrainSequence,
 };
-pub use trainer::{train, TrainOutcome};
+pub use trainer::{train, train_with_checkers, TrainOutcome};

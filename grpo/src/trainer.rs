@@ -28,7 +28,8 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
 use aha_rewards::{Checker, Registry};
 use aha_rollout::{
-    Engine, EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup, ROLLOUT_FIELDS,
+    generate_all, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig, RolloutPool, RolloutPrompt,
+    SamplingParams, ScoredGroup, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
@@ -47,9 +48,20 @@ pub struct TrainOutcome {
     pub last_checkpoint: Option<PathBuf>,
 }
 
-/// Trains as `config` says, in a new run directory, or continues `resume` (a run directory whose
-/// `config.toml` is then the configuration). `on_step` sees each step's metrics line.
-pub fn train(config: TrainConfig, resume: bool, mut on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
+/// Trains as `config` says, in a new run directory, or continues the run in
+/// `config.run.output_dir` when `resume`. `on_step` sees each step's metrics line. Checkers are
+/// aha-rewards' built-ins; [`train_with_checkers`] takes your own registry.
+pub fn train(config: TrainConfig, resume: bool, on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
+    train_with_checkers(config, resume, &Registry::with_builtins(), on_step)
+}
+
+/// [`train`] with the checkers of `registry` (built-ins plus your own `register`ed ones).
+pub fn train_with_checkers(
+    config: TrainConfig,
+    resume: bool,
+    registry: &Registry,
+    mut on_step: impl FnMut(&Value),
+) -> Result<TrainOutcome> {
     let started = Instant::now();
     let (run, checkpoint) = if resume {
         let run = RunDir::open(&config.run.output_dir)?;
@@ -88,14 +100,13 @@ pub fn train(config: TrainConfig, resume: bool, mut on_step: impl FnMut(&Value))
     }
 
     // Problems, shuffled per epoch from the run's seed, skipping those a resumed run has used.
-    let registry = Registry::with_builtins();
     let checker = Arc::new(
         registry.build_combined(&config.rewards.to_reward_config()).map_err(|e| GrpoError::Config(format!("rewards: {e}")))?,
     );
     // What the problems must carry: the checkers' fields, except those the rollout adds.
     let required: Vec<String> =
         checker.required_fields().into_iter().filter(|f| !ROLLOUT_FIELDS.contains(&f.as_str())).collect();
-    let (train_set, _eval_set) = load_problems(&config, &required)?;
+    let (train_set, eval_set) = load_problems(&config, &required)?;
     for skipped in train_set.skipped.iter().take(10) {
         tracing::warn!("{skipped}");
     }
@@ -141,7 +152,9 @@ pub fn train(config: TrainConfig, resume: bool, mut on_step: impl FnMut(&Value))
         reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_prompt_tokens: sampling.max_prompt_tokens,
     };
-    let mut pool = RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), checker, pool_config, state.groups_sampled)?;
+    let evaluation = Evaluation::new(&config, &eval_set, &Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?, &tokenizer)?;
+    let mut pool =
+        RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), Arc::clone(&checker), pool_config, state.groups_sampled)?;
     let traces = TraceWriter::open(&run.traces_path(), Some(state.step)).map_err(trace_error)?;
 
     let settings = StepSettings::from_config(&config);
@@ -244,6 +257,12 @@ pub fn train(config: TrainConfig, resume: bool, mut on_step: impl FnMut(&Value))
             step_seconds: step_started.elapsed().as_secs_f64(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
         });
+        let mut metrics = metrics;
+        let eval_every = config.run.eval_every;
+        if let Some(evaluation) = evaluation.as_ref().filter(|_| eval_every > 0 && (step % eval_every == 0 || step == config.run.steps)) {
+            let results = evaluation.run(&policy, &tokenizer, &checker, &labels)?;
+            metrics.as_object_mut().expect("an object").extend(results);
+        }
         run.append_metrics(&metrics)?;
         traces
             .write(trace_groups(step, &groups, &advantages.advantages))
@@ -266,6 +285,77 @@ pub fn train(config: TrainConfig, resume: bool, mut on_step: impl FnMut(&Value))
     drop(pool);
     traces.close().map_err(trace_error)?;
     Ok(TrainOutcome { run_dir: run.root().to_path_buf(), steps: config.run.steps, last_checkpoint })
+}
+
+/// Greedy evaluation on the held-out problems (`data.eval_count` / `data.eval_source`) every
+/// `run.eval_every` steps: one completion per problem at temperature 0, judged by the same
+/// checkers; `eval_accuracy` uses the first checker, as `accuracy` does.
+struct Evaluation {
+    problems: Vec<Problem>,
+    prompts: Vec<Vec<u32>>,
+    params: SamplingParams,
+    stop_strings: Vec<String>,
+}
+
+impl Evaluation {
+    fn new(config: &TrainConfig, eval_set: &Dataset, prompter: &Prompter, tokenizer: &Tokenizer) -> Result<Option<Self>> {
+        if eval_set.is_empty() || config.run.eval_every == 0 {
+            return Ok(None);
+        }
+        let mut problems = Vec::new();
+        let mut prompts = Vec::new();
+        for problem in &eval_set.problems {
+            let text = prompter.render(problem).map_err(data_error)?;
+            let ids = tokenizer.encode(&text)?;
+            if !ids.is_empty() && ids.len() <= config.sampling.max_prompt_tokens {
+                problems.push(problem.clone());
+                prompts.push(ids);
+            }
+        }
+        let params = SamplingParams { temperature: 0.0, max_new_tokens: config.sampling.max_new_tokens, ..Default::default() };
+        Ok(Some(Self { problems, prompts, params, stop_strings: config.sampling.stop_strings.clone() }))
+    }
+
+    fn run(
+        &self,
+        policy: &CausalLM,
+        tokenizer: &Tokenizer,
+        checker: &aha_rewards::CombinedChecker,
+        labels: &[String],
+    ) -> Result<serde_json::Map<String, Value>> {
+        let started = Instant::now();
+        let params = SamplingParams { stop_token_ids: policy.config().eos_token_ids.clone(), ..self.params.clone() };
+        let mut engine =
+            Engine::new(policy, params, EngineConfig::default())?.with_stop_strings(tokenizer, self.stop_strings.clone())?;
+        let requests: Vec<GenerationRequest> =
+            self.prompts.iter().map(|ids| GenerationRequest { prompt_ids: ids.clone(), n: 1, seed: 0 }).collect();
+        let outputs = generate_all(&mut engine, &requests)?;
+        let (mut correct, mut reward_sum, mut tokens) = (0usize, 0.0, 0usize);
+        for (problem, completions) in self.problems.iter().zip(outputs) {
+            let completion = &completions[0];
+            let text = tokenizer.decode(&completion.token_ids, true)?;
+            let mut sample = problem.sample.clone();
+            sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion.token_ids.len()));
+            sample.insert(ROLLOUT_FIELDS[1].into(), json!(completion.finish_reason));
+            let breakdown = checker
+                .breakdown(&text, &sample)
+                .map_err(|e| GrpoError::Config(format!("evaluation problem {}: {e}", problem.id)))?;
+            reward_sum += breakdown.total.unwrap_or(0.0);
+            let first = breakdown.parts.iter().find(|(label, _, _)| Some(label) == labels.first());
+            if first.and_then(|(_, _, verdict)| verdict.reward_value()).is_some_and(|r| r >= 1.0) {
+                correct += 1;
+            }
+            tokens += completion.token_ids.len();
+        }
+        let n = self.problems.len().max(1) as f64;
+        let mut results = serde_json::Map::new();
+        results.insert("eval_problems".into(), json!(self.problems.len()));
+        results.insert("eval_accuracy".into(), json!(correct as f64 / n));
+        results.insert("eval_reward_mean".into(), json!(reward_sum / n));
+        results.insert("eval_length_mean".into(), json!(tokens as f64 / n));
+        results.insert("eval_s".into(), json!(started.elapsed().as_secs_f64()));
+        Ok(results)
+    }
 }
 
 /// The training and evaluation problems of `[data]`.

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aha_grpo::{train, RunDir, TrainConfig};
+use aha_grpo::{train, train_with_checkers, RunDir, TrainConfig};
+use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
 use aha_model::{CausalLM, LoadOptions};
 use aha_traces::TraceReader;
 use serde_json::Value;
@@ -84,7 +85,8 @@ fn a_run_writes_metrics_traces_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let mut seen = Vec::new();
-    let outcome = train(config(&out, 5, &[]), false, |m| seen.push(m["step"].as_u64().unwrap())).unwrap();
+    let extra = ["data.eval_count=6", "run.eval_every=2"];
+    let outcome = train(config(&out, 5, &extra), false, |m| seen.push(m["step"].as_u64().unwrap())).unwrap();
     assert_eq!(seen, [1, 2, 3, 4, 5]);
 
     let lines = metrics(&out);
@@ -102,6 +104,11 @@ fn a_run_writes_metrics_traces_and_checkpoints() {
         assert!(line["sampling_logprob_diff"].as_f64().unwrap() < 1e-4, "{line}");
     }
     assert!(lines.iter().any(|l| l["grad_norm"].as_f64().unwrap() > 0.0), "no step had a gradient");
+    // Held-out evaluation at steps 2 and 4 and at the end, on the 6 held-out problems.
+    let evaluated: Vec<u64> = lines.iter().filter(|l| l.get("eval_accuracy").is_some()).map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(evaluated, [2, 4, 5]);
+    assert_eq!(lines[1]["eval_problems"], 6);
+    assert!(lines[1]["eval_length_mean"].as_f64().unwrap() > 0.0);
 
     // Checkpoints 2 and 4 are kept (keep_last = 2 drops none yet), 5 is the end; 2 is dropped.
     let run = RunDir::open(&out).unwrap();
@@ -134,16 +141,16 @@ fn a_run_writes_metrics_traces_and_checkpoints() {
 fn a_resumed_run_continues_exactly_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let straight = dir.path().join("straight");
-    train(config(&straight, 4, &[]), false, |_| {}).unwrap();
+    train(config(&straight, 6, &[]), false, |_| {}).unwrap();
 
-    // The same run, stopped after step 2 (its last checkpoint), with a save of step 3 that was
-    // interrupted, then resumed up to step 4.
+    // The same run, stopped after step 3 (its last checkpoint), with a save of step 4 that was
+    // interrupted, then resumed up to step 6.
     let interrupted = dir.path().join("interrupted");
-    train(config(&interrupted, 2, &[]), false, |_| {}).unwrap();
-    let partial = interrupted.join("checkpoints/.partial-step-000003");
+    train(config(&interrupted, 3, &[]), false, |_| {}).unwrap();
+    let partial = interrupted.join("checkpoints/.partial-step-000004");
     std::fs::create_dir_all(&partial).unwrap();
     std::fs::write(partial.join("model.safetensors"), b"half a file").unwrap();
-    let mut resumed = config(&interrupted, 4, &[]);
+    let mut resumed = config(&interrupted, 6, &[]);
     resumed.run.output_dir = interrupted.clone();
     train(resumed, true, |_| {}).unwrap();
     assert!(!partial.exists(), "the interrupted save is cleaned up");
@@ -151,7 +158,8 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     let a: Vec<Value> = metrics(&straight).into_iter().map(deterministic).collect();
     let b: Vec<Value> = metrics(&interrupted).into_iter().map(deterministic).collect();
     assert_eq!(a, b, "the metrics of the resumed run differ from the straight run");
-    assert_eq!(weights(&straight.join("checkpoints/step-000004")), weights(&interrupted.join("checkpoints/step-000004")));
+    assert_eq!(a.len(), 6);
+    assert_eq!(weights(&straight.join("checkpoints/step-000006")), weights(&interrupted.join("checkpoints/step-000006")));
     let steps = |run: &Path| TraceReader::open(&run.join("traces.sqlite")).unwrap().steps().unwrap();
     assert_eq!(steps(&straight), steps(&interrupted));
 }
@@ -170,4 +178,36 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     assert_eq!(metrics(&out).len() as u64, state.step, "no metrics line for the failed step");
     // The checkpoint it points at loads.
     CausalLM::load(&latest, LoadOptions::default()).unwrap();
+}
+
+/// A rule reward the tiny random model can learn in a few steps: the share of the completion's
+/// characters that are digits.
+struct DigitShare;
+
+impl Checker for DigitShare {
+    fn name(&self) -> &str {
+        "digit_share"
+    }
+
+    fn check(&self, completion: &str, _sample: &Sample) -> Result<Verdict, CheckError> {
+        let chars = completion.chars().count().max(1) as f64;
+        let digits = completion.chars().filter(char::is_ascii_digit).count() as f64;
+        Ok(Verdict::reward(digits / chars, serde_json::Value::Null))
+    }
+}
+
+#[test]
+fn a_few_steps_raise_a_rule_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut registry = Registry::with_builtins();
+    registry.register("digit_share", |_options: &serde_json::Value| Ok(Box::new(DigitShare) as Box<dyn Checker>));
+    let mut config = config(&out, 12, &["optim.lr=3e-2", "sampling.prompts_per_step=4", "sampling.max_new_tokens=16"]);
+    config.rewards.checkers[0].name = "digit_share".into();
+    config.rewards.checkers[0].options = None;
+    train_with_checkers(config, false, &registry, |_| {}).unwrap();
+    let rewards: Vec<f64> = metrics(&out).iter().map(|l| l["reward_mean"].as_f64().unwrap()).collect();
+    let first = (rewards[0] + rewards[1] + rewards[2]) / 3.0;
+    let last = (rewards[9] + rewards[10] + rewards[11]) / 3.0;
+    assert!(last > first + 0.1, "the reward did not rise: {rewards:?}");
 }

@@ -14,7 +14,7 @@ mod reader;
 mod schema;
 mod writer;
 
-pub use reader::{CompletionRow, StepSummary, TraceReader};
+pub use reader::{CompletionRow, StepStatistics, StepSummary, TraceFilter, TraceReader, REFLECTION_PHRASES};
 pub use writer::TraceWriter;
 
 use std::collections::BTreeMap;

@@ -62,3 +62,49 @@ fn a_missing_store_is_a_clear_error() {
     let error = TraceReader::open(&dir.path().join("nope.sqlite")).err().unwrap().to_string();
     assert!(error.contains("nope.sqlite") && error.contains("no trace store"), "{error}");
 }
+
+#[test]
+fn filters_statistics_and_prompt_history() {
+    use aha_traces::TraceFilter;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.sqlite");
+    let writer = TraceWriter::open(&path, None).unwrap();
+    let mut step1 = group(1, 0, &[Some(1.0), Some(0.0)]);
+    step1.completions[1].text = "Wait, let me check: <answer>2</answer>".into();
+    writer.write(vec![step1, group(1, 1, &[Some(0.0), None])]).unwrap();
+    let mut again = group(2, 0, &[Some(1.0), Some(1.0)]);
+    again.step = 2;
+    writer.write(vec![again]).unwrap();
+    writer.close().unwrap();
+    let reader = TraceReader::open(&path).unwrap();
+
+    let all = reader.query(&TraceFilter::default()).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].prompt, "What is 0 + 1?");
+    assert_eq!(all[0].sample["answer"], "1");
+    let count = |filter: TraceFilter| reader.query(&filter).unwrap().len();
+    assert_eq!(count(TraceFilter { first_step: Some(2), ..Default::default() }), 2);
+    assert_eq!(count(TraceFilter { last_step: Some(1), min_reward: Some(0.5), ..Default::default() }), 1);
+    assert_eq!(count(TraceFilter { max_reward: Some(0.5), ..Default::default() }), 2, "NULL rewards match no range");
+    assert_eq!(count(TraceFilter { finish_reason: Some("length".into()), ..Default::default() }), 3);
+    assert_eq!(count(TraceFilter { prompt_id: Some("p1".into()), ..Default::default() }), 2);
+    let wait = regex::Regex::new(r"(?i)\bwait\b").unwrap();
+    assert_eq!(count(TraceFilter { text: Some(wait), ..Default::default() }), 1);
+    assert_eq!(count(TraceFilter { checker_passed: Some(("math".into(), true)), ..Default::default() }), 3);
+    assert_eq!(count(TraceFilter { checker_passed: Some(("math".into(), false)), limit: Some(2), ..Default::default() }), 2);
+
+    assert_eq!(reader.prompt_steps("p0").unwrap(), [1, 2]);
+    assert!(reader.prompt_steps("nope").unwrap().is_empty());
+
+    let phrases = vec!["wait".to_string(), "let me check".to_string(), "never".to_string()];
+    let stats = reader.statistics(&phrases).unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!((stats[0].step, stats[0].completions), (1, 4));
+    assert_eq!(stats[0].phrases["wait"], 0.25);
+    assert_eq!(stats[0].phrases["let me check"], 0.25);
+    assert_eq!(stats[0].phrases["never"], 0.0);
+    assert_eq!(stats[0].accuracy["math"], 0.25);
+    assert_eq!(stats[1].accuracy["math"], 1.0);
+    assert!((stats[0].reward_mean.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(stats[0].tokens_mean, 10.5);
+}

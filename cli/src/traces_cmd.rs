@@ -1,0 +1,270 @@
+//! `aha traces RUN_DIR [show|follow|stats|export|rescore]`: read what a run sampled, while it runs
+//! or after (the store is read-only here and never blocks the trainer).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use aha_rewards::Registry;
+use aha_traces::{CompletionRow, TraceFilter, TraceReader, REFLECTION_PHRASES, TRACE_FILE};
+
+#[derive(Args)]
+pub struct TracesArgs {
+    /// A run directory (or its traces.sqlite).
+    run: PathBuf,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Each step's groups, completions, mean reward, mean length and truncations (the default).
+    Steps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The completions that match the filters, with their prompts and rewards.
+    Show {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON object per completion instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One prompt across training: its completions at the first, middle and last steps it was sampled.
+    Follow { prompt_id: String },
+    /// Per step: mean length, accuracy per checker, and how often reflection phrases appear.
+    Stats {
+        /// Comma-separated phrases (default: wait, let me check, let me verify, verify, ...).
+        #[arg(long, value_delimiter = ',')]
+        phrases: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The matching completions as JSON lines {"prompt", "completion", "reward", ...}: a
+    /// prompt->completion set (for example the correct ones) for supervised fine-tuning.
+    Export {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Judge the matching stored completions again with a checker (to audit a verifier change):
+    /// JSON lines with the stored and the new reward, then a summary of the disagreements.
+    Rescore {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// The checker to apply.
+        #[arg(long)]
+        checker: String,
+        /// Its options, as JSON.
+        #[arg(long)]
+        options: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct FilterArgs {
+    /// One step, or a range: 10, 10..20, 10.., ..20.
+    #[arg(long)]
+    step: Option<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    min_reward: Option<f64>,
+    #[arg(long)]
+    max_reward: Option<f64>,
+    /// stop or length.
+    #[arg(long)]
+    finish: Option<String>,
+    /// A regular expression over the completion text (prefix (?i) to ignore case).
+    #[arg(long)]
+    grep: Option<String>,
+    /// Only completions this checker (by label) gave full marks (LABEL) or not (!LABEL).
+    #[arg(long)]
+    passed: Option<String>,
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Result<TraceFilter> {
+        let (first_step, last_step) = match &self.step {
+            None => (None, None),
+            Some(text) => {
+                let number = |s: &str| -> Result<Option<u64>> {
+                    if s.is_empty() {
+                        Ok(None)
+                    } else {
+                        Ok(Some(s.parse().with_context(|| format!("--step {text}: expected N, A..B, A.. or ..B"))?))
+                    }
+                };
+                match text.split_once("..") {
+                    Some((a, b)) => (number(a)?, number(b)?),
+                    None => (number(text)?, number(text)?),
+                }
+            }
+        };
+        if let Some(finish) = &self.finish {
+            anyhow::ensure!(finish == "stop" || finish == "length", "--finish must be stop or length, got {finish}");
+        }
+        let text = self.grep.as_deref().map(regex::Regex::new).transpose().context("--grep")?;
+        let checker_passed = self.passed.as_ref().map(|label| match label.strip_prefix('!') {
+            Some(label) => (label.to_string(), false),
+            None => (label.clone(), true),
+        });
+        Ok(TraceFilter {
+            first_step,
+            last_step,
+            prompt_id: self.prompt.clone(),
+            min_reward: self.min_reward,
+            max_reward: self.max_reward,
+            finish_reason: self.finish.clone(),
+            text,
+            checker_passed,
+            limit: self.limit,
+        })
+    }
+}
+
+pub fn run(args: TracesArgs) -> Result<()> {
+    let path = if args.run.is_dir() { args.run.join(TRACE_FILE) } else { args.run.clone() };
+    let reader = TraceReader::open(&path)?;
+    let mut out = std::io::stdout().lock();
+    let colour = std::io::stdout().is_terminal();
+    match args.action.unwrap_or(Action::Steps { json: false }) {
+        Action::Steps { json } => {
+            let steps = reader.steps()?;
+            if json {
+                for step in steps {
+                    writeln!(out, "{}", serde_json::to_string(&step)?)?;
+                }
+            } else {
+                writeln!(out, "{:>6} {:>6} {:>11} {:>11} {:>11} {:>9}", "step", "groups", "completions", "reward", "length", "truncated")?;
+                for s in steps {
+                    let reward = s.reward_mean.map_or("-".into(), |r| format!("{r:.3}"));
+                    writeln!(out, "{:>6} {:>6} {:>11} {:>11} {:>11.1} {:>9}", s.step, s.groups, s.completions, reward, s.tokens_mean, s.truncated)?;
+                }
+            }
+        }
+        Action::Show { filter, json } => {
+            for row in reader.query(&filter.filter()?)? {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&row)?)?;
+                } else {
+                    print_row(&mut out, &row, colour)?;
+                }
+            }
+        }
+        Action::Follow { prompt_id } => {
+            let steps = reader.prompt_steps(&prompt_id)?;
+            if steps.is_empty() {
+                bail!("{}: prompt `{prompt_id}` was never sampled", path.display());
+            }
+            let mut picked = vec![steps[0], steps[steps.len() / 2], steps[steps.len() - 1]];
+            picked.dedup();
+            for step in picked {
+                let filter = TraceFilter {
+                    first_step: Some(step),
+                    last_step: Some(step),
+                    prompt_id: Some(prompt_id.clone()),
+                    ..Default::default()
+                };
+                for row in reader.query(&filter)? {
+                    print_row(&mut out, &row, colour)?;
+                }
+            }
+        }
+        Action::Stats { phrases, json } => {
+            let phrases: Vec<String> =
+                if phrases.is_empty() { REFLECTION_PHRASES.iter().map(|p| p.to_string()).collect() } else { phrases };
+            let stats = reader.statistics(&phrases)?;
+            if json {
+                for step in stats {
+                    writeln!(out, "{}", serde_json::to_string(&step)?)?;
+                }
+            } else {
+                let labels: Vec<String> = stats.iter().flat_map(|s| s.accuracy.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                write!(out, "{:>6} {:>8} {:>8}", "step", "length", "reward")?;
+                for label in &labels {
+                    write!(out, " {:>10}", format!("acc:{label}"))?;
+                }
+                for phrase in &phrases {
+                    write!(out, " {:>10}", truncate(phrase, 10))?;
+                }
+                writeln!(out)?;
+                for s in &stats {
+                    write!(out, "{:>6} {:>8.1} {:>8}", s.step, s.tokens_mean, s.reward_mean.map_or("-".into(), |r| format!("{r:.3}")))?;
+                    for label in &labels {
+                        write!(out, " {:>10.3}", s.accuracy.get(label).copied().unwrap_or(0.0))?;
+                    }
+                    for phrase in &phrases {
+                        write!(out, " {:>10.3}", s.phrases[phrase])?;
+                    }
+                    writeln!(out)?;
+                }
+            }
+        }
+        Action::Export { filter } => {
+            for row in reader.query(&filter.filter()?)? {
+                let line = json!({
+                    "prompt": row.prompt,
+                    "completion": row.text,
+                    "reward": row.reward,
+                    "rewards": row.rewards,
+                    "step": row.step,
+                    "prompt_id": row.prompt_id,
+                    "sample": row.sample,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+        Action::Rescore { filter, checker, options } => {
+            let options: Value = match options {
+                Some(text) => serde_json::from_str(&text).context("--options is not JSON")?,
+                None => Value::Null,
+            };
+            let checker = Registry::with_builtins().build(&checker, &options)?;
+            let (mut judged, mut changed) = (0usize, 0usize);
+            for row in reader.query(&filter.filter()?)? {
+                let mut sample = row.sample.as_object().cloned().unwrap_or_default();
+                sample.insert(aha_rollout::ROLLOUT_FIELDS[0].into(), json!(row.tokens));
+                sample.insert(aha_rollout::ROLLOUT_FIELDS[1].into(), json!(row.finish_reason));
+                let verdict = checker.check(&row.text, &sample).with_context(|| format!("prompt {}", row.prompt_id))?;
+                let stored = row.rewards.get(checker.name()).copied().flatten();
+                let new = verdict.reward_value();
+                judged += 1;
+                changed += usize::from(stored != new);
+                let line = json!({"step": row.step, "prompt_id": row.prompt_id, "sample_index": row.sample_index,
+                    "stored": stored, "reward": new, "detail": verdict.detail});
+                writeln!(out, "{line}")?;
+            }
+            eprintln!("{judged} completions re-scored; {changed} differ from the stored reward of that checker");
+        }
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    text.chars().take(width).collect()
+}
+
+fn print_row(out: &mut impl Write, row: &CompletionRow, colour: bool) -> Result<()> {
+    let (bold, dim, green, red, reset) =
+        if colour { ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[31m", "\x1b[0m") } else { ("", "", "", "", "") };
+    let reward_colour = match row.reward {
+        Some(r) if r > 0.0 => green,
+        _ => red,
+    };
+    let reward = row.reward.map_or("unjudged".into(), |r| format!("{r:.3}"));
+    let advantage = row.advantage.map_or(String::new(), |a| format!(", advantage {a:+.3}"));
+    writeln!(
+        out,
+        "{bold}step {} · prompt {} · sample {}{reset} · {reward_colour}reward {reward}{reset}{advantage} · {} tokens, {}",
+        row.step, row.prompt_id, row.sample_index, row.tokens, row.finish_reason
+    )?;
+    writeln!(out, "{dim}{}{reset}", row.prompt)?;
+    writeln!(out, "{}\n", row.text)?;
+    Ok(())
+}
