@@ -50,6 +50,8 @@ enum Command {
     /// Read a run's traces: steps, completions (filtered), one prompt across training,
     /// statistics (length, accuracy, reflection phrases), export, re-scoring.
     Traces(traces_cmd::TracesArgs),
+    /// Write a run's self-contained HTML report (charts and a trace browser), also mid-run.
+    Report(traces_cmd::ReportArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +140,7 @@ fn main() {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Traces(args) => traces_cmd::run(args),
+        Command::Report(args) => traces_cmd::report(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -268,3 +268,28 @@ fn print_row(out: &mut impl Write, row: &CompletionRow, colour: bool) -> Result<
     writeln!(out, "{}\n", row.text)?;
     Ok(())
 }
+
+/// `aha report RUN_DIR [--out FILE]`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// A run directory.
+    run: PathBuf,
+    /// Where to write the HTML (default RUN_DIR/report.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let run = aha_grpo::RunDir::open(&args.run)?;
+    let path = match args.out {
+        Some(out) => {
+            let title = args.run.file_name().map_or("aha run".into(), |n| n.to_string_lossy().into_owned());
+            let html = aha_traces::render_report(&title, &run.metrics_path(), &run.traces_path())?;
+            std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            out
+        }
+        None => run.write_report()?,
+    };
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

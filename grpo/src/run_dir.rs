@@ -5,6 +5,7 @@
 //! RUN_DIR/config.toml          the resolved configuration (every default written out)
 //! RUN_DIR/metrics.jsonl        one JSON object per step
 //! RUN_DIR/traces.sqlite        every prompt and completion (aha-traces)
+//! RUN_DIR/report.html          charts and a trace browser, written at the end (`aha report`)
 //! RUN_DIR/checkpoints/step-N/  a Hugging Face model folder, plus optimizer.safetensors and
 //!                              trainer_state.json (the step, data cursor and sampling counter)
 //! ```
@@ -27,6 +28,7 @@ use crate::optim::AdamW;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const REPORT_FILE: &str = "report.html";
 const CHECKPOINTS: &str = "checkpoints";
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -178,6 +180,16 @@ impl RunDir {
             .map(|line| format!("{line}\n"))
             .collect();
         write_atomically(&path, kept.as_bytes())
+    }
+
+    /// Writes `report.html` (charts and a trace browser; see aha-traces) from what is on disk.
+    pub fn write_report(&self) -> Result<PathBuf> {
+        let title = self.root.file_name().map_or("aha run".into(), |n| n.to_string_lossy().into_owned());
+        let html = aha_traces::render_report(&title, &self.metrics_path(), &self.traces_path())
+            .map_err(|e| GrpoError::Config(e.to_string()))?;
+        let path = self.root.join(REPORT_FILE);
+        write_atomically(&path, html.as_bytes())?;
+        Ok(path)
     }
 
     /// Appends one line to metrics.jsonl and flushes it (readers see whole lines only).

@@ -284,6 +284,7 @@ pub fn train_with_checkers(
     }
     drop(pool);
     traces.close().map_err(trace_error)?;
+    run.write_report()?;
     Ok(TrainOutcome { run_dir: run.root().to_path_buf(), steps: config.run.steps, last_checkpoint })
 }
 

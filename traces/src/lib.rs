@@ -5,16 +5,19 @@
 //! keyed by step. It lives in one SQLite file (`traces.sqlite` in the run directory) in WAL mode,
 //! so readers (`aha traces`, `aha report`) query it while the trainer writes.
 //!
-//! What it does: [`TraceWriter`] (a thread that owns the write connection and takes whole steps
+//! What it does: [`render_report`] (the self-contained HTML report of `aha report`),
+//! [`TraceWriter`] (a thread that owns the write connection and takes whole steps
 //! through a channel, so the model thread never waits on disk), [`TraceReader`] (read-only
 //! queries), and the plain records [`TraceGroup`] / [`TraceCompletion`].
 //! What it does not: know about tensors, models or checkers; it stores what it is given.
 
 mod reader;
+mod report;
 mod schema;
 mod writer;
 
 pub use reader::{CompletionRow, StepStatistics, StepSummary, TraceFilter, TraceReader, REFLECTION_PHRASES};
+pub use report::render_report;
 pub use writer::TraceWriter;
 
 use std::collections::BTreeMap;

@@ -108,3 +108,33 @@ fn filters_statistics_and_prompt_history() {
     assert!((stats[0].reward_mean.unwrap() - 1.0 / 3.0).abs() < 1e-12);
     assert_eq!(stats[0].tokens_mean, 10.5);
 }
+
+#[test]
+fn the_report_draws_the_metrics_and_cannot_be_injected_by_model_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.sqlite");
+    let writer = TraceWriter::open(&path, None).unwrap();
+    let mut hostile = group(1, 0, &[Some(1.0), Some(0.0)]);
+    hostile.completions[0].text = "</script><script>alert('x')</script><img src=x onerror=alert(1)>".into();
+    writer.write(vec![hostile]).unwrap();
+    writer.close().unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    std::fs::write(
+        &metrics,
+        "{\"step\":1,\"reward_mean\":0.25,\"accuracy\":0.5,\"completion_length_mean\":12.0,\"entropy\":2.0,\"train_s\":0.5}\n\
+         {\"step\":2,\"reward_mean\":0.75,\"accuracy\":0.5,\"completion_length_mean\":20.0,\"entropy\":1.5,\"train_s\":0.4}\n",
+    )
+    .unwrap();
+    let html = aha_traces::render_report("run <1>", &metrics, &path).unwrap();
+    assert!(html.contains("<title>run &lt;1&gt; · aha report</title>"));
+    for title in ["Reward and accuracy", "Completion length (tokens)", "Entropy", "Seconds per step"] {
+        assert!(html.contains(title), "no chart {title}");
+    }
+    assert_eq!(html.matches("<svg").count(), 4, "charts without data are left out");
+    // The completion is data for the script, never markup: no closing tag leaks out of the JSON.
+    assert_eq!(html.matches("</script>").count(), 2, "only the report's own two scripts close");
+    assert!(!html.contains("<img src=x"));
+    // Without a store yet (a run that just started), the report still renders.
+    let empty = aha_traces::render_report("new", &metrics, &dir.path().join("missing.sqlite")).unwrap();
+    assert!(empty.contains("no trace store yet") && empty.contains("<svg"));
+}
