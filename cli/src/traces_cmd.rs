@@ -228,9 +228,8 @@ pub fn run(args: TracesArgs) -> Result<()> {
             let checker = Registry::with_builtins().build(&checker, &options)?;
             let (mut judged, mut changed) = (0usize, 0usize);
             for row in reader.query(&filter.filter()?)? {
-                let mut sample = row.sample.as_object().cloned().unwrap_or_default();
-                sample.insert(aha_rollout::ROLLOUT_FIELDS[0].into(), json!(row.tokens));
-                sample.insert(aha_rollout::ROLLOUT_FIELDS[1].into(), json!(row.finish_reason));
+                let problem = row.sample.as_object().cloned().unwrap_or_default();
+                let sample = aha_rollout::checker_sample(&problem, row.tokens as usize, &row.finish_reason);
                 let verdict = checker.check(&row.text, &sample).with_context(|| format!("prompt {}", row.prompt_id))?;
                 let stored = row.rewards.get(checker.name()).copied().flatten();
                 let new = verdict.reward_value();

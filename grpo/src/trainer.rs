@@ -28,7 +28,7 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
 use aha_rewards::{Checker, Registry};
 use aha_rollout::{
-    generate_all, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig, RolloutPool, RolloutPrompt,
+    checker_sample, generate_all, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig, RolloutPool, RolloutPrompt,
     SamplingParams, ScoredGroup, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
@@ -335,9 +335,7 @@ impl Evaluation {
         for (problem, completions) in self.problems.iter().zip(outputs) {
             let completion = &completions[0];
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let mut sample = problem.sample.clone();
-            sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion.token_ids.len()));
-            sample.insert(ROLLOUT_FIELDS[1].into(), json!(completion.finish_reason));
+            let sample = checker_sample(&problem.sample, completion.token_ids.len(), completion.finish_reason);
             let breakdown = checker
                 .breakdown(&text, &sample)
                 .map_err(|e| GrpoError::Config(format!("evaluation problem {}: {e}", problem.id)))?;

@@ -25,6 +25,14 @@ use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, Rol
 /// completion's length in tokens and its finish reason.
 pub const ROLLOUT_FIELDS: [&str; 2] = ["completion_tokens", "finish_reason"];
 
+/// What a checker sees of a completion's problem: its fields plus [`ROLLOUT_FIELDS`].
+pub fn checker_sample(problem: &Sample, completion_tokens: usize, finish_reason: impl Serialize) -> Sample {
+    let mut sample = problem.clone();
+    sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion_tokens));
+    sample.insert(ROLLOUT_FIELDS[1].into(), json!(finish_reason));
+    sample
+}
+
 /// A problem ready for generation: the rendered prompt and the fields its checkers read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPrompt {
@@ -262,9 +270,7 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
         .into_iter()
         .map(|completion| {
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let mut sample = prompt.sample.clone();
-            sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion.token_ids.len()));
-            sample.insert(ROLLOUT_FIELDS[1].into(), json!(completion.finish_reason));
+            let sample = checker_sample(&prompt.sample, completion.token_ids.len(), completion.finish_reason);
             let breakdown = checker
                 .breakdown(&text, &sample)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;

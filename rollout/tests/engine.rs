@@ -151,7 +151,8 @@ fn the_pool_scores_every_completion_with_its_problem() {
             assert_eq!(completion.text, tokenizer.decode(&completion.token_ids, true).unwrap());
             let mut sample = group.prompt.sample.clone();
             sample.insert("completion_tokens".into(), json!(completion.token_ids.len()));
-            sample.insert("finish_reason".into(), json!(completion.finish_reason));
+            let finish = if completion.finish_reason == FinishReason::Length { "length" } else { "stop" };
+            sample.insert("finish_reason".into(), json!(finish));
             let expected = checker.breakdown(&completion.text, &sample).unwrap();
             assert_eq!(completion.reward, expected.total);
             assert_eq!(completion.rewards["math"], expected.parts[0].2.reward_value());
