@@ -88,7 +88,9 @@ pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rn
             let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
             draw(candidates.into_iter(), total, rng)
         };
-        SampledToken { id: id as u32, logprob: scaled(logits[id]) - max - (total.ln() as f32) }
+        // In fp32 and in this order, as the trainer's log_softmax computes it.
+        let log_norm = max + weights.iter().sum::<f32>().ln();
+        SampledToken { id: id as u32, logprob: scaled(logits[id]) - log_norm }
     })
 }
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# GRPO training steps, `aha train` against Hugging Face TRL's GRPOTrainer, on the same checkpoints
+# and workload, one after the other: 8 prompts x 8 completions per step, every prompt exactly 40
+# tokens, exactly 64 new tokens per completion (no early stop: aha loads a copy of the checkpoint
+# whose config.json has eos_token_id null; TRL sets min_new_tokens = 64 so eos is never sampled),
+# temperature 1, loss_type dapo, beta 0, num_iterations 1, lr 1e-5 (constant), fp32, CPU, THREADS
+# intra-op threads; a length-based reward that costs nothing on either side.
+#   bench/compare_grpo.sh [THREADS]          (STEPS=7 SKIP=2 by default: 5 steady-state steps)
+# Prints one JSON line per (impl, model): s_per_step (median of the steady-state steps),
+# completion_tokens_per_s, completion_length_mean and, for aha, generation/train/reward seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS="${1:-2}"
+STEPS="${STEPS:-7}"
+SKIP="${SKIP:-2}"
+PY=.venv/bin/python
+"$PY" -c "import trl" 2>/dev/null || "$PY" -m pip install --quiet "trl==1.16.0"
+BENCH_MODEL=target/bench-models/qwen2-25m
+[ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
+cargo build --release --quiet -p aha
+AHA=target/release/aha
+
+# No-eos copies of the checkpoints (weights symlinked) and the prompts, where the configs expect them.
+"$PY" bench/trl_grpo_bench.py --no-eos-copy tests/fixtures/models/qwen2 target/bench-models/qwen2-tiny-noeos
+"$PY" bench/trl_grpo_bench.py --no-eos-copy "$BENCH_MODEL" target/bench-models/qwen2-25m-noeos
+mkdir -p target/bench-data
+"$PY" bench/trl_grpo_bench.py --model target/bench-models/qwen2-tiny-noeos \
+  --write-prompts target/bench-data/grpo-bench-prompts.jsonl
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+for name in tiny 25m; do
+  model=target/bench-models/qwen2-$name-noeos
+  # aha: the per-step times from metrics.jsonl (the final checkpoint write is outside them).
+  LOAD=$(load)
+  "$AHA" --threads "$THREADS" train "bench/configs/grpo-bench-$name.toml" \
+    --set run.output_dir="$TMP/aha-$name" --set run.steps="$STEPS" >"$TMP/aha-$name.log" 2>&1 \
+    || { cat "$TMP/aha-$name.log"; exit 1; }
+  "$PY" - "$TMP/aha-$name/metrics.jsonl" "$model" "$THREADS" "$SKIP" "$LOAD" <<'EOF'
+import json, statistics, sys
+path, model, threads, skip, load = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+rows = [json.loads(l) for l in open(path)]
+steady = rows[skip:]
+med = lambda k: round(statistics.median(r[k] for r in steady), 4)
+length = statistics.mean(r["completion_length_mean"] for r in steady)
+s_step = statistics.median(r["step_s"] for r in steady)
+print(json.dumps({
+    "impl": "aha", "model": model, "threads": threads, "load_avg_before": load,
+    "completions_per_step": rows[0]["completions"], "prompt_tokens": 40, "max_new_tokens": 64,
+    "steps_timed": len(steady), "s_per_step": round(s_step, 4),
+    "s_per_step_mean": round(statistics.mean(r["step_s"] for r in steady), 4),
+    "step_s": [round(r["step_s"], 3) for r in rows],
+    "generation_s": med("generation_s"), "train_s": med("train_s"),
+    "reward_wait_s": med("reward_wait_s"), "reward_s": med("reward_s"),
+    "completion_length_mean": length,
+    "completion_length_min": min(r["completion_length_min"] for r in rows),
+    "completion_length_max": max(r["completion_length_max"] for r in rows),
+    "completion_tokens_per_s": round(length * rows[0]["completions"] / s_step, 1),
+}))
+EOF
+  LOAD=$(load)
+  "$PY" bench/trl_grpo_bench.py --model "$model" --threads "$THREADS" --steps "$STEPS" \
+    --skip "$SKIP" --load-avg "$LOAD" 2>"$TMP/trl-$name.log" | tail -1 \
+    || { cat "$TMP/trl-$name.log"; exit 1; }
+done

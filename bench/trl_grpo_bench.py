@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""GRPO step time of Hugging Face TRL's GRPOTrainer on CPU: the twin of `aha train` with
+bench/configs/grpo-bench.toml (bench/compare_grpo.sh runs both).
+
+Workload: P prompts x G completions per step (8 x 8 = 64), every prompt exactly --prompt-tokens
+tokens, exactly --new-tokens completion tokens (min_new_tokens = max_new_tokens: the eos token
+cannot be sampled), temperature 1, no top-k/top-p, loss_type dapo, beta 0, num_iterations 1,
+AdamW at a constant lr, fp32, one optimizer step per generation batch (per_device_train_batch_size
+= P*G, gradient_accumulation_steps = 1). The reward is DAPO's soft overlong penalty computed from
+the completion's token count (aha's `length` checker with the same options): negligible cost.
+
+Each step is timed with a TrainerCallback (on_step_begin -> on_step_end: generation, scoring,
+forward, backward, optimizer step); the first --skip steps are warm-up. Prints one JSON line.
+
+Helpers used by bench/compare_grpo.sh:
+  --write-prompts FILE   write the benchmark's prompts as aha JSONL ({"question", "answer"}), exit
+  --no-eos-copy SRC DST  make DST a copy of the checkpoint folder SRC (files symlinked) whose
+                         config.json has eos_token_id null, so that aha never stops early; exit
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+
+PROMPT_TEMPLATES = [
+    "Add up the numbers {nums} and tell me the total.",
+    "Compute the product of {nums}, then subtract one.",
+    "Which is the largest of {nums}? Explain briefly.",
+    "Sort {nums} from the smallest to the largest.",
+]
+
+
+def make_prompts(tokenizer, count, tokens, seed=0):
+    """`count` distinct short arithmetic questions of exactly `tokens` tokens each."""
+    rng = random.Random(seed)
+    out, seen = [], set()
+    for _ in range(200_000):
+        if len(out) == count:
+            break
+        template = rng.choice(PROMPT_TEMPLATES)
+        nums = []
+        while True:
+            nums.append(str(rng.randint(1, 999)))
+            text = template.format(nums=", ".join(nums))
+            n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n >= tokens:
+                break
+        if n == tokens and text not in seen:
+            seen.add(text)
+            out.append(text)
+    if len(out) < count:
+        sys.exit(f"could not make {count} prompts of exactly {tokens} tokens")
+    return out
+
+
+def soft_overlong_penalty(length, max_tokens, cache_tokens):
+    """aha's `length` checker (DAPO's soft overlong penalty), in [-1, 0]."""
+    free = max_tokens - cache_tokens
+    if length <= free:
+        return 0.0
+    if length <= max_tokens:
+        return (free - length) / cache_tokens
+    return -1.0
+
+
+def no_eos_copy(src, dst):
+    if os.path.isdir(dst):
+        shutil.rmtree(dst)
+    os.makedirs(dst)
+    for name in os.listdir(src):
+        if name in ("config.json", "generation_config.json"):
+            with open(os.path.join(src, name)) as f:
+                config = json.load(f)
+            config["eos_token_id"] = None
+            with open(os.path.join(dst, name), "w") as f:
+                json.dump(config, f, indent=2)
+        else:
+            os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(dst, name))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint folder (a local Hugging Face folder)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    ap.add_argument("--group-size", type=int, default=8, help="completions per prompt")
+    ap.add_argument("--prompt-tokens", type=int, default=40)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the statistics")
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--loss-type", default="dapo")
+    ap.add_argument("--cache-tokens", type=int, default=32, help="length reward's ramp")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="TRL's default (True); off here because aha does not recompute activations")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--load-avg", default=None, help="recorded in the output (compare_grpo.sh)")
+    ap.add_argument("--num-problems", type=int, default=64)
+    ap.add_argument("--write-prompts", metavar="FILE")
+    ap.add_argument("--no-eos-copy", nargs=2, metavar=("SRC", "DST"))
+    args = ap.parse_args()
+
+    if args.no_eos_copy:
+        no_eos_copy(*args.no_eos_copy)
+        return
+
+    import torch
+    torch.set_num_threads(args.threads)
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    prompts = make_prompts(tokenizer, args.num_problems, args.prompt_tokens)
+    if args.write_prompts:
+        with open(args.write_prompts, "w") as f:
+            for i, q in enumerate(prompts):
+                f.write(json.dumps({"id": f"p{i}", "question": q, "answer": "0"}) + "\n")
+        return
+
+    import datasets
+    import trl
+    from trl import GRPOConfig, GRPOTrainer
+
+    datasets.disable_progress_bars()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    dataset = datasets.Dataset.from_list([{"prompt": q} for q in prompts])
+
+    def length_reward(completions, completion_ids, **kwargs):
+        return [soft_overlong_penalty(len(ids), args.new_tokens, args.cache_tokens)
+                for ids in completion_ids]
+
+    batch = args.prompts * args.group_size
+    out_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"trl-grpo-bench-{os.getpid()}")
+    config = GRPOConfig(
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        use_vllm=False,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        num_generations=args.group_size,
+        generation_batch_size=batch,  # one generation batch per optimizer step: 8 prompts x 8
+        max_completion_length=args.new_tokens,
+        generation_kwargs={"min_new_tokens": args.new_tokens},  # eos is never sampled
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        loss_type=args.loss_type,
+        beta=0.0,
+        num_iterations=1,
+        epsilon=0.2,
+        scale_rewards="group",
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_steps=args.steps,
+        gradient_checkpointing=args.gradient_checkpointing,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.step_s, self.logs, self._t0 = [], [], None
+
+        def on_step_begin(self, args_, state, control, **kw):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args_, state, control, **kw):
+            self.step_s.append(time.perf_counter() - self._t0)
+
+        def on_log(self, args_, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                self.logs.append(dict(logs))
+
+    timer = Timer()
+    trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=config,
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+    # What the trainer will actually do, checked rather than assumed.
+    assert trainer.args.generation_batch_size == batch, trainer.args.generation_batch_size
+    assert trainer.args.steps_per_generation == 1, trainer.args.steps_per_generation
+    assert trainer.num_generations == args.group_size
+    trainer.train()
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    steady = timer.step_s[args.skip:]
+    lengths = [l["completions/mean_length"] for l in timer.logs][args.skip:]
+    s_step = statistics.median(steady)
+    length_mean = statistics.mean(lengths)
+    tokens_per_step = length_mean * batch
+    print(json.dumps({
+        "impl": "trl",
+        "trl_version": trl.__version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "model": args.model,
+        "params": n_params,
+        "threads": args.threads,
+        "load_avg_before": args.load_avg,
+        "completions_per_step": batch,
+        "prompt_tokens": args.prompt_tokens,
+        "max_new_tokens": args.new_tokens,
+        "loss_type": args.loss_type,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "steps_timed": len(steady),
+        "s_per_step": round(s_step, 4),
+        "s_per_step_mean": round(statistics.mean(steady), 4),
+        "step_s": [round(s, 3) for s in timer.step_s],
+        "completion_length_mean": length_mean,
+        "completion_length_min": min(l["completions/min_length"] for l in timer.logs),
+        "completion_length_max": max(l["completions/max_length"] for l in timer.logs),
+        "completion_tokens_per_s": round(tokens_per_step / s_step, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
