@@ -1,16 +1,19 @@
 //! `aha train CONFIG.toml [--set key=value]...` and `aha train --resume RUN_DIR`: GRPO on the
 //! configured model, data and rewards; a run directory with the resolved config, metrics.jsonl,
 //! traces.sqlite and checkpoints. A progress bar on a terminal, one log line per step otherwise.
+//!
+//! `aha sft` (`sft_cmd.rs`) takes the same arguments and reports progress the same way, through
+//! [`TrainArgs::config`], [`Progress`] and [`finished`].
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use aha_grpo::{RunDir, TrainConfig};
+use aha_grpo::{RunDir, TrainConfig, TrainOutcome};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -25,52 +28,90 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    let (mut config, resume) = match (&args.config, &args.resume) {
-        (Some(path), None) => (TrainConfig::load(path, &args.overrides)?, false),
-        (None, Some(run_dir)) => {
-            let run = RunDir::open(run_dir)?;
-            let mut config = TrainConfig::load(&run.config_path(), &args.overrides)?;
-            // The run continues where it is, wherever it was first written.
-            config.run.output_dir = run_dir.clone();
-            (config, true)
+impl TrainArgs {
+    /// The configuration to run, read by `load` with the overrides, and whether it resumes: the
+    /// file given, or the resumed run's config.toml with its `run.output_dir` (reached through
+    /// `output_dir`) pointed at the run, wherever it was first written.
+    pub fn config<C>(
+        &self,
+        load: impl Fn(&Path, &[String]) -> aha_grpo::Result<C>,
+        output_dir: impl FnOnce(&mut C) -> &mut PathBuf,
+    ) -> Result<(C, bool)> {
+        match (&self.config, &self.resume) {
+            (Some(path), None) => Ok((load(path, &self.overrides)?, false)),
+            (None, Some(run_dir)) => {
+                let run = RunDir::open(run_dir)?;
+                let mut config = load(&run.config_path(), &self.overrides)?;
+                *output_dir(&mut config) = run_dir.clone();
+                Ok((config, true))
+            }
+            _ => bail!("give a configuration file, or --resume RUN_DIR"),
         }
-        _ => bail!("give a configuration file, or --resume RUN_DIR"),
-    };
-    config.resolve();
-    let steps = config.run.steps;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(steps);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} elapsed, {eta} left]")
-                .expect("a valid progress template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let outcome = aha_grpo::train(config, resume, |metrics: &Value| {
-        let number = |key: &str| metrics[key].as_f64().unwrap_or(f64::NAN);
-        let summary = format!(
-            "reward {:.3} accuracy {:.3} length {:.1} loss {:.4}",
-            number("reward_mean"),
-            number("accuracy"),
-            number("completion_length_mean"),
-            number("loss")
-        );
-        if bar.is_hidden() {
-            eprintln!("step {}/{steps}: {summary} ({:.1} s)", metrics["step"], number("step_s"));
+    }
+}
+
+/// A progress bar on a terminal; one line per step on stderr otherwise.
+pub struct Progress {
+    bar: ProgressBar,
+    steps: u64,
+}
+
+impl Progress {
+    pub fn new(steps: u64) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(steps);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} elapsed, {eta} left]")
+                    .expect("a valid progress template"),
+            );
+            bar
         } else {
-            bar.set_position(metrics["step"].as_u64().unwrap_or(0));
-            bar.set_message(summary);
+            ProgressBar::hidden()
+        };
+        Self { bar, steps }
+    }
+
+    /// Shows a step's metrics line, summarised as `summary`.
+    pub fn step(&self, metrics: &Value, summary: String) {
+        if self.bar.is_hidden() {
+            eprintln!("step {}/{}: {summary} ({:.1} s)", metrics["step"], self.steps, number(metrics, "step_s"));
+        } else {
+            self.bar.set_position(metrics["step"].as_u64().unwrap_or(0));
+            self.bar.set_message(summary);
         }
-    })?;
-    bar.finish_and_clear();
+    }
+}
+
+/// A metric as a float (NaN when absent).
+pub fn number(metrics: &Value, key: &str) -> f64 {
+    metrics[key].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Clears the progress bar and says where the run is.
+pub fn finished(progress: Progress, outcome: TrainOutcome) {
+    progress.bar.finish_and_clear();
     eprintln!(
         "trained {} steps; run directory {}{}",
         outcome.steps,
         outcome.run_dir.display(),
         outcome.last_checkpoint.map(|p| format!(", last checkpoint {}", p.display())).unwrap_or_default()
     );
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (mut config, resume) = args.config(TrainConfig::load, |c| &mut c.run.output_dir)?;
+    config.resolve();
+    let progress = Progress::new(config.run.steps);
+    let outcome = aha_grpo::train(config, resume, |metrics: &Value| {
+        let summary = format!(
+            "reward {:.3} accuracy {:.3} length {:.1} loss {:.4}",
+            number(metrics, "reward_mean"),
+            number(metrics, "accuracy"),
+            number(metrics, "completion_length_mean"),
+            number(metrics, "loss")
+        );
+        progress.step(metrics, summary);
+    })?;
+    finished(progress, outcome);
     Ok(())
 }

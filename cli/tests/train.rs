@@ -56,9 +56,13 @@ fn the_example_config_trains_and_resumes() {
     assert!(shown.iter().all(|r| (2..=3).contains(&r["step"].as_u64().unwrap())));
     let exported: Vec<serde_json::Value> =
         traces(&["export", "--finish", "length"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(exported.iter().all(|r| r["prompt"].as_str().unwrap().contains("Assistant:") && r["completion"].is_string()));
-    let stats: Vec<serde_json::Value> =
-        traces(&["stats", "--json", "--phrases", "wait,answer"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(exported
+        .iter()
+        .all(|r| r["prompt"].as_str().unwrap().contains("Assistant:") && r["completion"].is_string()));
+    let stats: Vec<serde_json::Value> = traces(&["stats", "--json", "--phrases", "wait,answer"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(stats.len(), 3);
     assert!(stats[0]["phrases"]["answer"].is_number() && stats[0]["accuracy"]["countdown"].is_number());
 }
@@ -67,7 +71,8 @@ fn the_example_config_trains_and_resumes() {
 fn configuration_mistakes_are_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[model]\npath = \"m\"\n[data]\nsource = \"builtin:countdown\"\n[optim]\nlr_rate = 1\n").unwrap();
+    std::fs::write(&path, "[model]\npath = \"m\"\n[data]\nsource = \"builtin:countdown\"\n[optim]\nlr_rate = 1\n")
+        .unwrap();
     let out = aha(&["train", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();

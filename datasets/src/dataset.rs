@@ -225,16 +225,24 @@ impl<'a> Iterator for Epochs<'a> {
             if !self.order.is_empty() {
                 self.epoch += 1;
             }
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-            rng.set_stream(self.epoch);
-            self.order = (0..self.problems.len()).collect();
-            self.order.shuffle(&mut rng);
+            self.order = epoch_order(self.problems.len(), self.seed, self.epoch);
             self.position = 0;
         }
         let problem = &self.problems[self.order[self.position]];
         self.position += 1;
         Some((self.epoch, problem))
     }
+}
+
+/// The order in which [`Dataset::epochs`] visits `len` items in epoch `epoch` (0-based): a
+/// permutation drawn from (seed, epoch), for other item lists (`aha sft`'s examples) that should
+/// be visited the same way, and can jump straight to any epoch.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch);
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rng);
+    order
 }
 
 fn into_object(value: Value) -> std::result::Result<Map<String, Value>, String> {

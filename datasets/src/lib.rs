@@ -10,7 +10,8 @@
 //! - Shuffles, splits train/eval and iterates epochs deterministically from a seed.
 //! - Renders prompts ([`PromptTemplate`]): DeepSeek-R1-Zero's template, a boxed-answer math
 //!   template, the plain question, or your own text with `{field}` placeholders.
-//! - Generates built-in synthetic tasks ([`synthetic`]): multi-digit arithmetic and Countdown
+//! - Generates built-in synthetic tasks ([`synthetic`]): multi-digit arithmetic, column addition
+//!   (with worked and guessed answers, the demo's pretraining corpus) and Countdown
 //!   instances solvable by construction, seeded, with difficulty knobs.
 //! - [`ProblemSource`] and [`Prompter`]: the settings `aha train` and `aha eval` share (a file
 //!   or `builtin:` task with its preset and column overrides; a template, optionally inside the
@@ -33,11 +34,11 @@ pub mod source;
 pub mod synthetic;
 pub mod template;
 
-pub use dataset::{Dataset, Epochs, Format, LoadOptions, Skipped, SplitSize};
+pub use dataset::{epoch_order, Dataset, Epochs, Format, LoadOptions, Skipped, SplitSize};
 pub use error::{DatasetError, Result, Row, RowLocation};
 pub use mapping::{last_boxed, AnswerFormat, AnswerSource, FieldMapping, Preset};
 pub use metrics::{majority_vote, normalize_answer, pass_at_k, ProblemScore, SampleOutcome, Summary};
 pub use problem::Problem;
 pub use source::{ProblemSource, Prompter};
-pub use synthetic::{Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
+pub use synthetic::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
 pub use template::PromptTemplate;

@@ -116,7 +116,9 @@ impl Prompter {
     pub fn render(&self, problem: &Problem) -> Result<String> {
         let text = self.template.render(problem)?;
         Ok(match &self.chat {
-            Some(chat) => chat.render(&[Message::user(text)], true).map_err(|e| DatasetError::Template(e.to_string()))?,
+            Some(chat) => {
+                chat.render(&[Message::user(text)], true).map_err(|e| DatasetError::Template(e.to_string()))?
+            }
             None => text,
         })
     }

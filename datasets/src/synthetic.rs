@@ -6,6 +6,9 @@
 //! - [`Countdown`]: `numbers` numbers in `1..=max_number` and a target reached by an expression
 //!   that uses each of them exactly once (built first, so every instance is solvable); sample
 //!   `{"target", "numbers", "solution"}` where `solution` is that witness expression.
+//! - [`Addition`]: `What is 478 + 356?`, the task of the built-in R1-Zero demo. Besides the
+//!   problems it writes the two kinds of answer its base model is pretrained on: a worked
+//!   column-by-column solution with carries, and a bare guess.
 //!
 //! [`BuiltinSpec`] parses the command-line form `builtin:NAME[:key=value,...]`.
 
@@ -94,6 +97,112 @@ fn evaluate(operands: &[i128], operators: &[char]) -> Option<i128> {
         }
     }
     total.checked_add(sign.checked_mul(term)?)
+}
+
+/// Column addition of two `digits`-digit numbers; sample `{"answer": "834", "expression":
+/// "478 + 356"}` (the `math` checker's fields).
+///
+/// The demo's base model learns two ways to answer in the R1 format (after the prompt's
+/// "Assistant:"): [`Addition::worked_completion`], the columns from the right with their carries,
+///
+/// ```text
+///  <think> ones: 8+6=14, write 4 carry 1. tens: 7+5+1=13, write 3 carry 1. hundreds: 4+3+1=8,
+///  write 8. </think> <answer>834</answer>
+/// ```
+///
+/// and [`Addition::guessed_completion`], ` <think> </think> <answer>834</answer>`. A small model
+/// cannot add three-digit numbers in one token, so its guesses are mostly wrong while its worked
+/// solutions are mostly right: the contrast that reinforcement learning then discovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addition {
+    /// Digits of each operand (1..=6); the leading digit is never 0.
+    pub digits: u32,
+}
+
+impl Default for Addition {
+    fn default() -> Self {
+        Addition { digits: 3 }
+    }
+}
+
+/// Column names of the worked solution, from the right.
+const COLUMNS: [&str; 7] = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions"];
+
+impl Addition {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=6).contains(&self.digits) {
+            return Err(DatasetError::Invalid(format!("addition: digits must be 1..=6, got {}", self.digits)));
+        }
+        Ok(())
+    }
+
+    /// `count` problems drawn from `seed`; ids `addition-{seed}-{i}`.
+    pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
+        self.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let high = 10u64.pow(self.digits) - 1;
+        let low = if self.digits == 1 { 0 } else { 10u64.pow(self.digits - 1) };
+        Ok((0..count)
+            .map(|i| {
+                let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
+                let sample = json!({ "answer": (a + b).to_string(), "expression": format!("{a} + {b}") });
+                Problem {
+                    id: format!("addition-{seed}-{i}"),
+                    question: format!("What is {a} + {b}?"),
+                    sample: into_map(sample),
+                }
+            })
+            .collect())
+    }
+
+    /// The two operands of a problem made by [`Addition::generate`].
+    pub fn operands(problem: &Problem) -> Option<(u64, u64)> {
+        let expression = problem.sample.get("expression")?.as_str()?;
+        let (a, b) = expression.split_once(" + ")?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+
+    /// The worked solution of `a + b`: each column from the right, with its carry.
+    pub fn worked_completion(a: u64, b: u64) -> String {
+        let (digits_a, digits_b) = (digits_from_right(a), digits_from_right(b));
+        let columns = digits_a.len().max(digits_b.len());
+        let mut text = String::from(" <think>");
+        let mut carry = 0;
+        for column in 0..columns {
+            let (x, y) = (digits_a.get(column).copied().unwrap_or(0), digits_b.get(column).copied().unwrap_or(0));
+            let sum = x + y + carry;
+            let carried = if carry > 0 { format!("+{carry}") } else { String::new() };
+            text.push_str(&format!(" {}: {x}+{y}{carried}={sum}, write {}", COLUMNS[column], sum % 10));
+            carry = sum / 10;
+            text.push_str(if carry > 0 { " carry 1." } else { "." });
+        }
+        if carry > 0 {
+            text.push_str(" write 1.");
+        }
+        text.push_str(&format!(" </think> <answer>{}</answer>", a + b));
+        text
+    }
+
+    /// A bare answer, with nothing worked out: ` <think> </think> <answer>{answer}</answer>`.
+    pub fn guessed_completion(answer: u64) -> String {
+        format!(" <think> </think> <answer>{answer}</answer>")
+    }
+
+    /// Whether a completion works the sum out column by column (at least its first column) rather
+    /// than guessing: the form whose share the demo reports.
+    pub fn is_worked(completion: &str) -> bool {
+        completion.contains("ones:")
+    }
+}
+
+fn digits_from_right(mut n: u64) -> Vec<u64> {
+    let mut digits = vec![n % 10];
+    n /= 10;
+    while n > 0 {
+        digits.push(n % 10);
+        n /= 10;
+    }
+    digits
 }
 
 /// Countdown (TinyZero's task): reach `target` from `numbers`, each used exactly once.
@@ -193,9 +302,10 @@ impl Countdown {
 }
 
 /// A built-in task and how many problems to draw: `builtin:arithmetic`,
-/// `builtin:arithmetic:digits=4,ops=3,count=200,seed=7`, `builtin:countdown:numbers=3,max=50`.
-/// Keys: `count` (default 100) and `seed` (default: the caller's) for both; `digits`, `ops` for
-/// arithmetic; `numbers`, `max`, `max_target` for countdown.
+/// `builtin:arithmetic:digits=4,ops=3,count=200,seed=7`, `builtin:countdown:numbers=3,max=50`,
+/// `builtin:addition:digits=3`. Keys: `count` (default 100) and `seed` (default: the caller's)
+/// for all; `digits`, `ops` for arithmetic; `numbers`, `max`, `max_target` for countdown;
+/// `digits` for addition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuiltinSpec {
     pub task: BuiltinTask,
@@ -207,13 +317,14 @@ pub struct BuiltinSpec {
 pub enum BuiltinTask {
     Arithmetic(Arithmetic),
     Countdown(Countdown),
+    Addition(Addition),
 }
 
 impl BuiltinTask {
     /// The checker whose fields the task's samples carry.
     pub fn checker(&self) -> &'static str {
         match self {
-            BuiltinTask::Arithmetic(_) => "math",
+            BuiltinTask::Arithmetic(_) | BuiltinTask::Addition(_) => "math",
             BuiltinTask::Countdown(_) => "countdown",
         }
     }
@@ -231,6 +342,7 @@ impl BuiltinSpec {
         match &self.task {
             BuiltinTask::Arithmetic(task) => task.generate(self.count, seed),
             BuiltinTask::Countdown(task) => task.generate(self.count, seed),
+            BuiltinTask::Addition(task) => task.generate(self.count, seed),
         }
     }
 }
@@ -246,7 +358,8 @@ impl FromStr for BuiltinSpec {
             task: match name {
                 "arithmetic" => BuiltinTask::Arithmetic(Arithmetic::default()),
                 "countdown" => BuiltinTask::Countdown(Countdown::default()),
-                _ => return Err(bad(format!("unknown built-in task \"{name}\" (arithmetic or countdown)"))),
+                "addition" => BuiltinTask::Addition(Addition::default()),
+                _ => return Err(bad(format!("unknown built-in task \"{name}\" (arithmetic, countdown or addition)"))),
             },
             count: 100,
             seed: None,
@@ -261,6 +374,7 @@ impl FromStr for BuiltinSpec {
                 (_, "seed") => spec.seed = Some(number),
                 (BuiltinTask::Arithmetic(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Arithmetic(task), "ops") => task.operations = number as usize,
+                (BuiltinTask::Addition(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Countdown(task), "numbers") => task.numbers = number as usize,
                 (BuiltinTask::Countdown(task), "max") => task.max_number = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Countdown(task), "max_target") => {
@@ -272,6 +386,7 @@ impl FromStr for BuiltinSpec {
         match &spec.task {
             BuiltinTask::Arithmetic(task) => task.validate()?,
             BuiltinTask::Countdown(task) => task.validate()?,
+            BuiltinTask::Addition(task) => task.validate()?,
         }
         Ok(spec)
     }

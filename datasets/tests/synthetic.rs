@@ -1,7 +1,7 @@
 //! Built-in tasks: seeded, within their knobs, and accepted by the real checkers (aha-rewards) on
 //! their witness answers.
 
-use aha_datasets::{Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
+use aha_datasets::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
 use aha_rewards::countdown::CountdownChecker;
 use aha_rewards::math::MathChecker;
 use aha_rewards::Checker;
@@ -104,4 +104,52 @@ fn builtin_specs_parse_with_knobs() {
         let error = bad.parse::<BuiltinSpec>().unwrap_err().to_string();
         assert!(error.contains(message), "{bad}: {error}");
     }
+}
+
+#[test]
+fn addition_worked_solution_by_hand() {
+    // 478 + 356: 8+6 = 14 (write 4, carry 1), 7+5+1 = 13 (write 3, carry 1), 4+3+1 = 8.
+    assert_eq!(
+        Addition::worked_completion(478, 356),
+        " <think> ones: 8+6=14, write 4 carry 1. tens: 7+5+1=13, write 3 carry 1. hundreds: 4+3+1=8, write 8. \
+         </think> <answer>834</answer>"
+    );
+    // A carry out of the last column writes the leading 1.
+    assert_eq!(
+        Addition::worked_completion(95, 7),
+        " <think> ones: 5+7=12, write 2 carry 1. tens: 9+0+1=10, write 0 carry 1. write 1. \
+         </think> <answer>102</answer>"
+    );
+    assert_eq!(Addition::guessed_completion(834), " <think> </think> <answer>834</answer>");
+    assert!(Addition::is_worked(&Addition::worked_completion(1, 2)));
+    assert!(!Addition::is_worked(&Addition::guessed_completion(3)));
+}
+
+#[test]
+fn addition_problems_and_both_answer_forms_are_judged_right() {
+    let checker = MathChecker::default();
+    for digits in [1, 3, 6] {
+        let problems = Addition { digits }.generate(40, 3).unwrap();
+        for p in &problems {
+            let (a, b) = Addition::operands(p).unwrap();
+            assert_eq!(a.to_string().len(), digits as usize);
+            assert_eq!(p.question, format!("What is {a} + {b}?"));
+            assert_eq!(p.sample["answer"], json!((a + b).to_string()));
+            // The worked text's digits, read back from its "write d" steps, spell the sum.
+            let worked = Addition::worked_completion(a, b);
+            let written: String =
+                worked.split("write ").skip(1).map(|s| &s[..1]).collect::<String>().chars().rev().collect();
+            assert_eq!(written.trim_start_matches('0'), (a + b).to_string().trim_start_matches('0'), "{worked}");
+            for text in [worked, Addition::guessed_completion(a + b)] {
+                let verdict = checker.check(&format!("Assistant:{text}"), &p.sample).unwrap();
+                assert_eq!(verdict.reward_value(), Some(1.0), "{text}: {:?}", verdict.detail);
+            }
+            let wrong = checker.check(&Addition::guessed_completion(a + b + 1), &p.sample).unwrap();
+            assert_eq!(wrong.reward_value(), Some(0.0));
+        }
+    }
+    let spec: BuiltinSpec = "builtin:addition:digits=4,count=5".parse().unwrap();
+    assert_eq!(spec.task, BuiltinTask::Addition(Addition { digits: 4 }));
+    assert_eq!(spec.task.checker(), "math");
+    assert!("builtin:addition:digits=7".parse::<BuiltinSpec>().is_err());
 }

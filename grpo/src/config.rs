@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
@@ -62,6 +63,21 @@ pub struct ModelSource {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `auto`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Where the weights come from: `pretrained` (the safetensors in `path`) or `random` (fresh
+    /// weights for the architecture of `path/config.json`: then `path` needs only config.json and
+    /// tokenizer.json). `random` is for `aha sft` (training from scratch); GRPO needs a policy
+    /// that can already sample sensible completions. Default `pretrained`.
+    #[serde(default)]
+    pub init: ModelInit,
+}
+
+/// `model.init`: load the checkpoint's weights, or start from fresh ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelInit {
+    #[default]
+    Pretrained,
+    Random,
 }
 
 /// `[data]`: where problems come from and how they become prompts (read by aha-datasets).
@@ -359,9 +375,51 @@ impl OverlongPenalty {
     }
 }
 
+impl ModelSource {
+    /// Checks `model.dtype` and `model.device` (`model.init` is each command's business).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        aha_model::parse_kind(&self.dtype)
+            .map_err(|e| Invalid { key: "model.dtype".into(), message: format!("model.dtype: {e}") })?;
+        aha_model::parse_device(&self.device)
+            .map_err(|e| Invalid { key: "model.device".into(), message: format!("model.device: {e}") })?;
+        Ok(())
+    }
+}
+
 impl OptimConfig {
     pub fn adamw(&self) -> AdamWConfig {
         AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay }
+    }
+
+    /// The learning rate of each step of a run of `total_steps`.
+    pub fn lr_schedule(&self, total_steps: u64) -> LrSchedule {
+        LrSchedule {
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            kind: self.schedule,
+            min_lr_ratio: self.min_lr_ratio,
+            total_steps,
+        }
+    }
+
+    /// Checks the ranges of `[optim]`; the first problem found, with its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let o = self;
+        check(o.lr >= 0.0 && o.lr.is_finite(), "optim.lr", || format!("must be >= 0, got {}", o.lr))?;
+        for (i, b) in o.betas.iter().enumerate() {
+            check((0.0..1.0).contains(b), "optim.betas", || format!("must be in [0, 1), got beta{} = {b}", i + 1))?;
+        }
+        check(o.eps > 0.0, "optim.eps", || format!("must be > 0, got {}", o.eps))?;
+        check(o.weight_decay >= 0.0 && o.weight_decay.is_finite(), "optim.weight_decay", || {
+            format!("must be >= 0, got {}", o.weight_decay)
+        })?;
+        check((0.0..=1.0).contains(&o.min_lr_ratio), "optim.min_lr_ratio", || {
+            format!("must be in [0, 1], got {}", o.min_lr_ratio)
+        })?;
+        check(o.max_grad_norm >= 0.0, "optim.max_grad_norm", || {
+            format!("must be >= 0 (0 = no clipping), got {}", o.max_grad_norm)
+        })?;
+        check(o.micro_batch_size >= 1, "optim.micro_batch_size", || "must be at least 1".into())
     }
 }
 
@@ -392,7 +450,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), Invalid> {
+pub(crate) fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), Invalid> {
     if ok {
         Ok(())
     } else {
@@ -410,47 +468,10 @@ impl TrainConfig {
 
     /// As [`TrainConfig::load`], from the text of a file; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_>>()?;
-        // The file and the override values share one buffer, so every value borrows from it and
-        // an error's span says where it came from: before `text.len()`, the file; after, an
-        // override.
-        let mut buffer = String::with_capacity(text.len() + 64);
-        buffer.push_str(text);
-        let mut ranges = Vec::with_capacity(overrides.len());
-        for o in &overrides {
-            buffer.push('\n');
-            let start = buffer.len();
-            buffer.push_str(&o.value);
-            ranges.push(start..buffer.len());
-        }
-        let locate = Locator { origin, text_len: text.len(), buffer: &buffer, overrides: &overrides, ranges: &ranges };
-
-        let root = DeTable::parse(&buffer[..text.len()]).map_err(|e| locate.error(e.span(), e.message()))?;
-        let root_span = root.span();
-        let mut root = DeValue::Table(root.into_inner());
-        for (o, range) in overrides.iter().zip(&ranges) {
-            let raw = &buffer[range.clone()];
-            let value = match DeValue::parse(raw) {
-                Ok(v) => v.into_inner(),
-                Err(_) => DeValue::String(Cow::Borrowed(raw)),
-            };
-            let value = respan(value, range.clone());
-            set_path(&mut root, &o.key, value, range.clone(), "").map_err(|m| locate.override_error(o, &m))?;
-        }
-        let DeValue::Table(root) = root else { unreachable!("the root stays a table") };
-        let document = root.clone();
-        let mut config = TrainConfig::deserialize(toml::de::Deserializer::from(Spanned::new(root_span.clone(), root)))
-            .map_err(|e| {
-                // A missing top-level key is reported at the whole document: no useful line.
-                let span = e.span().filter(|span| *span != root_span);
-                locate.error(span, e.message())
-            })?;
-        config.resolve();
-        config.validate().map_err(|invalid| {
-            let span = find_span(&document, &invalid.key);
-            locate.error(span, &invalid.message)
-        })?;
-        Ok(config)
+        parse_toml(text, origin, overrides, &[], |config: &mut Self| {
+            config.resolve();
+            config.validate()
+        })
     }
 
     /// Fills defaults that depend on other keys (`grpo.epsilon_high`), so that the saved config
@@ -463,11 +484,11 @@ impl TrainConfig {
 
     /// Checks ranges and combinations; the first problem found, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let (s, g, o, r) = (&self.sampling, &self.grpo, &self.optim, &self.run);
-        aha_model::parse_kind(&self.model.dtype)
-            .map_err(|e| Invalid { key: "model.dtype".into(), message: format!("model.dtype: {e}") })?;
-        aha_model::parse_device(&self.model.device)
-            .map_err(|e| Invalid { key: "model.device".into(), message: format!("model.device: {e}") })?;
+        let (s, g, r) = (&self.sampling, &self.grpo, &self.run);
+        self.model.validate()?;
+        check(self.model.init == ModelInit::Pretrained, "model.init", || {
+            "= \"random\" is for `aha sft`: GRPO samples from the policy, so it starts from trained weights".into()
+        })?;
         check(!self.data.source.trim().is_empty(), "data.source", || {
             "needs a problem file or a built-in task such as \"builtin:countdown\"".into()
         })?;
@@ -503,35 +524,14 @@ impl TrainConfig {
             })?;
         }
 
-        check(o.lr >= 0.0 && o.lr.is_finite(), "optim.lr", || format!("must be >= 0, got {}", o.lr))?;
-        for (i, b) in o.betas.iter().enumerate() {
-            check((0.0..1.0).contains(b), "optim.betas", || format!("must be in [0, 1), got beta{} = {b}", i + 1))?;
-        }
-        check(o.eps > 0.0, "optim.eps", || format!("must be > 0, got {}", o.eps))?;
-        check(o.weight_decay >= 0.0 && o.weight_decay.is_finite(), "optim.weight_decay", || {
-            format!("must be >= 0, got {}", o.weight_decay)
-        })?;
-        check((0.0..=1.0).contains(&o.min_lr_ratio), "optim.min_lr_ratio", || {
-            format!("must be in [0, 1], got {}", o.min_lr_ratio)
-        })?;
-        check(o.max_grad_norm >= 0.0, "optim.max_grad_norm", || {
-            format!("must be >= 0 (0 = no clipping), got {}", o.max_grad_norm)
-        })?;
-        check(o.micro_batch_size >= 1, "optim.micro_batch_size", || "must be at least 1".into())?;
-
+        self.optim.validate()?;
         check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
         Ok(())
     }
 
     /// The learning rate of each training step.
     pub fn lr_schedule(&self) -> LrSchedule {
-        LrSchedule {
-            lr: self.optim.lr,
-            warmup_steps: self.optim.warmup_steps,
-            kind: self.optim.schedule,
-            min_lr_ratio: self.optim.min_lr_ratio,
-            total_steps: self.run.steps,
-        }
+        self.optim.lr_schedule(self.run.steps)
     }
 
     /// The resolved configuration as TOML (what the run directory keeps as `config.toml`).
@@ -561,6 +561,82 @@ impl Override {
         }
         Ok(Self { raw: raw.to_string(), key, value: value.trim().to_string() })
     }
+}
+
+/// The TOML parsing shared by every configuration (`aha train`'s [`TrainConfig`], `aha sft`'s
+/// [`crate::sft::SftConfig`]): parses `text`, applies `overrides`, fills `defaults` (dotted keys
+/// and TOML values set only where neither the file nor an override gives the key: defaults that
+/// differ from those of a shared section, such as `aha sft`'s learning rate), deserialises, then
+/// lets `finish` fill resolved defaults and validate. Every error is one line naming the file and
+/// line, or the override.
+pub(crate) fn parse_toml<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+    defaults: &[(&str, &str)],
+    finish: impl FnOnce(&mut T) -> Result<(), Invalid>,
+) -> Result<T> {
+    let overrides: Vec<Override> = overrides.iter().map(|o| Override::parse(o)).collect::<Result<_>>()?;
+    // The file and the override values share one buffer, so every value borrows from it and an
+    // error's span says where it came from: before `text.len()`, the file; after, an override.
+    let mut buffer = String::with_capacity(text.len() + 64);
+    buffer.push_str(text);
+    let mut ranges = Vec::with_capacity(overrides.len());
+    for o in &overrides {
+        buffer.push('\n');
+        let start = buffer.len();
+        buffer.push_str(&o.value);
+        ranges.push(start..buffer.len());
+    }
+    let locate = Locator { origin, text_len: text.len(), buffer: &buffer, overrides: &overrides, ranges: &ranges };
+
+    let root = DeTable::parse(&buffer[..text.len()]).map_err(|e| locate.error(e.span(), e.message()))?;
+    let root_span = root.span();
+    let mut root = DeValue::Table(root.into_inner());
+    for (o, range) in overrides.iter().zip(&ranges) {
+        let raw = &buffer[range.clone()];
+        let value = match DeValue::parse(raw) {
+            Ok(v) => v.into_inner(),
+            Err(_) => DeValue::String(Cow::Borrowed(raw)),
+        };
+        let value = respan(value, range.clone());
+        set_path(&mut root, &o.key, value, range.clone(), "").map_err(|m| locate.override_error(o, &m))?;
+    }
+    for (key, value) in defaults {
+        let DeValue::Table(table) = &root else { unreachable!("the root stays a table") };
+        if !has_key(table, key) {
+            let path: Vec<String> = key.split('.').map(str::to_string).collect();
+            let value = DeValue::parse(value).expect("a built-in default is valid TOML").into_inner();
+            // Where the file has something else than a table on the way (`optim = 3`), the
+            // default is left out and deserialising reports the file's mistake.
+            let _ = set_path(&mut root, &path, respan(value, 0..0), 0..0, "");
+        }
+    }
+    let DeValue::Table(root) = root else { unreachable!("the root stays a table") };
+    let document = root.clone();
+    let mut config =
+        T::deserialize(toml::de::Deserializer::from(Spanned::new(root_span.clone(), root))).map_err(|e| {
+            // A missing top-level key is reported at the whole document: no useful line.
+            let span = e.span().filter(|span| *span != root_span);
+            locate.error(span, e.message())
+        })?;
+    finish(&mut config).map_err(|invalid| {
+        let span = find_span(&document, &invalid.key);
+        locate.error(span, &invalid.message)
+    })?;
+    Ok(config)
+}
+
+/// Whether the dotted `key` (tables only) is set in `document`.
+fn has_key(document: &DeTable, key: &str) -> bool {
+    let mut table = Some(document);
+    for part in key.split('.') {
+        match table.and_then(|t| t.get(part)) {
+            Some(entry) => table = entry.get_ref().as_table(),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Turns spans into `file:line:` or `--set ...:` prefixes.
@@ -806,6 +882,7 @@ name = "countdown"
             ("grpo.beta=-1", "grpo.beta must be >= 0"),
             ("model.dtype=f64", "model.dtype: "),
             ("grpo.overlong_penalty.cache_tokens=1000", "must not exceed sampling.max_new_tokens (256)"),
+            ("model.init=random", "model.init = \"random\" is for `aha sft`"),
         ] {
             let e = err(MINIMAL, &[set]);
             assert!(e.contains(needle), "{set}: {e}");

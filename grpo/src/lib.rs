@@ -10,34 +10,47 @@
 //! The formulas are those of `shared/DESIGN.md`, "The algorithm"; each module says which paper and
 //! which TRL behaviour it follows, and where it deliberately differs.
 //!
+//! Supervised fine-tuning ([`sft`], `aha sft`) reuses the same machinery (run directory, AdamW,
+//! schedule, the micro-batch layout of `step.rs`) with a cross-entropy loss on given text: to
+//! warm-start a model before GRPO, distil a run's exported traces, or train from scratch.
+//!
 //! Main types and functions:
 //! - [`TrainConfig`] (`config`): the TOML configuration, overrides, validation, resolved TOML.
 //! - [`compute_advantages`], [`ScaleRewards`], [`DynamicSampling`] (`advantages`).
 //! - [`policy_loss`], [`LossType`], [`LossParams`], [`Normalizer`] (`loss`).
 //! - [`AdamW`], [`LrSchedule`] (`optim`): an optimizer whose state is saved and restored exactly.
 //! - [`train_step`], [`TrainBatch`], [`TrainSequence`], [`StepSettings`], [`StepStats`] (`step`).
+//! - [`SftConfig`], [`sft::train`], [`sft_gradients`], [`sft_loss`], [`load_data`] (`sft`).
+//! - [`HeldOut`], [`EvalSettings`], [`EvalReport`] (`evaluation`): held-out accuracy, greedy or
+//!   sampled.
 //! - [`GrpoError`]: every failure, as one line.
 
 pub mod advantages;
 pub mod config;
 pub mod error;
+pub mod evaluation;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;
+pub mod sft;
 pub mod step;
 pub mod trainer;
 
 pub use advantages::{compute_advantages, soft_overlong_penalty, Advantages, DynamicSampling, ScaleRewards};
 pub use config::{
-    CheckerConfig, DataConfig, GrpoConfig, ModelSource, OptimConfig, OverlongPenalty, RewardsConfig, RunConfig,
-    SamplingConfig, TrainConfig,
+    CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig, OverlongPenalty, RewardsConfig,
+    RunConfig, SamplingConfig, TrainConfig,
 };
 pub use error::{GrpoError, Result};
+pub use evaluation::{EvalCompletion, EvalReport, EvalSettings, HeldOut};
 pub use loss::{policy_loss, LossInputs, LossOutput, LossParams, LossStats, LossType, Normalizer};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
 pub use run_dir::{RunDir, TrainerState};
+pub use sft::{
+    load_data, sft_gradients, sft_loss, SftConfig, SftData, SftDataConfig, SftExample, SftPass, SftRunConfig,
+};
 pub use step::{
     accumulate_gradients, batch_loss, prepare_batch, train_step, IterationStats, PassStats, PreparedBatch,
     StepSettings, StepStats, TrainBatch, TrainSequence,
 };
-pub use trainer::{train, train_with_checkers, TrainOutcome};
+pub use trainer::{build_checker, load_problems, train, train_with_checkers, TrainOutcome};

@@ -39,12 +39,20 @@ const PARTIAL_PREFIX: &str = ".partial-";
 pub struct TrainerState {
     /// Steps completed.
     pub step: u64,
-    /// Problems taken from the training set so far (the data cursor).
+    /// Problems taken from the training set so far (the data cursor; for `aha sft`, examples).
     pub problems_drawn: u64,
-    /// Groups sampled so far: the next group's sampling seed is `run.seed + this`.
+    /// Groups sampled so far: the next group's sampling seed is `run.seed + this` (0 for
+    /// `aha sft`, which samples nothing).
     pub groups_sampled: u64,
     /// The aha version that wrote it.
     pub version: String,
+}
+
+impl TrainerState {
+    /// The state of a run that has not taken a step.
+    pub fn start() -> Self {
+        Self { step: 0, problems_drawn: 0, groups_sampled: 0, version: env!("CARGO_PKG_VERSION").into() }
+    }
 }
 
 pub struct RunDir {
@@ -60,7 +68,7 @@ impl RunDir {
     pub fn create(root: &Path, resolved_config: &str) -> Result<Self> {
         if root.join(CONFIG_FILE).exists() {
             return Err(GrpoError::Config(format!(
-                "{} already holds a run; continue it with `aha train --resume {}` or choose another run.output_dir",
+                "{} already holds a run; continue it with `--resume {}` or choose another run.output_dir",
                 root.display(),
                 root.display()
             )));
@@ -89,6 +97,28 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Where a run starts: a new run directory with `resolved_config` in `root`, or, when
+    /// `resume`, the existing one, its latest checkpoint (if any) and the state to continue from.
+    /// Metric lines of steps after that checkpoint (written before a kill) are dropped, since
+    /// the resumed run redoes those steps.
+    pub fn begin(root: &Path, resolved_config: &str, resume: bool) -> Result<(Self, Option<PathBuf>, TrainerState)> {
+        if !resume {
+            return Ok((Self::create(root, resolved_config)?, None, TrainerState::start()));
+        }
+        let run = Self::open(root)?;
+        match run.latest_checkpoint()? {
+            Some((dir, state)) => {
+                tracing::info!("resuming from {} (step {})", dir.display(), state.step);
+                run.truncate_metrics(state.step)?;
+                Ok((run, Some(dir), state))
+            }
+            None => {
+                run.truncate_metrics(0)?;
+                Ok((run, None, TrainerState::start()))
+            }
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -111,7 +141,11 @@ impl RunDir {
         let mut found = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io(&dir))? {
             let path = entry.map_err(io(&dir))?.path();
-            let step = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse().ok());
+            let step = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("step-"))
+                .and_then(|n| n.parse().ok());
             if let Some(step) = step {
                 if path.join(STATE_FILE).is_file() {
                     found.push((step, path));
@@ -134,7 +168,13 @@ impl RunDir {
 
     /// Saves the policy, the optimizer and `state` as `checkpoints/step-N`, then deletes all but
     /// the newest `keep_last` (0 keeps all).
-    pub fn save_checkpoint(&self, policy: &CausalLM, optimizer: &AdamW, state: &TrainerState, keep_last: usize) -> Result<PathBuf> {
+    pub fn save_checkpoint(
+        &self,
+        policy: &CausalLM,
+        optimizer: &AdamW,
+        state: &TrainerState,
+        keep_last: usize,
+    ) -> Result<PathBuf> {
         let checkpoints = self.root.join(CHECKPOINTS);
         let name = format!("step-{:06}", state.step);
         let partial = checkpoints.join(format!("{PARTIAL_PREFIX}{name}"));

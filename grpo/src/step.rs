@@ -13,7 +13,9 @@
 //! the longest completion of the micro-batch, predict the completion tokens. Log-probs use logits
 //! divided by the sampling temperature, log-softmax in fp32, in chunks of rows as
 //! `CausalLM::token_logprobs` does (same operations, so the same numbers), and the entropy of the
-//! same tempered distribution comes from the same chunk (detached: a metric only).
+//! same tempered distribution comes from the same chunk (detached: a metric only). `aha sft`
+//! scores its examples through the same layout (`CompletionLayout`), with its loss on the
+//! completion tokens.
 //!
 //! With `num_iterations` (mu) > 1 the old log-probs are computed once, without gradient, before
 //! the first update, and the step makes mu updates on the same batch. The reference log-probs
@@ -92,7 +94,8 @@ pub struct IterationStats {
     pub loss: f64,
     /// Mean k3 KL per loss token (with a reference model).
     pub kl: Option<f64>,
-    /// Mean entropy per loss token of the tempered distribution.
+    /// Mean entropy per loss token of the tempered distribution. This and the clip fractions are
+    /// over the completions that were run: with beta = 0, those whose advantage is not 0.
     pub entropy: f64,
     /// Fractions of loss tokens clipped from below, above, and either way.
     pub clip_low: f64,
@@ -123,15 +126,66 @@ pub struct StepStats {
     pub iterations: Vec<IterationStats>,
 }
 
-/// The tensors of one micro-batch, on the policy's device.
-struct MicroBatch {
+/// Sequences `prompt ++ completion`, left-padded, with their completion tokens as targets: the
+/// layout of GRPO's micro-batches and of `aha sft`'s (where the "completion" is what the loss is
+/// on), so that both score tokens the same way.
+pub(crate) struct CompletionLayout {
     input: PaddedBatch,
-    /// Longest completion of the micro-batch, C.
+    /// Longest completion, C.
     width: i64,
     /// `[b, C]` completion tokens, right-aligned (zeros before shorter completions).
     targets: Tensor,
     /// `[b, C]` bool: completion tokens that count in the loss.
-    loss_mask: Tensor,
+    pub(crate) loss_mask: Tensor,
+}
+
+impl CompletionLayout {
+    /// One row per `(prompt, completion, counts)`: every prompt has at least one token; the
+    /// completion's tokens are in the loss mask when `counts`.
+    pub(crate) fn new(rows: &[(&[u32], &[u32], bool)], device: Device) -> Result<Self> {
+        let full: Vec<Vec<u32>> = rows.iter().map(|(prompt, completion, _)| [*prompt, *completion].concat()).collect();
+        let input = PaddedBatch::left_padded(&full, 0, device)?;
+        let b = rows.len();
+        let width = rows.iter().map(|(_, completion, _)| completion.len()).max().unwrap_or(0);
+        let mut targets = vec![0i64; b * width];
+        let mut mask = vec![false; b * width];
+        for (row, &(_, completion, counts)) in rows.iter().enumerate() {
+            let start = row * width + width - completion.len();
+            for (j, &id) in completion.iter().enumerate() {
+                targets[start + j] = i64::from(id);
+                mask[start + j] = counts;
+            }
+        }
+        let shape = [b as i64, width as i64];
+        Ok(Self {
+            input,
+            width: width as i64,
+            targets: Tensor::from_slice(&targets).view(shape).to_device(device),
+            loss_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+        })
+    }
+
+    /// Forward pass on `model` (moved to its device): completion log-probs `[b, C]` at
+    /// `temperature` and, if asked, entropies.
+    pub(crate) fn logprobs(&self, model: &CausalLM, temperature: f64, entropy: bool) -> (Tensor, Option<Tensor>) {
+        let device = model.device();
+        let full = self.input.input_ids.size()[1];
+        let mask = self.input.padding_mask().map(|m| m.to_device(device));
+        let hidden = model.forward(
+            &self.input.input_ids.to_device(device),
+            &self.input.positions.to_device(device),
+            mask.as_ref(),
+            None,
+        );
+        // Position p predicts token p + 1: the C positions before the last predict the completion.
+        let hidden = hidden.narrow(1, full - self.width - 1, self.width);
+        logprobs_and_entropy(model, &hidden, &self.targets.to_device(device), temperature, entropy)
+    }
+}
+
+/// The tensors of one micro-batch, on the policy's device.
+struct MicroBatch {
+    layout: CompletionLayout,
     /// `[b]` fp32.
     advantages: Tensor,
     old: Option<Tensor>,
@@ -204,23 +258,17 @@ fn check_batch(policy: &CausalLM, batch: &TrainBatch, settings: &StepSettings, r
 }
 
 fn build_micro_batch(sequences: &[TrainSequence], settings: &StepSettings, device: Device) -> Result<MicroBatch> {
-    let full: Vec<Vec<u32>> =
-        sequences.iter().map(|s| s.prompt_ids.iter().chain(&s.completion_ids).copied().collect()).collect();
-    let input = PaddedBatch::left_padded(&full, 0, device)?;
-    let b = sequences.len();
-    let width = sequences.iter().map(|s| s.completion_ids.len()).max().unwrap_or(0);
-    let mut targets = vec![0i64; b * width];
-    let mut mask = vec![false; b * width];
+    let rows: Vec<(&[u32], &[u32], bool)> = sequences
+        .iter()
+        .map(|s| (&s.prompt_ids[..], &s.completion_ids[..], !(settings.mask_truncated_completions && s.truncated)))
+        .collect();
+    let layout = CompletionLayout::new(&rows, device)?;
+    let (b, width) = (sequences.len(), layout.width as usize);
     let mut sampled = vec![0f32; b * width];
     let mut has_sampled = vec![false; b * width];
     for (row, s) in sequences.iter().enumerate() {
-        let start = row * width + width - s.completion_ids.len();
-        let counts = !(settings.mask_truncated_completions && s.truncated);
-        for (j, &id) in s.completion_ids.iter().enumerate() {
-            targets[start + j] = i64::from(id);
-            mask[start + j] = counts;
-        }
         if let Some(old) = &s.old_logprobs {
+            let start = row * width + width - s.completion_ids.len();
             sampled[start..start + old.len()].copy_from_slice(old);
             has_sampled[start..start + old.len()].iter_mut().for_each(|x| *x = true);
         }
@@ -229,10 +277,7 @@ fn build_micro_batch(sequences: &[TrainSequence], settings: &StepSettings, devic
     let any_sampled = sequences.iter().any(|s| s.old_logprobs.is_some());
     let advantages: Vec<f32> = sequences.iter().map(|s| s.advantage).collect();
     Ok(MicroBatch {
-        input,
-        width: width as i64,
-        targets: Tensor::from_slice(&targets).view(shape).to_device(device),
-        loss_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+        layout,
         advantages: Tensor::from_slice(&advantages).to_device(device),
         old: None,
         reference: None,
@@ -287,28 +332,6 @@ pub fn logprobs_and_entropy(
     (Tensor::cat(&logprobs, 0).view([b, t]), entropies.map(|e| Tensor::cat(&e, 0).view([b, t])))
 }
 
-/// Forward pass of one micro-batch on `model` (moved to its device): completion log-probs
-/// `[b, C]` and, if asked, entropies.
-fn micro_batch_logprobs(
-    model: &CausalLM,
-    mb: &MicroBatch,
-    temperature: f64,
-    entropy: bool,
-) -> (Tensor, Option<Tensor>) {
-    let device = model.device();
-    let full = mb.input.input_ids.size()[1];
-    let mask = mb.input.padding_mask().map(|m| m.to_device(device));
-    let hidden = model.forward(
-        &mb.input.input_ids.to_device(device),
-        &mb.input.positions.to_device(device),
-        mask.as_ref(),
-        None,
-    );
-    // Position p predicts token p + 1: the C positions before the last predict the completion.
-    let hidden = hidden.narrow(1, full - mb.width - 1, mb.width);
-    logprobs_and_entropy(model, &hidden, &mb.targets.to_device(device), temperature, entropy)
-}
-
 /// Cuts the batch into micro-batches and computes what stays fixed during the step: the
 /// reference log-probs (beta != 0) and, with mu > 1, the old log-probs.
 pub fn prepare_batch(
@@ -319,20 +342,26 @@ pub fn prepare_batch(
 ) -> Result<PreparedBatch> {
     check_batch(policy, batch, settings, reference.is_some())?;
     let device = policy.device();
-    let mut micro_batches = batch
-        .sequences
+    // Without a KL term, a completion whose advantage is 0 (its whole group scored alike) adds
+    // exactly 0 to the loss and its gradient: it still counts in the normaliser below, but is
+    // never run. Late in training, when most groups are all right, this is most of the batch.
+    // The rest go in order of length, so that micro-batches pad less (the loss is a sum: the
+    // order does not change it).
+    let mut carrying: Vec<TrainSequence> =
+        batch.sequences.iter().filter(|s| settings.loss.beta != 0.0 || s.advantage != 0.0).cloned().collect();
+    carrying.sort_by_key(|s| s.prompt_ids.len() + s.completion_ids.len());
+    let mut micro_batches = carrying
         .chunks(settings.micro_batch_size)
         .map(|chunk| build_micro_batch(chunk, settings, device))
         .collect::<Result<Vec<_>>>()?;
     tch::no_grad(|| {
-        for mb in micro_batches.iter_mut().filter(|mb| mb.width > 0) {
+        for mb in micro_batches.iter_mut().filter(|mb| mb.layout.width > 0) {
             if settings.loss.beta != 0.0 {
                 let reference = reference.expect("checked in check_batch");
-                mb.reference =
-                    Some(micro_batch_logprobs(reference, mb, settings.temperature, false).0.to_device(device));
+                mb.reference = Some(mb.layout.logprobs(reference, settings.temperature, false).0.to_device(device));
             }
             if settings.num_iterations > 1 {
-                mb.old = Some(micro_batch_logprobs(policy, mb, settings.temperature, false).0);
+                mb.old = Some(mb.layout.logprobs(policy, settings.temperature, false).0);
             }
         }
     });
@@ -357,14 +386,14 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
         var.zero_grad();
     }
     let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
-    for mb in batch.micro_batches.iter().filter(|mb| mb.width > 0) {
-        let (logprobs, entropies) = micro_batch_logprobs(policy, mb, settings.temperature, true);
+    for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width > 0) {
+        let (logprobs, entropies) = mb.layout.logprobs(policy, settings.temperature, true);
         let inputs = LossInputs {
             logprobs: &logprobs,
             old_logprobs: mb.old.as_ref(),
             ref_logprobs: mb.reference.as_ref(),
             advantages: &mb.advantages,
-            mask: &mb.loss_mask,
+            mask: &mb.layout.loss_mask,
             entropies: entropies.as_ref(),
         };
         let out = policy_loss(&inputs, &settings.loss, &batch.normalizer)?;
@@ -383,6 +412,13 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
         pass.stats.add(&out.stats);
         out.loss.backward();
     }
+    // Nothing ran (every advantage 0): the gradient is still defined, and zero, so that AdamW
+    // moves exactly as it would have after running them (a resumed run must not differ).
+    let trainable = policy.var_store().trainable_variables();
+    if trainable.iter().any(|v| !v.grad().defined()) {
+        let zero: Tensor = trainable.iter().map(|v| v.sum(v.kind()) * 0.0).sum();
+        zero.backward();
+    }
     Ok(pass)
 }
 
@@ -390,14 +426,14 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
 pub fn batch_loss(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSettings) -> Result<f64> {
     tch::no_grad(|| {
         let mut total = 0.0;
-        for mb in batch.micro_batches.iter().filter(|mb| mb.width > 0) {
-            let (logprobs, _) = micro_batch_logprobs(policy, mb, settings.temperature, false);
+        for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width > 0) {
+            let (logprobs, _) = mb.layout.logprobs(policy, settings.temperature, false);
             let inputs = LossInputs {
                 logprobs: &logprobs,
                 old_logprobs: mb.old.as_ref(),
                 ref_logprobs: mb.reference.as_ref(),
                 advantages: &mb.advantages,
-                mask: &mb.loss_mask,
+                mask: &mb.layout.loss_mask,
                 entropies: None,
             };
             total += policy_loss(&inputs, &settings.loss, &batch.normalizer)?.loss.double_value(&[]);
@@ -419,6 +455,11 @@ pub fn train_step(
     settings: &StepSettings,
     lr: f64,
 ) -> Result<StepStats> {
+    // Broken weights show in the sampler's log-probs even when no completion is run below.
+    if let Some(&value) = batch.sequences.iter().flat_map(|s| s.old_logprobs.iter().flatten()).find(|l| !l.is_finite())
+    {
+        return Err(GrpoError::NonFinite { what: "sampled log-prob", value: f64::from(value) });
+    }
     let prepared = prepare_batch(policy, reference, batch, settings)?;
     let mut iterations = Vec::with_capacity(settings.num_iterations);
     let mut sampling_logprob_diff = None;

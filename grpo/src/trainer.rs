@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,16 +26,17 @@ use serde_json::{json, Value};
 
 use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
-use aha_rewards::{Checker, Registry};
+use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    checker_sample, generate_all, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig, RolloutPool, RolloutPrompt,
-    SamplingParams, ScoredGroup, ROLLOUT_FIELDS,
+    Engine, EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
+    ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
 use crate::advantages::{compute_advantages, DynamicSampling};
 use crate::config::TrainConfig;
 use crate::error::{GrpoError, Result};
+use crate::evaluation::{EvalSettings, HeldOut};
 use crate::optim::AdamW;
 use crate::run_dir::{RunDir, TrainerState};
 use crate::step::{train_step, StepSettings, TrainBatch, TrainSequence};
@@ -63,30 +64,11 @@ pub fn train_with_checkers(
     mut on_step: impl FnMut(&Value),
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
-    let (run, checkpoint) = if resume {
-        let run = RunDir::open(&config.run.output_dir)?;
-        let checkpoint = run.latest_checkpoint()?;
-        (run, checkpoint)
-    } else {
-        (RunDir::create(&config.run.output_dir, &config.to_toml_string())?, None)
-    };
-    let state = match &checkpoint {
-        Some((dir, state)) => {
-            tracing::info!("resuming from {} (step {})", dir.display(), state.step);
-            run.truncate_metrics(state.step)?;
-            state.clone()
-        }
-        None => {
-            if resume {
-                run.truncate_metrics(0)?;
-            }
-            TrainerState { step: 0, problems_drawn: 0, groups_sampled: 0, version: env!("CARGO_PKG_VERSION").into() }
-        }
-    };
+    let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
 
     let device = parse_device(&config.model.device)?;
     let kind = parse_kind(&config.model.dtype)?;
-    let weights_dir = checkpoint.as_ref().map_or(config.model.path.clone(), |(dir, _)| dir.clone());
+    let weights_dir = checkpoint.clone().unwrap_or_else(|| config.model.path.clone());
     let policy = CausalLM::load(&weights_dir, LoadOptions { device, kind, trainable: true })?;
     let reference = if config.grpo.beta > 0.0 {
         Some(CausalLM::load(&config.model.path, LoadOptions { device, kind, trainable: false })?)
@@ -95,23 +77,22 @@ pub fn train_with_checkers(
     };
     let tokenizer = Arc::new(Tokenizer::from_dir(&config.model.path, policy.config().vocab_size)?);
     let mut optimizer = AdamW::for_model(&policy, config.optim.adamw());
-    if let Some((dir, _)) = &checkpoint {
+    if let Some(dir) = &checkpoint {
         RunDir::load_optimizer(dir, &mut optimizer)?;
     }
 
     // Problems, shuffled per epoch from the run's seed, skipping those a resumed run has used.
-    let checker = Arc::new(
-        registry.build_combined(&config.rewards.to_reward_config()).map_err(|e| GrpoError::Config(format!("rewards: {e}")))?,
-    );
-    // What the problems must carry: the checkers' fields, except those the rollout adds.
-    let required: Vec<String> =
-        checker.required_fields().into_iter().filter(|f| !ROLLOUT_FIELDS.contains(&f.as_str())).collect();
-    let (train_set, eval_set) = load_problems(&config, &required)?;
+    let checker = Arc::new(build_checker(&config, registry)?);
+    let (train_set, eval_set) = load_problems(&config, &checker)?;
     for skipped in train_set.skipped.iter().take(10) {
         tracing::warn!("{skipped}");
     }
     if !train_set.skipped.is_empty() {
-        tracing::warn!("{}: {} rows skipped; data.strict = true makes them errors", config.data.source, train_set.skipped.len());
+        tracing::warn!(
+            "{}: {} rows skipped; data.strict = true makes them errors",
+            config.data.source,
+            train_set.skipped.len()
+        );
     }
     let prompter = Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?;
     let drawn = Rc::new(Cell::new(state.problems_drawn));
@@ -145,22 +126,43 @@ pub fn train_with_checkers(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    let engine = Engine::new(&policy, params, EngineConfig::default())?.with_stop_strings(&tokenizer, sampling.stop_strings.clone())?;
+    let engine = Engine::new(&policy, params, EngineConfig::default())?
+        .with_stop_strings(&tokenizer, sampling.stop_strings.clone())?;
     let pool_config = PoolConfig {
         group_size: sampling.group_size,
         seed: config.run.seed,
         reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_prompt_tokens: sampling.max_prompt_tokens,
     };
-    let evaluation = Evaluation::new(&config, &eval_set, &Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?, &tokenizer)?;
-    let mut pool =
-        RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), Arc::clone(&checker), pool_config, state.groups_sampled)?;
+    // Greedy evaluation on the held-out problems every `run.eval_every` steps.
+    let evaluation = if eval_set.is_empty() || config.run.eval_every == 0 {
+        None
+    } else {
+        let prompter = Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?;
+        Some(HeldOut::new(&eval_set.problems, &prompter, &tokenizer, sampling.max_prompt_tokens)?)
+    };
+    let eval_settings = EvalSettings {
+        temperature: 0.0,
+        max_new_tokens: sampling.max_new_tokens,
+        samples: 1,
+        seed: 0,
+        stop_strings: sampling.stop_strings.clone(),
+    };
+    let mut pool = RolloutPool::new(
+        engine,
+        prompts,
+        Arc::clone(&tokenizer),
+        Arc::clone(&checker),
+        pool_config,
+        state.groups_sampled,
+    )?;
     let traces = TraceWriter::open(&run.traces_path(), Some(state.step)).map_err(trace_error)?;
 
     let settings = StepSettings::from_config(&config);
     let schedule = config.lr_schedule();
-    let labels: Vec<String> = config.rewards.checkers.iter().map(|c| c.label.clone().unwrap_or_else(|| c.name.clone())).collect();
-    let mut last_checkpoint = checkpoint.as_ref().map(|(dir, _)| dir.clone());
+    let labels: Vec<String> =
+        config.rewards.checkers.iter().map(|c| c.label.clone().unwrap_or_else(|| c.name.clone())).collect();
+    let mut last_checkpoint = checkpoint;
     for step in state.step + 1..=config.run.steps {
         let step_started = Instant::now();
         let lr = schedule.lr_at(step - 1);
@@ -231,13 +233,8 @@ pub fn train_with_checkers(
                 })
                 .collect(),
         };
-        let stats = train_step(&policy, reference.as_ref(), &mut optimizer, &batch, &settings, lr).map_err(|e| match e {
-            GrpoError::NonFinite { .. } => GrpoError::Config(format!(
-                "step {step}: {e}; the run stops here, and its last good checkpoint is {}",
-                last_checkpoint.as_ref().map_or("none (no checkpoint was saved yet)".into(), |p| p.display().to_string())
-            )),
-            other => other,
-        })?;
+        let stats = train_step(&policy, reference.as_ref(), &mut optimizer, &batch, &settings, lr)
+            .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
         let train_seconds = train_started.elapsed().as_secs_f64();
 
         let metrics = step_metrics(StepRecord {
@@ -259,14 +256,20 @@ pub fn train_with_checkers(
         });
         let mut metrics = metrics;
         let eval_every = config.run.eval_every;
-        if let Some(evaluation) = evaluation.as_ref().filter(|_| eval_every > 0 && (step % eval_every == 0 || step == config.run.steps)) {
-            let results = evaluation.run(&policy, &tokenizer, &checker, &labels)?;
-            metrics.as_object_mut().expect("an object").extend(results);
+        if let Some(evaluation) =
+            evaluation.as_ref().filter(|_| eval_every > 0 && (step % eval_every == 0 || step == config.run.steps))
+        {
+            let report = evaluation.evaluate(
+                &policy,
+                &tokenizer,
+                &checker,
+                labels.first().map(String::as_str),
+                &eval_settings,
+            )?;
+            metrics.as_object_mut().expect("an object").extend(report.metrics());
         }
         run.append_metrics(&metrics)?;
-        traces
-            .write(trace_groups(step, &groups, &advantages.advantages))
-            .map_err(trace_error)?;
+        traces.write(trace_groups(step, &groups, &advantages.advantages)).map_err(trace_error)?;
         on_step(&metrics);
 
         let save_every = config.run.save_every;
@@ -288,77 +291,17 @@ pub fn train_with_checkers(
     Ok(TrainOutcome { run_dir: run.root().to_path_buf(), steps: config.run.steps, last_checkpoint })
 }
 
-/// Greedy evaluation on the held-out problems (`data.eval_count` / `data.eval_source`) every
-/// `run.eval_every` steps: one completion per problem at temperature 0, judged by the same
-/// checkers; `eval_accuracy` uses the first checker, as `accuracy` does.
-struct Evaluation {
-    problems: Vec<Problem>,
-    prompts: Vec<Vec<u32>>,
-    params: SamplingParams,
-    stop_strings: Vec<String>,
+/// The weighted checkers of `[rewards]`, built from `registry`.
+pub fn build_checker(config: &TrainConfig, registry: &Registry) -> Result<CombinedChecker> {
+    registry.build_combined(&config.rewards.to_reward_config()).map_err(|e| GrpoError::Config(format!("rewards: {e}")))
 }
 
-impl Evaluation {
-    fn new(config: &TrainConfig, eval_set: &Dataset, prompter: &Prompter, tokenizer: &Tokenizer) -> Result<Option<Self>> {
-        if eval_set.is_empty() || config.run.eval_every == 0 {
-            return Ok(None);
-        }
-        let mut problems = Vec::new();
-        let mut prompts = Vec::new();
-        for problem in &eval_set.problems {
-            let text = prompter.render(problem).map_err(data_error)?;
-            let ids = tokenizer.encode(&text)?;
-            if !ids.is_empty() && ids.len() <= config.sampling.max_prompt_tokens {
-                problems.push(problem.clone());
-                prompts.push(ids);
-            }
-        }
-        let params = SamplingParams { temperature: 0.0, max_new_tokens: config.sampling.max_new_tokens, ..Default::default() };
-        Ok(Some(Self { problems, prompts, params, stop_strings: config.sampling.stop_strings.clone() }))
-    }
-
-    fn run(
-        &self,
-        policy: &CausalLM,
-        tokenizer: &Tokenizer,
-        checker: &aha_rewards::CombinedChecker,
-        labels: &[String],
-    ) -> Result<serde_json::Map<String, Value>> {
-        let started = Instant::now();
-        let params = SamplingParams { stop_token_ids: policy.config().eos_token_ids.clone(), ..self.params.clone() };
-        let mut engine =
-            Engine::new(policy, params, EngineConfig::default())?.with_stop_strings(tokenizer, self.stop_strings.clone())?;
-        let requests: Vec<GenerationRequest> =
-            self.prompts.iter().map(|ids| GenerationRequest { prompt_ids: ids.clone(), n: 1, seed: 0 }).collect();
-        let outputs = generate_all(&mut engine, &requests)?;
-        let (mut correct, mut reward_sum, mut tokens) = (0usize, 0.0, 0usize);
-        for (problem, completions) in self.problems.iter().zip(outputs) {
-            let completion = &completions[0];
-            let text = tokenizer.decode(&completion.token_ids, true)?;
-            let sample = checker_sample(&problem.sample, completion.token_ids.len(), completion.finish_reason);
-            let breakdown = checker
-                .breakdown(&text, &sample)
-                .map_err(|e| GrpoError::Config(format!("evaluation problem {}: {e}", problem.id)))?;
-            reward_sum += breakdown.total.unwrap_or(0.0);
-            let first = breakdown.parts.iter().find(|(label, _, _)| Some(label) == labels.first());
-            if first.and_then(|(_, _, verdict)| verdict.reward_value()).is_some_and(|r| r >= 1.0) {
-                correct += 1;
-            }
-            tokens += completion.token_ids.len();
-        }
-        let n = self.problems.len().max(1) as f64;
-        let mut results = serde_json::Map::new();
-        results.insert("eval_problems".into(), json!(self.problems.len()));
-        results.insert("eval_accuracy".into(), json!(correct as f64 / n));
-        results.insert("eval_reward_mean".into(), json!(reward_sum / n));
-        results.insert("eval_length_mean".into(), json!(tokens as f64 / n));
-        results.insert("eval_s".into(), json!(started.elapsed().as_secs_f64()));
-        Ok(results)
-    }
-}
-
-/// The training and evaluation problems of `[data]`.
-fn load_problems(config: &TrainConfig, required_fields: &[String]) -> Result<(Dataset, Dataset)> {
+/// The training and evaluation problems of `[data]`, with the fields `checker` reads.
+pub fn load_problems(config: &TrainConfig, checker: &CombinedChecker) -> Result<(Dataset, Dataset)> {
+    // What the problems must carry: the checkers' fields, except those the rollout adds.
+    let required_fields: Vec<String> =
+        checker.required_fields().into_iter().filter(|f| !ROLLOUT_FIELDS.contains(&f.as_str())).collect();
+    let required_fields = &required_fields;
     let data = &config.data;
     let source = ProblemSource {
         source: data.source.clone(),
@@ -373,9 +316,23 @@ fn load_problems(config: &TrainConfig, required_fields: &[String]) -> Result<(Da
     }
     match &data.eval_source {
         Some(eval) => {
-            let eval_source = ProblemSource { source: eval.clone(), limit: Some(data.eval_count).filter(|&n| n > 0), ..source };
+            let eval_source =
+                ProblemSource { source: eval.clone(), limit: Some(data.eval_count).filter(|&n| n > 0), ..source };
             // A different default seed: a built-in eval set must not repeat the training problems.
             let eval_set = eval_source.load(required_fields, config.run.seed ^ 0x5EED).map_err(data_error)?;
+            // Never train on an evaluation question (random built-in tasks can draw one twice).
+            let held_out: std::collections::HashSet<&str> =
+                eval_set.problems.iter().map(|p| p.question.as_str()).collect();
+            let before = dataset.len();
+            let problems: Vec<Problem> =
+                dataset.problems.into_iter().filter(|p| !held_out.contains(p.question.as_str())).collect();
+            if problems.len() < before {
+                tracing::info!(
+                    "{} training problems left out: their question is also an evaluation question",
+                    before - problems.len()
+                );
+            }
+            let dataset = Dataset { problems, skipped: dataset.skipped };
             Ok((dataset, eval_set))
         }
         None if data.eval_count > 0 => {
@@ -512,6 +469,18 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
                 .collect(),
         })
         .collect()
+}
+
+/// A NaN or infinite loss or gradient stops the run: the error says where its last good
+/// checkpoint is. Other errors pass through.
+pub(crate) fn diverged(step: u64, error: GrpoError, last_checkpoint: Option<&Path>) -> GrpoError {
+    match error {
+        GrpoError::NonFinite { .. } => GrpoError::Config(format!(
+            "step {step}: {error}; the run stops here, and its last good checkpoint is {}",
+            last_checkpoint.map_or("none (no checkpoint was saved yet)".into(), |p| p.display().to_string())
+        )),
+        other => other,
+    }
 }
 
 fn data_error(error: aha_datasets::DatasetError) -> GrpoError {

@@ -106,7 +106,9 @@ impl KvCache {
             let mut row = 0;
             for part in parts {
                 let rows = part.batch_size();
-                out.narrow(0, row, rows).narrow(dim, len - part.len, part.len).copy_(&pick(part).narrow(dim, 0, part.len));
+                out.narrow(0, row, rows)
+                    .narrow(dim, len - part.len, part.len)
+                    .copy_(&pick(part).narrow(dim, 0, part.len));
                 row += rows;
             }
             out

@@ -177,14 +177,46 @@ pub struct CausalLM {
 impl CausalLM {
     /// Loads `DIR/config.json` and the safetensors weights in `DIR`.
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
-        let config = ModelConfig::from_dir(dir)?;
         let checkpoint = Checkpoint::open(dir)?;
+        Self::build(dir, options, |name, shape, kind, device| checkpoint.tensor(name, shape, kind, device))
+    }
+
+    /// A new model with the architecture of `DIR/config.json` and fresh weights, for training
+    /// from scratch: as transformers' `_init_weights` for these models, linear and embedding
+    /// weights are drawn from N(0, `initializer_range`^2) (default 0.02), norm weights are 1 and
+    /// biases 0. The same `seed` gives the same weights. `DIR` needs no weights; its tokenizer
+    /// files are copied when the model is saved.
+    pub fn init_random(dir: &Path, options: LoadOptions, seed: u64) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
+        let std = config.raw.get("initializer_range").and_then(serde_json::Value::as_f64).unwrap_or(0.02);
+        tch::manual_seed(seed as i64);
+        Self::build(dir, options, |name, shape, kind, device| {
+            let is_norm = name.ends_with("norm.weight");
+            let options = (Kind::Float, Device::Cpu);
+            let t = if name.ends_with(".bias") {
+                Tensor::zeros(shape, options)
+            } else if is_norm {
+                Tensor::ones(shape, options)
+            } else {
+                Tensor::randn(shape, options) * std
+            };
+            Ok(t.to_kind(kind).to_device(device))
+        })
+    }
+
+    /// The model of `DIR/config.json` with each weight from `weight(name, shape, kind, device)`.
+    fn build(
+        dir: &Path,
+        options: LoadOptions,
+        weight: impl Fn(&str, &[i64], Kind, Device) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
         let LoadOptions { device, kind, trainable } = options;
         let vars = VarStore::new(device);
         let root = vars.root();
         let c = &config;
         let tensor = |path: &tch::nn::Path, name: &str, shape: &[i64]| -> Result<Tensor> {
-            let t = checkpoint.tensor(&path.path(name), shape, kind, device)?;
+            let t = weight(&path.path(name), shape, kind, device)?;
             Ok(path.add(name, t, trainable))
         };
         let linear = |path: &tch::nn::Path, out: i64, inp: i64, bias: bool| -> Result<Linear> {

@@ -28,7 +28,7 @@ pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
 pub use config::{ModelConfig, RopeConfig, RopeScaling};
 pub use decoder::{CausalLM, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 
 /// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available).
 pub fn parse_device(name: &str) -> Result<tch::Device> {

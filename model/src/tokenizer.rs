@@ -63,3 +63,49 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+/// Qwen2's pre-tokenizer pattern: words with their leading space, each digit alone, runs of
+/// punctuation, newlines. Digits one by one keep arithmetic legible to a model.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Learns a byte-level BPE tokenizer from `texts`, built like Qwen2's (the same pre-tokenizer
+/// split, byte-level alphabet, so any text can be encoded), with `special_tokens` first (ids 0,
+/// 1, ...) and at most `vocab_size` tokens in all. Returns the `tokenizer.json` text, which both
+/// [`Tokenizer`] and transformers read. Deterministic for the same texts.
+pub fn train_byte_level_bpe<'a>(
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+    special_tokens: &[&str],
+) -> Result<String> {
+    use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{
+        AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+        SplitDelimiterBehavior, TokenizerBuilder,
+    };
+
+    let failed = |e: tokenizers::Error| ModelError::Input(format!("training a tokenizer: {e}"));
+    let split =
+        Split::new(SplitPattern::Regex(QWEN2_SPLIT.into()), SplitDelimiterBehavior::Isolated, false).map_err(failed)?;
+    let pre_tokenizer = Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]);
+    let mut tokenizer =
+        TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(pre_tokenizer.into()))
+            .with_decoder(Some(ByteLevelDecoder::new(false, true, false).into()))
+            .build()
+            .map_err(failed)?;
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(special_tokens.iter().map(|t| AddedToken::from(t.to_string(), true)).collect())
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    tokenizer.train(&mut trainer, texts).map_err(failed)?;
+    tokenizer.to_string(true).map_err(failed)
+}

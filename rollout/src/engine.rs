@@ -290,7 +290,10 @@ impl<'m> Engine<'m> {
             (Some(cache), false) => {
                 let rows = Tensor::from_slice(&keep).to_device(device);
                 let logits = self.logits.as_ref().map(|l| l.index_select(0, &rows));
-                Some((cache.gather(&rows, keep_tokens, if admitted.is_some() { keep_tokens } else { capacity }), logits))
+                Some((
+                    cache.gather(&rows, keep_tokens, if admitted.is_some() { keep_tokens } else { capacity }),
+                    logits,
+                ))
             }
             _ => None,
         };

@@ -81,7 +81,10 @@ pub fn generate(
 }
 
 /// Runs `requests` to completion on any backend; the result follows the requests' order.
-pub fn generate_all(backend: &mut dyn Backend, requests: &[GenerationRequest]) -> Result<Vec<Vec<Completion>>, RolloutError> {
+pub fn generate_all(
+    backend: &mut dyn Backend,
+    requests: &[GenerationRequest],
+) -> Result<Vec<Vec<Completion>>, RolloutError> {
     let ids = requests.iter().map(|r| backend.submit(r.clone())).collect::<Result<Vec<_>, _>>()?;
     let mut done: HashMap<RequestId, Vec<Completion>> = HashMap::new();
     while done.len() < ids.len() {

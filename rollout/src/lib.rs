@@ -20,8 +20,12 @@ pub mod sampling;
 pub mod stop;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
-pub use generate::{generate, generate_all, Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId};
-pub use pool::{checker_sample, PoolConfig, ROLLOUT_FIELDS, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup};
+pub use generate::{
+    generate, generate_all, Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId,
+};
+pub use pool::{
+    checker_sample, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
+};
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use stop::StopStrings;
 

@@ -212,7 +212,11 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
             let index = self.next_index;
             self.next_index += 1;
             let seed = self.config.seed.wrapping_add(index);
-            let id = self.backend.submit(GenerationRequest { prompt_ids: prompt_ids.clone(), n: self.config.group_size, seed })?;
+            let id = self.backend.submit(GenerationRequest {
+                prompt_ids: prompt_ids.clone(),
+                n: self.config.group_size,
+                seed,
+            })?;
             pending.insert(id, (index, prompt, prompt_ids, seed));
         }
         let submitted = pending.len();
@@ -223,8 +227,9 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
                 return Err(RolloutError::Backend("the backend stopped with requests outstanding".into()));
             }
             for group in finished {
-                let (index, prompt, prompt_ids, seed) =
-                    pending.remove(&group.id).ok_or_else(|| RolloutError::Backend(format!("unknown request {}", group.id)))?;
+                let (index, prompt, prompt_ids, seed) = pending
+                    .remove(&group.id)
+                    .ok_or_else(|| RolloutError::Backend(format!("unknown request {}", group.id)))?;
                 let job = Job { index, prompt, prompt_ids, seed, completions: group.completions };
                 jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
             }
@@ -274,7 +279,8 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
             let breakdown = checker
                 .breakdown(&text, &sample)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;
-            let rewards = breakdown.parts.iter().map(|(label, _, verdict)| (label.clone(), verdict.reward_value())).collect();
+            let rewards =
+                breakdown.parts.iter().map(|(label, _, verdict)| (label.clone(), verdict.reward_value())).collect();
             let detail: BTreeMap<&str, &Value> =
                 breakdown.parts.iter().map(|(label, _, verdict)| (label.as_str(), &verdict.detail)).collect();
             Ok(ScoredCompletion {

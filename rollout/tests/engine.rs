@@ -31,7 +31,11 @@ fn requests(tokenizer: &Tokenizer) -> Vec<GenerationRequest> {
     ["12 + 35 =", "The cat sat on the", "a", "Once upon a time, in a land far", "7 * 8 = 56. 9 * 9 ="]
         .iter()
         .enumerate()
-        .map(|(i, text)| GenerationRequest { prompt_ids: tokenizer.encode(text).unwrap(), n: 2 + i % 2, seed: 100 + i as u64 })
+        .map(|(i, text)| GenerationRequest {
+            prompt_ids: tokenizer.encode(text).unwrap(),
+            n: 2 + i % 2,
+            seed: 100 + i as u64,
+        })
         .collect()
 }
 
@@ -138,7 +142,8 @@ fn the_pool_scores_every_completion_with_its_problem() {
         RolloutPrompt { id: format!("p{i}"), text, sample }
     });
     let pool_config = PoolConfig { group_size: 3, seed: 7, reward_workers: 2, max_prompt_tokens: 50 };
-    let mut pool = RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), Arc::clone(&checker), pool_config, 40).unwrap();
+    let mut pool =
+        RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), Arc::clone(&checker), pool_config, 40).unwrap();
 
     let first = pool.next_groups(3).unwrap();
     // p2 is longer than max_prompt_tokens: skipped, and p3 takes its place.
@@ -163,11 +168,11 @@ fn the_pool_scores_every_completion_with_its_problem() {
         }
     }
     // The same seeds give the same completions as the engine alone.
-    let again = generate(&model, &[GenerationRequest { prompt_ids: first[1].prompt_ids.clone(), n: 3, seed: 48 }], &SamplingParams {
-        temperature: 1.0,
-        max_new_tokens: 10,
-        ..Default::default()
-    })
+    let again = generate(
+        &model,
+        &[GenerationRequest { prompt_ids: first[1].prompt_ids.clone(), n: 3, seed: 48 }],
+        &SamplingParams { temperature: 1.0, max_new_tokens: 10, ..Default::default() },
+    )
     .unwrap()
     .remove(0);
     let tokens: Vec<&Vec<u32>> = first[1].completions.iter().map(|c| &c.token_ids).collect();
@@ -182,10 +187,14 @@ fn the_pool_scores_every_completion_with_its_problem() {
 #[test]
 fn a_missing_answer_field_is_an_error_naming_the_prompt() {
     let (model, tokenizer) = load();
-    let engine = Engine::new(&model, SamplingParams { max_new_tokens: 3, ..Default::default() }, EngineConfig::default()).unwrap();
-    let config: RewardConfig = serde_json::from_value(json!({ "checkers": [{ "name": "math", "weight": 1.0 }] })).unwrap();
+    let engine =
+        Engine::new(&model, SamplingParams { max_new_tokens: 3, ..Default::default() }, EngineConfig::default())
+            .unwrap();
+    let config: RewardConfig =
+        serde_json::from_value(json!({ "checkers": [{ "name": "math", "weight": 1.0 }] })).unwrap();
     let checker = Arc::new(Registry::with_builtins().build_combined(&config).unwrap());
-    let prompts = std::iter::once(RolloutPrompt { id: "row-17".into(), text: "1 + 1 =".into(), sample: Default::default() });
+    let prompts =
+        std::iter::once(RolloutPrompt { id: "row-17".into(), text: "1 + 1 =".into(), sample: Default::default() });
     let mut pool = RolloutPool::new(engine, prompts, Arc::new(tokenizer), checker, PoolConfig::default(), 0).unwrap();
     let error = pool.next_groups(1).unwrap_err().to_string();
     assert!(error.contains("row-17") && error.contains("answer"), "{error}");

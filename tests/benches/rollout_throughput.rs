@@ -59,7 +59,10 @@ fn flops_per_token(model: &CausalLM, context: usize) -> f64 {
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kib.unwrap_or(0.0) / 1024.0
 }
 
@@ -100,8 +103,7 @@ fn main() {
     let p = args.prompt_tokens;
     let prefill_flops: f64 = args.prompts as f64 * (0..p).map(|t| flops_per_token(&model, t + 1)).sum::<f64>();
     // The last sampled token of a sequence is never fed back.
-    let decode_flops: f64 =
-        lengths.iter().map(|&n| (1..n).map(|t| flops_per_token(&model, p + t)).sum::<f64>()).sum();
+    let decode_flops: f64 = lengths.iter().map(|&n| (1..n).map(|t| flops_per_token(&model, p + t)).sum::<f64>()).sum();
     let accounted = stats.prefill_seconds + stats.decode_seconds + stats.sample_seconds + stats.repack_seconds;
     let share = |s: f64| (s / seconds * 1000.0).round() / 1000.0;
     let round = |x: f64| (x * 10.0).round() / 10.0;

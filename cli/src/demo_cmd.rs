@@ -1,0 +1,398 @@
+//! `aha demo`: the built-in default, a miniature DeepSeek-R1-Zero on a laptop CPU.
+//!
+//! The bundled base model (`assets/demo-model`, about a million parameters) was pretrained with
+//! `aha sft` on 3-digit additions answered in two ways: a worked, column-by-column solution with
+//! carries, and a bare guess (see `aha_datasets::Addition`). Like a real base model it usually
+//! guesses, and its guesses are mostly wrong. GRPO with nothing but a correctness reward
+//! (`examples/configs/demo.toml`) then teaches it to work sums out: accuracy climbs while the
+//! answers grow longer. The demo measures held-out accuracy before and after (greedy, and pass@1
+//! at temperature 1 over several samples), the curve of completion length, and the share of
+//! completions that work the sum out; it prints them and writes them into the run directory
+//! (`demo.json`, `demo.md`) next to the traces and the report.
+//!
+//! `aha demo corpus --out DIR` writes what the base model is made from (the pretraining corpus,
+//! a tokenizer learned from it, config.json); `scripts/make_demo_model.sh` runs it and `aha sft`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+
+use aha_datasets::{Addition, ProblemSource, Prompter};
+use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
+use aha_model::{parse_device, parse_kind, train_byte_level_bpe, CausalLM, LoadOptions, Tokenizer};
+use aha_rewards::Registry;
+use aha_traces::{TraceReader, TRACE_FILE};
+
+use crate::train_cmd::{finished, number, Progress};
+
+/// The demo's training configuration (also usable with `aha train`).
+const DEMO_CONFIG: &str = include_str!("../../examples/configs/demo.toml");
+/// Where `DEMO_CONFIG` lives, for error messages.
+const DEMO_CONFIG_NAME: &str = "examples/configs/demo.toml";
+/// The phrase that marks a worked solution (its first column); see `Addition::is_worked`.
+const WORKED_MARK: &str = "ones:";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    action: Option<DemoAction>,
+    /// Seed of the training run (data order, sampling).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Override a key of the training configuration (examples/configs/demo.toml), e.g.
+    /// `--set run.steps=20` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// The run directory (default: runs/demo-seed<SEED>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Completions per held-out problem for pass@1 at temperature 1.
+    #[arg(long, default_value_t = 4)]
+    eval_samples: usize,
+}
+
+#[derive(Subcommand)]
+enum DemoAction {
+    /// Write the demo base model's pretraining corpus (train.jsonl), its tokenizer and config.json
+    /// (DIR/base), for `aha sft` (see scripts/make_demo_model.sh).
+    Corpus(CorpusArgs),
+}
+
+#[derive(Args)]
+struct CorpusArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of prompt/completion examples.
+    #[arg(long, default_value_t = 60_000)]
+    examples: usize,
+    /// Share of examples answered with a worked solution; the rest are bare (correct) answers.
+    #[arg(long, default_value_t = 0.3)]
+    worked_share: f64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Largest tokenizer vocabulary.
+    #[arg(long, default_value_t = 512)]
+    vocab_size: usize,
+}
+
+pub fn run(args: DemoArgs, repo_root: &Path) -> Result<()> {
+    match args.action {
+        Some(DemoAction::Corpus(corpus)) => write_corpus(&corpus),
+        None => demo(&args, repo_root),
+    }
+}
+
+/// What one evaluation of the demo measures.
+struct Measured {
+    greedy: EvalReport,
+    sampled: EvalReport,
+}
+
+impl Measured {
+    fn worked_share(report: &EvalReport) -> f64 {
+        let worked = report.completions.iter().filter(|c| Addition::is_worked(&c.text)).count();
+        worked as f64 / report.completions.len().max(1) as f64
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "pass_at_1_t1": self.sampled.accuracy,
+            "greedy_accuracy": self.greedy.accuracy,
+            "worked_share_t1": Self::worked_share(&self.sampled),
+            "worked_share_greedy": Self::worked_share(&self.greedy),
+            "length_mean_t1": self.sampled.length_mean,
+            "length_mean_greedy": self.greedy.length_mean,
+            "problems": self.sampled.problems,
+            "samples": self.sampled.completions.len(),
+        })
+    }
+}
+
+fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let model_dir = repo_root.join("assets/demo-model");
+    let model_dir = model_dir.canonicalize().unwrap_or(model_dir);
+    if !model_dir.join("model.safetensors").is_file() {
+        bail!(
+            "the demo base model is missing: {} (scripts/make_demo_model.sh makes it)",
+            model_dir.join("model.safetensors").display()
+        );
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/demo-seed{}-{}", args.seed, chrono::Local::now().format("%Y%m%d-%H%M%S")))
+    });
+    let mut overrides = vec![
+        format!("model.path={}", toml_string(&model_dir.display().to_string())),
+        format!("run.seed={}", args.seed),
+        format!("run.output_dir={}", toml_string(&out.display().to_string())),
+    ];
+    overrides.extend(args.overrides.iter().cloned());
+    let config = TrainConfig::from_toml(DEMO_CONFIG, DEMO_CONFIG_NAME, &overrides)?;
+
+    // The held-out problems and the checker, as the trainer sees them.
+    let checker = build_checker(&config, &Registry::with_builtins())?;
+    let (_, eval_set) = load_problems(&config, &checker)?;
+    let options = LoadOptions {
+        device: parse_device(&config.model.device)?,
+        kind: parse_kind(&config.model.dtype)?,
+        trainable: false,
+    };
+    let base = CausalLM::load(&model_dir, options).with_context(|| format!("loading {}", model_dir.display()))?;
+    let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
+    let prompter = Prompter::new(&config.data.template, &model_dir)?;
+    let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
+    let label = config.rewards.checkers.first().map(|c| c.label.clone().unwrap_or_else(|| c.name.clone()));
+    let measure = |model: &CausalLM| -> Result<Measured> {
+        let settings = |temperature: f64| EvalSettings {
+            temperature,
+            max_new_tokens: config.sampling.max_new_tokens,
+            samples: args.eval_samples,
+            seed: 1_000_003,
+            stop_strings: config.sampling.stop_strings.clone(),
+        };
+        Ok(Measured {
+            greedy: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?,
+            sampled: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(1.0))?,
+        })
+    };
+
+    println!(
+        "aha demo: a miniature DeepSeek-R1-Zero. Base model {} ({:.2}M parameters), 3-digit addition in the \
+         R1-Zero format, rewarded only for a right answer; seed {}.",
+        model_dir.display(),
+        base.num_parameters() as f64 / 1e6,
+        args.seed
+    );
+    eprintln!("evaluating the base model on {} held-out problems...", held_out.len());
+    let before = measure(&base)?;
+    drop(base);
+    eprintln!(
+        "before: pass@1 at T=1 {:.1}%, greedy {:.1}%, worked solutions {:.1}%",
+        100.0 * before.sampled.accuracy,
+        100.0 * before.greedy.accuracy,
+        100.0 * Measured::worked_share(&before.sampled)
+    );
+
+    let steps = config.run.steps;
+    let progress = Progress::new(steps);
+    let train_started = Instant::now();
+    let outcome = aha_grpo::train(config.clone(), false, |metrics| {
+        let summary = format!(
+            "accuracy {:.3} length {:.1}",
+            number(metrics, "accuracy"),
+            number(metrics, "completion_length_mean")
+        );
+        progress.step(metrics, summary);
+    })?;
+    finished(progress, outcome.clone());
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let checkpoint = outcome.last_checkpoint.context("the run saved no checkpoint")?;
+    let trained = CausalLM::load(&checkpoint, options)?;
+    eprintln!("evaluating the trained model...");
+    let after = measure(&trained)?;
+
+    let curve = training_curve(&outcome.run_dir)?;
+    let summary = json!({
+        "seed": args.seed,
+        "steps": steps,
+        "before": before.to_json(),
+        "after": after.to_json(),
+        "curve": curve,
+        "train_seconds": train_seconds,
+        "wall_seconds": started.elapsed().as_secs_f64(),
+        "run_dir": outcome.run_dir,
+        "checkpoint": checkpoint,
+    });
+    let text = summary_text(&summary, &outcome.run_dir);
+    print!("{text}");
+    std::fs::write(outcome.run_dir.join("demo.md"), &text)?;
+    std::fs::write(outcome.run_dir.join("demo.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    Ok(())
+}
+
+/// Per step: reward, accuracy and mean length (metrics.jsonl), and the share of worked
+/// solutions among the sampled completions (traces.sqlite).
+fn training_curve(run_dir: &Path) -> Result<Vec<Value>> {
+    let worked: std::collections::BTreeMap<u64, f64> = TraceReader::open(&run_dir.join(TRACE_FILE))?
+        .statistics(&[WORKED_MARK.to_string()])?
+        .into_iter()
+        .map(|s| (s.step, s.phrases.get(WORKED_MARK).copied().unwrap_or(0.0)))
+        .collect();
+    let metrics = std::fs::read_to_string(run_dir.join(aha_grpo::run_dir::METRICS_FILE))?;
+    metrics
+        .lines()
+        .map(|line| {
+            let m: Value = serde_json::from_str(line)?;
+            let step = m["step"].as_u64().unwrap_or(0);
+            Ok(json!({
+                "step": step,
+                "reward": m["reward_mean"],
+                "accuracy": m["accuracy"],
+                "length": m["completion_length_mean"],
+                "worked_share": worked.get(&step),
+                "elapsed_s": m["elapsed_s"],
+            }))
+        })
+        .collect()
+}
+
+fn summary_text(summary: &Value, run_dir: &Path) -> String {
+    let (before, after) = (&summary["before"], &summary["after"]);
+    let percent = |v: &Value| format!("{:>6.1}%", 100.0 * v.as_f64().unwrap_or(f64::NAN));
+    let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
+    let mut text = String::new();
+    let _ = writeln!(text, "\nheld-out: {} problems, {} samples each at T=1", before["problems"], {
+        before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1)
+    });
+    let _ = writeln!(text, "                              before    after");
+    for (name, key, format) in [
+        ("pass@1 at temperature 1", "pass_at_1_t1", &percent as &dyn Fn(&Value) -> String),
+        ("greedy accuracy", "greedy_accuracy", &percent),
+        ("worked solutions (T=1)", "worked_share_t1", &percent),
+        ("mean length, tokens (T=1)", "length_mean_t1", &number),
+    ] {
+        let _ = writeln!(text, "{name:<28} {}  {}", format(&before[key]), format(&after[key]));
+    }
+    let curve = summary["curve"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
+        summary["steps"],
+        summary["train_seconds"].as_f64().unwrap_or(0.0),
+        summary["wall_seconds"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(text, " step  accuracy   length   worked");
+    let every = (curve.len() / 10).max(1);
+    for (i, point) in curve.iter().enumerate() {
+        if i % every == every - 1 || i + 1 == curve.len() {
+            let _ = writeln!(
+                text,
+                "{:>5}  {}  {}  {}",
+                point["step"].as_u64().unwrap_or(0),
+                percent(&point["accuracy"]),
+                number(&point["length"]),
+                percent(&point["worked_share"])
+            );
+        }
+    }
+    let root = run_dir.display();
+    let _ = writeln!(text, "\nrun directory: {root}");
+    let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} show --step 1..5)");
+    let _ = writeln!(text, "  report: {root}/report.html");
+    let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
+    text
+}
+
+/// A TOML string literal (for `--set` values that are paths).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+/// The demo base model's pretraining set: problems of the demo's task (never its evaluation
+/// problems), each answered by a worked solution with probability `worked_share` and by a bare
+/// answer otherwise; a tokenizer learned from it; config.json of a small Qwen2.
+fn write_corpus(args: &CorpusArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.worked_share) {
+        bail!("--worked-share must be in [0, 1], got {}", args.worked_share);
+    }
+    let config = TrainConfig::from_toml(DEMO_CONFIG, DEMO_CONFIG_NAME, &[])?;
+    let eval_source = config.data.eval_source.clone().context("the demo configuration has no data.eval_source")?;
+    let held_out: std::collections::HashSet<String> =
+        ProblemSource { source: eval_source, preset: None, fields: Default::default(), strict: true, limit: None }
+            .load(&[], 0)?
+            .problems
+            .into_iter()
+            .map(|p| p.question)
+            .collect();
+    let base_dir = args.out.join("base");
+    std::fs::create_dir_all(&base_dir).with_context(|| format!("creating {}", base_dir.display()))?;
+    let prompter = Prompter::new(&config.data.template, &base_dir)?;
+    let task = Addition { digits: 3 };
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let mut lines = Vec::with_capacity(args.examples);
+    let mut worked = 0;
+    for problem in task.generate(args.examples * 2, args.seed)?.iter().filter(|p| !held_out.contains(&p.question)) {
+        if lines.len() == args.examples {
+            break;
+        }
+        let (a, b) = Addition::operands(problem).context("an addition problem")?;
+        let completion = if rng.random_bool(args.worked_share) {
+            worked += 1;
+            Addition::worked_completion(a, b)
+        } else {
+            Addition::guessed_completion(a + b)
+        };
+        lines.push(json!({ "prompt": prompter.render(problem)?, "completion": completion }));
+    }
+    let mut jsonl = String::new();
+    for line in &lines {
+        jsonl.push_str(&line.to_string());
+        jsonl.push('\n');
+    }
+    let corpus = args.out.join("train.jsonl");
+    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
+
+    // The tokenizer sees both answer forms whatever the mix, so that it has a token for each word.
+    let mut texts: Vec<String> = lines
+        .iter()
+        .take(4000)
+        .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
+        .collect();
+    texts.extend((0..500u64).map(|i| Addition::worked_completion(100 + i * 7 % 900, 999 - i * 13 % 900)));
+    const EOS: &str = "<|endoftext|>";
+    let tokenizer_json = train_byte_level_bpe(texts.iter().map(String::as_str), args.vocab_size, &[EOS])?;
+    std::fs::write(base_dir.join("tokenizer.json"), &tokenizer_json)?;
+    let tokens = serde_json::from_str::<Value>(&tokenizer_json)?["model"]["vocab"].as_object().map_or(0, |v| v.len());
+    let vocab_size = tokens.div_ceil(64) * 64;
+    let model_config = json!({
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": true,
+        "initializer_range": 0.02,
+        "vocab_size": vocab_size,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "use_sliding_window": false,
+        "attention_dropout": 0.0,
+        "torch_dtype": "float32",
+    });
+    std::fs::write(base_dir.join("config.json"), serde_json::to_string_pretty(&model_config)? + "\n")?;
+    let tokenizer_config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": EOS,
+        "pad_token": EOS,
+        "bos_token": null,
+        "model_max_length": 512,
+    });
+    std::fs::write(base_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)? + "\n")?;
+
+    // How long the two forms are in tokens (the demo's max_new_tokens must fit the worked one).
+    let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
+    let worked_tokens = tokenizer.encode(&Addition::worked_completion(999, 999))?.len();
+    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
+    println!(
+        "{}",
+        json!({
+            "corpus": corpus, "examples": lines.len(), "worked": worked, "base": base_dir,
+            "tokenizer_tokens": tokens, "vocab_size": vocab_size,
+            "prompt_tokens": prompt_tokens, "longest_worked_tokens": worked_tokens,
+        })
+    );
+    Ok(())
+}
