@@ -34,8 +34,15 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// One prompt across training: its completions at the first, middle and last steps it was sampled.
-    Follow { prompt_id: String },
+    /// One prompt across training: its completions at the first, middle and last steps it was
+    /// sampled, side by side on a terminal at least 120 columns wide, one after the other otherwise.
+    Follow {
+        prompt_id: String,
+        /// Lay the steps out in columns for this many terminal columns (below 120: one after the
+        /// other). Default: the terminal's width, or one after the other when not a terminal.
+        #[arg(long)]
+        width: Option<usize>,
+    },
     /// Per step: mean length, accuracy per checker, and how often reflection phrases appear.
     Stats {
         /// Comma-separated phrases (default: wait, let me check, let me verify, verify, ...).
@@ -141,10 +148,18 @@ pub fn run(args: TracesArgs) -> Result<()> {
                     writeln!(out, "{}", serde_json::to_string(&step)?)?;
                 }
             } else {
-                writeln!(out, "{:>6} {:>6} {:>11} {:>11} {:>11} {:>9}", "step", "groups", "completions", "reward", "length", "truncated")?;
+                writeln!(
+                    out,
+                    "{:>6} {:>6} {:>11} {:>11} {:>11} {:>9}",
+                    "step", "groups", "completions", "reward", "length", "truncated"
+                )?;
                 for s in steps {
                     let reward = s.reward_mean.map_or("-".into(), |r| format!("{r:.3}"));
-                    writeln!(out, "{:>6} {:>6} {:>11} {:>11} {:>11.1} {:>9}", s.step, s.groups, s.completions, reward, s.tokens_mean, s.truncated)?;
+                    writeln!(
+                        out,
+                        "{:>6} {:>6} {:>11} {:>11} {:>11.1} {:>9}",
+                        s.step, s.groups, s.completions, reward, s.tokens_mean, s.truncated
+                    )?;
                 }
             }
         }
@@ -157,22 +172,22 @@ pub fn run(args: TracesArgs) -> Result<()> {
                 }
             }
         }
-        Action::Follow { prompt_id } => {
-            let steps = reader.prompt_steps(&prompt_id)?;
-            if steps.is_empty() {
+        Action::Follow { prompt_id, width } => {
+            let followed = reader.follow(&prompt_id)?;
+            if followed.is_empty() {
                 bail!("{}: prompt `{prompt_id}` was never sampled", path.display());
             }
-            let mut picked = vec![steps[0], steps[steps.len() / 2], steps[steps.len() - 1]];
-            picked.dedup();
-            for step in picked {
-                let filter = TraceFilter {
-                    first_step: Some(step),
-                    last_step: Some(step),
-                    prompt_id: Some(prompt_id.clone()),
-                    ..Default::default()
-                };
-                for row in reader.query(&filter)? {
-                    print_row(&mut out, &row, colour)?;
+            let width = width.or_else(|| if colour { terminal_width() } else { None });
+            match width.filter(|&w| w >= SIDE_BY_SIDE_WIDTH && followed.len() > 1) {
+                Some(width) => {
+                    for line in follow_columns(&followed, width, colour) {
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                None => {
+                    for row in followed.iter().flat_map(|(_, rows)| rows) {
+                        print_row(&mut out, row, colour)?;
+                    }
                 }
             }
         }
@@ -185,7 +200,12 @@ pub fn run(args: TracesArgs) -> Result<()> {
                     writeln!(out, "{}", serde_json::to_string(&step)?)?;
                 }
             } else {
-                let labels: Vec<String> = stats.iter().flat_map(|s| s.accuracy.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                let labels: Vec<String> = stats
+                    .iter()
+                    .flat_map(|s| s.accuracy.keys().cloned())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
                 write!(out, "{:>6} {:>8} {:>8}", "step", "length", "reward")?;
                 for label in &labels {
                     write!(out, " {:>10}", format!("acc:{label}"))?;
@@ -195,7 +215,13 @@ pub fn run(args: TracesArgs) -> Result<()> {
                 }
                 writeln!(out)?;
                 for s in &stats {
-                    write!(out, "{:>6} {:>8.1} {:>8}", s.step, s.tokens_mean, s.reward_mean.map_or("-".into(), |r| format!("{r:.3}")))?;
+                    write!(
+                        out,
+                        "{:>6} {:>8.1} {:>8}",
+                        s.step,
+                        s.tokens_mean,
+                        s.reward_mean.map_or("-".into(), |r| format!("{r:.3}"))
+                    )?;
                     for label in &labels {
                         write!(out, " {:>10.3}", s.accuracy.get(label).copied().unwrap_or(0.0))?;
                     }
@@ -243,6 +269,71 @@ pub fn run(args: TracesArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The narrowest terminal `follow` lays out in columns: three of about 38 characters.
+const SIDE_BY_SIDE_WIDTH: usize = 120;
+
+/// The terminal's width in columns: `COLUMNS` if set, else what `stty size` says of the
+/// controlling terminal; `None` when neither tells.
+fn terminal_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse().ok()) {
+        return Some(columns);
+    }
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let output =
+        std::process::Command::new("stty").arg("size").stdin(tty).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok().filter(|&w| w > 0)
+}
+
+/// `follow` side by side: the prompt across the top, then one column per step: its header, then
+/// each completion (reward line and wrapped text), completion j of every step on the same line.
+fn follow_columns(followed: &[(u64, Vec<CompletionRow>)], width: usize, colour: bool) -> Vec<String> {
+    use aha_traces::layout::{align_blocks, column_width, side_by_side, wrap};
+    let (bold, dim, green, red, reset) =
+        if colour { ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[31m", "\x1b[0m") } else { ("", "", "", "", "") };
+    let gap = " │ ";
+    let column = column_width(width, followed.len(), gap);
+    let styled = |text: &str, style: &str| -> Vec<String> {
+        wrap(text, column)
+            .into_iter()
+            .map(|l| if style.is_empty() { l } else { format!("{style}{l}{reset}") })
+            .collect()
+    };
+    // The prompt, from any of its rows (a group always has some).
+    let Some(first) = followed.iter().flat_map(|(_, rows)| rows).next() else { return Vec::new() };
+    let mut lines = vec![format!("{bold}prompt {}{reset}", first.prompt_id)];
+    lines.extend(wrap(&first.prompt, width).into_iter().map(|l| if colour { format!("{dim}{l}{reset}") } else { l }));
+    lines.push(String::new());
+    let columns: Vec<Vec<Vec<String>>> = followed
+        .iter()
+        .map(|(step, rows)| {
+            let judged: Vec<f64> = rows.iter().filter_map(|r| r.reward).collect();
+            let mean = if judged.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3}", judged.iter().sum::<f64>() / judged.len() as f64)
+            };
+            let mut header = styled(&format!("step {step} · mean reward {mean}"), bold);
+            header.push("─".repeat(column));
+            let mut blocks = vec![header];
+            for row in rows {
+                let reward_colour = if row.reward.is_some_and(|r| r > 0.0) { green } else { red };
+                let reward = row.reward.map_or("unjudged".into(), |r| format!("reward {r:.3}"));
+                let mut block = styled(
+                    &format!("#{} {reward} · {} tokens, {}", row.sample_index, row.tokens, row.finish_reason),
+                    reward_colour,
+                );
+                block.extend(wrap(&row.text, column));
+                block.push(String::new());
+                blocks.push(block);
+            }
+            blocks
+        })
+        .collect();
+    lines.extend(side_by_side(&align_blocks(&columns), column, gap));
+    lines
 }
 
 fn truncate(text: &str, width: usize) -> String {

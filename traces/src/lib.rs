@@ -8,16 +8,21 @@
 //! What it does: [`render_report`] (the self-contained HTML report of `aha report`),
 //! [`TraceWriter`] (a thread that owns the write connection and takes whole steps
 //! through a channel, so the model thread never waits on disk), [`TraceReader`] (read-only
-//! queries), and the plain records [`TraceGroup`] / [`TraceCompletion`].
+//! queries), [`layout`] (wrapping and columns for a terminal), and the plain records
+//! [`TraceGroup`] / [`TraceCompletion`].
 //! What it does not: know about tensors, models or checkers; it stores what it is given.
 
+pub mod layout;
 mod reader;
 mod report;
 mod schema;
 mod writer;
 
-pub use reader::{CompletionRow, StepStatistics, StepSummary, TraceFilter, TraceReader, REFLECTION_PHRASES};
+pub use reader::{
+    follow_steps, CompletionRow, StepStatistics, StepSummary, TraceFilter, TraceReader, REFLECTION_PHRASES,
+};
 pub use report::render_report;
+pub use schema::SCHEMA_VERSION;
 pub use writer::TraceWriter;
 
 use std::collections::BTreeMap;

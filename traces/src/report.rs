@@ -41,10 +41,21 @@ pub fn render_report(title: &str, metrics_path: &Path, traces_path: &Path) -> Re
         pairs.iter().map(|(label, key)| (label.to_string(), series(key))).filter(|(_, s)| !s.is_empty()).collect()
     };
     let mut charts = vec![
-        Chart { title: "Reward and accuracy", series: named(&[("reward", "reward_mean"), ("accuracy", "accuracy"), ("held-out accuracy", "eval_accuracy")]) },
+        Chart {
+            title: "Reward and accuracy",
+            series: named(&[
+                ("reward", "reward_mean"),
+                ("accuracy", "accuracy"),
+                ("held-out accuracy", "eval_accuracy"),
+            ]),
+        },
         Chart {
             title: "Completion length (tokens)",
-            series: named(&[("mean", "completion_length_mean"), ("min", "completion_length_min"), ("max", "completion_length_max")]),
+            series: named(&[
+                ("mean", "completion_length_mean"),
+                ("min", "completion_length_min"),
+                ("max", "completion_length_max"),
+            ]),
         },
         Chart {
             title: "Reflection phrases (share of completions)",
@@ -56,10 +67,18 @@ pub fn render_report(title: &str, metrics_path: &Path, traces_path: &Path) -> Re
         },
         Chart { title: "KL to the reference", series: named(&[("kl", "kl")]) },
         Chart { title: "Entropy", series: named(&[("entropy", "entropy")]) },
-        Chart { title: "Clip fraction", series: named(&[("low", "clip_low"), ("high", "clip_high"), ("either", "clip_region")]) },
+        Chart {
+            title: "Clip fraction",
+            series: named(&[("low", "clip_low"), ("high", "clip_high"), ("either", "clip_region")]),
+        },
         Chart {
             title: "Seconds per step",
-            series: named(&[("generation", "generation_s"), ("waiting for rewards", "reward_wait_s"), ("training", "train_s"), ("step", "step_s")]),
+            series: named(&[
+                ("generation", "generation_s"),
+                ("waiting for rewards", "reward_wait_s"),
+                ("training", "train_s"),
+                ("step", "step_s"),
+            ]),
         },
     ];
     charts.retain(|c| !c.series.is_empty());
@@ -166,7 +185,12 @@ fn svg_chart(chart: &Chart) -> String {
             short(x)
         );
     }
-    let _ = write!(svg, "<text x=\"{:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">step</text>", (left + width - right) / 2.0, height - bottom + 28.0);
+    let _ = write!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{}\" class=\"tick\" text-anchor=\"middle\">step</text>",
+        (left + width - right) / 2.0,
+        height - bottom + 28.0
+    );
     for (i, (name, points)) in chart.series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let path: Vec<String> = points
@@ -174,7 +198,11 @@ fn svg_chart(chart: &Chart) -> String {
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
-        let _ = write!(svg, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.8\" points=\"{}\"/>", path.join(" "));
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.8\" points=\"{}\"/>",
+            path.join(" ")
+        );
         if path.len() == 1 {
             let (x, y) = path[0].split_once(',').expect("a point");
             let _ = write!(svg, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>");

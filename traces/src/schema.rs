@@ -6,7 +6,9 @@ use rusqlite::Connection;
 
 use crate::TraceError;
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version` of the stores this version writes and reads; bumped with any change to
+/// the tables below.
+pub const SCHEMA_VERSION: i64 = 1;
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS groups (

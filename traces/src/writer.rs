@@ -48,7 +48,10 @@ impl TraceWriter {
                 }
                 Ok(())
             })
-            .map_err(|e| TraceError::Store { path: path.to_path_buf(), message: format!("cannot start the writer: {e}") })?;
+            .map_err(|e| TraceError::Store {
+                path: path.to_path_buf(),
+                message: format!("cannot start the writer: {e}"),
+            })?;
         Ok(Self { path: path.to_path_buf(), sender: Some(sender), thread: Some(thread) })
     }
 
@@ -69,7 +72,9 @@ impl TraceWriter {
         self.sender = None;
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(TraceError::Store { path: self.path.clone(), message: "the writer thread panicked".into() }),
+            Some(Err(_)) => {
+                Err(TraceError::Store { path: self.path.clone(), message: "the writer thread panicked".into() })
+            }
             None => Ok(()),
         }
     }
@@ -102,7 +107,9 @@ fn insert(connection: &mut Connection, path: &Path, groups: &[TraceGroup]) -> Re
     let transaction = connection.transaction().map_err(&error)?;
     {
         let mut add_group = transaction
-            .prepare_cached("INSERT INTO groups (step, group_index, prompt_id, prompt, sample) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .prepare_cached(
+                "INSERT INTO groups (step, group_index, prompt_id, prompt, sample) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .map_err(&error)?;
         let mut add_completion = transaction
             .prepare_cached(

@@ -47,7 +47,10 @@ fn steps_round_trip_and_a_resume_drops_the_steps_it_will_redo() {
     assert!((steps[0].reward_mean.unwrap() - 2.0 / 3.0).abs() < 1e-12);
     assert_eq!(steps[0].tokens_mean, 10.5);
     let rows = reader.completions(1).unwrap();
-    assert_eq!(rows.iter().map(|r| (r.prompt_id.as_str(), r.sample_index)).collect::<Vec<_>>(), [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)]);
+    assert_eq!(
+        rows.iter().map(|r| (r.prompt_id.as_str(), r.sample_index)).collect::<Vec<_>>(),
+        [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)]
+    );
     assert_eq!(rows[2].reward, None);
     assert_eq!(rows[3].advantage, Some(0.5));
 
@@ -91,7 +94,10 @@ fn filters_statistics_and_prompt_history() {
     let wait = regex::Regex::new(r"(?i)\bwait\b").unwrap();
     assert_eq!(count(TraceFilter { text: Some(wait), ..Default::default() }), 1);
     assert_eq!(count(TraceFilter { checker_passed: Some(("math".into(), true)), ..Default::default() }), 3);
-    assert_eq!(count(TraceFilter { checker_passed: Some(("math".into(), false)), limit: Some(2), ..Default::default() }), 2);
+    assert_eq!(
+        count(TraceFilter { checker_passed: Some(("math".into(), false)), limit: Some(2), ..Default::default() }),
+        2
+    );
 
     assert_eq!(reader.prompt_steps("p0").unwrap(), [1, 2]);
     assert!(reader.prompt_steps("nope").unwrap().is_empty());
