@@ -35,8 +35,8 @@ use crate::train_cmd::{finished, number, Progress};
 const DEMO_CONFIG: &str = include_str!("../../examples/configs/demo.toml");
 /// Where `DEMO_CONFIG` lives, for error messages.
 const DEMO_CONFIG_NAME: &str = "examples/configs/demo.toml";
-/// The phrase that marks a worked solution (its first column); see `Addition::is_worked`.
-const WORKED_MARK: &str = "ones:";
+/// The phrase that marks a worked solution, counted per step in the traces.
+const WORKED_MARK: &str = Addition::WORKED_MARK;
 
 #[derive(Args)]
 pub struct DemoArgs {

@@ -188,10 +188,13 @@ impl Addition {
         format!(" <think> </think> <answer>{answer}</answer>")
     }
 
+    /// What only a worked solution contains: its first column.
+    pub const WORKED_MARK: &'static str = "ones:";
+
     /// Whether a completion works the sum out column by column (at least its first column) rather
     /// than guessing: the form whose share the demo reports.
     pub fn is_worked(completion: &str) -> bool {
-        completion.contains("ones:")
+        completion.contains(Self::WORKED_MARK)
     }
 }
 

@@ -2,16 +2,15 @@
 //! micro-batch accumulation, learning, an exact resume, training from scratch, and one-line
 //! errors for bad data and configuration.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use aha_grpo::sft::train;
 use aha_grpo::{load_data, sft_gradients, sft_loss, SftConfig, SftExample};
 use aha_model::{CausalLM, LoadOptions, Tokenizer};
+use common::{deterministic, fixture, metrics, weights};
 use serde_json::Value;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2")
-}
 
 /// Prompt/completion pairs of different lengths (so micro-batches are padded).
 const PAIRS: [(&str, &str); 6] = [
@@ -74,32 +73,6 @@ fn examples(pairs: &[(&str, &str)]) -> Vec<SftExample> {
         .iter()
         .map(|(p, c)| SftExample { prompt_ids: t.encode(p).unwrap(), target_ids: t.encode(c).unwrap() })
         .collect()
-}
-
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Metrics without the wall-clock fields.
-fn deterministic(mut line: Value) -> Value {
-    line.as_object_mut().unwrap().retain(|key, _| !key.ends_with("_s") && key != "tokens_per_s");
-    line
-}
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let model = CausalLM::load(dir, LoadOptions::default()).unwrap();
-    let mut vars: Vec<(String, Vec<f32>)> = model
-        .var_store()
-        .variables()
-        .into_iter()
-        .map(|(name, t)| (name, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
 }
 
 #[test]

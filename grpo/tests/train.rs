@@ -1,17 +1,16 @@
 //! The training loop end to end on the tiny fixture checkpoint: the run directory, metrics,
 //! traces, checkpoints, an exact resume, and a run that diverges.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use aha_grpo::{train, train_with_checkers, RunDir, TrainConfig};
 use aha_model::{CausalLM, LoadOptions};
 use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
 use aha_traces::TraceReader;
+use common::{deterministic, fixture, metrics, weights};
 use serde_json::Value;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2")
-}
 
 /// Countdown prompts; the reward is DAPO's length penalty, which varies with the (random)
 /// model's completion lengths, so every step has a gradient.
@@ -55,33 +54,6 @@ output_dir = "{out}"
     let mut config = TrainConfig::from_toml(&text, "test.toml", &overrides).unwrap();
     config.resolve();
     config
-}
-
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Metrics without the wall-clock fields.
-fn deterministic(mut line: Value) -> Value {
-    let object = line.as_object_mut().unwrap();
-    object.retain(|key, _| !key.ends_with("_s") && key != "completion_tokens_per_s");
-    line
-}
-
-fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let model = CausalLM::load(dir, LoadOptions::default()).unwrap();
-    let mut vars: Vec<(String, Vec<f32>)> = model
-        .var_store()
-        .variables()
-        .into_iter()
-        .map(|(name, t)| (name, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
 }
 
 #[test]

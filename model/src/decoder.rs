@@ -177,8 +177,9 @@ pub struct CausalLM {
 impl CausalLM {
     /// Loads `DIR/config.json` and the safetensors weights in `DIR`.
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
+        let config = ModelConfig::from_dir(dir)?;
         let checkpoint = Checkpoint::open(dir)?;
-        Self::build(dir, options, |name, shape, kind, device| checkpoint.tensor(name, shape, kind, device))
+        Self::build(dir, config, options, |name, shape, kind, device| checkpoint.tensor(name, shape, kind, device))
     }
 
     /// A new model with the architecture of `DIR/config.json` and fresh weights, for training
@@ -190,7 +191,7 @@ impl CausalLM {
         let config = ModelConfig::from_dir(dir)?;
         let std = config.raw.get("initializer_range").and_then(serde_json::Value::as_f64).unwrap_or(0.02);
         tch::manual_seed(seed as i64);
-        Self::build(dir, options, |name, shape, kind, device| {
+        Self::build(dir, config, options, |name, shape, kind, device| {
             let is_norm = name.ends_with("norm.weight");
             let options = (Kind::Float, Device::Cpu);
             let t = if name.ends_with(".bias") {
@@ -204,13 +205,14 @@ impl CausalLM {
         })
     }
 
-    /// The model of `DIR/config.json` with each weight from `weight(name, shape, kind, device)`.
+    /// The model of `config` (read from `dir`) with each weight from
+    /// `weight(name, shape, kind, device)`.
     fn build(
         dir: &Path,
+        config: ModelConfig,
         options: LoadOptions,
         weight: impl Fn(&str, &[i64], Kind, Device) -> Result<Tensor>,
     ) -> Result<Self> {
-        let config = ModelConfig::from_dir(dir)?;
         let LoadOptions { device, kind, trainable } = options;
         let vars = VarStore::new(device);
         let root = vars.root();

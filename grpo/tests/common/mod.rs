@@ -1,0 +1,40 @@
+//! What the run-level tests (`train.rs`, `sft.rs`) share: the fixture model and how a run's
+//! metrics and weights are read back for comparison.
+
+use std::path::{Path, PathBuf};
+
+use aha_model::{CausalLM, LoadOptions};
+use serde_json::Value;
+
+/// The tiny random Qwen2 checkpoint.
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2")
+}
+
+/// The lines of a run's metrics.jsonl.
+pub fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A metrics line without its wall-clock fields (`*_s`, `*_per_s`).
+pub fn deterministic(mut line: Value) -> Value {
+    line.as_object_mut().unwrap().retain(|key, _| !key.ends_with("_s"));
+    line
+}
+
+/// Every weight of the checkpoint in `dir`, by name.
+pub fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = CausalLM::load(dir, LoadOptions::default()).unwrap();
+    let mut vars: Vec<(String, Vec<f32>)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
