@@ -4,7 +4,8 @@
 # tokens, exactly 64 new tokens per completion (no early stop: aha loads a copy of the checkpoint
 # whose config.json has eos_token_id null; TRL sets min_new_tokens = 64 so eos is never sampled),
 # temperature 1, loss_type dapo, beta 0, num_iterations 1, lr 1e-5 (constant), fp32, CPU, THREADS
-# intra-op threads; a length-based reward that costs nothing on either side.
+# intra-op threads; a length penalty plus 1 for a "q" in the text: it costs nothing on either side
+# and makes nearly every group's rewards differ, so both train on every completion.
 #   bench/compare_grpo.sh [THREADS]          (STEPS=7 SKIP=2 by default: 5 steady-state steps)
 # Prints one JSON line per (impl, model): s_per_step (median of the steady-state steps),
 # completion_tokens_per_s, completion_length_mean and, for aha, generation/train/reward seconds.

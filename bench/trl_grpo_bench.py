@@ -7,7 +7,9 @@ tokens, exactly --new-tokens completion tokens (min_new_tokens = max_new_tokens:
 cannot be sampled), temperature 1, no top-k/top-p, loss_type dapo, beta 0, num_iterations 1,
 AdamW at a constant lr, fp32, one optimizer step per generation batch (per_device_train_batch_size
 = P*G, gradient_accumulation_steps = 1). The reward is DAPO's soft overlong penalty computed from
-the completion's token count (aha's `length` checker with the same options): negligible cost.
+the completion's token count (aha's `length` checker with the same options) plus 1 when the text
+contains a "q" (aha's `format` checker, pattern "q"): negligible cost, and rewards that differ
+within nearly every group.
 
 Each step is timed with a TrainerCallback (on_step_begin -> on_step_end: generation, scoring,
 forward, backward, optimizer step); the first --skip steps are warm-up. Prints one JSON line.
@@ -135,8 +137,13 @@ def main():
     dataset = datasets.Dataset.from_list([{"prompt": q} for q in prompts])
 
     def length_reward(completions, completion_ids, **kwargs):
+        # The length penalty is the same for every completion (all are --new-tokens long); the
+        # letter term (aha's `format` checker with pattern "q": about half of these models'
+        # completions contain a q) gives nearly every group rewards that differ, so both sides
+        # train on every completion (aha skips completions whose advantage is 0).
         return [soft_overlong_penalty(len(ids), args.new_tokens, args.cache_tokens)
-                for ids in completion_ids]
+                + (1.0 if "q" in text else 0.0)
+                for text, ids in zip(completions, completion_ids)]
 
     batch = args.prompts * args.group_size
     out_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"trl-grpo-bench-{os.getpid()}")
