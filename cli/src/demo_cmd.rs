@@ -199,6 +199,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
     let after = measure(&trained)?;
 
     let curve = training_curve(&outcome.run_dir)?;
+    let example = before_and_after(&held_out, &before.greedy, &after.greedy);
     let summary = json!({
         "seed": args.seed,
         "steps": steps,
@@ -209,6 +210,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
         "wall_seconds": started.elapsed().as_secs_f64(),
         "run_dir": outcome.run_dir,
         "checkpoint": checkpoint,
+        "example": example,
     });
     let text = summary_text(&summary, &outcome.run_dir);
     print!("{text}");
@@ -282,12 +284,44 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
             );
         }
     }
+    if let Some(example) = summary["example"].as_object() {
+        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
+        let _ = writeln!(text, "\none held-out problem, greedy: {}", example["question"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            text,
+            "  before ({}):{}",
+            verdict(&example["before_correct"]),
+            example["before"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(
+            text,
+            "  after  ({}):{}",
+            verdict(&example["after_correct"]),
+            example["after"].as_str().unwrap_or("")
+        );
+    }
     let root = run_dir.display();
     let _ = writeln!(text, "\nrun directory: {root}");
     let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} show --step 1..5)");
     let _ = writeln!(text, "  report: {root}/report.html");
     let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
     text
+}
+
+/// The first held-out problem whose greedy answer went from a wrong guess to a right worked
+/// solution (else the first problem): what the change looks like on one example.
+fn before_and_after(held_out: &HeldOut, before: &EvalReport, after: &EvalReport) -> Value {
+    let pairs = || before.completions.iter().zip(&after.completions);
+    let chosen = pairs()
+        .find(|(b, a)| !b.correct && a.correct && !Addition::is_worked(&b.text) && Addition::is_worked(&a.text))
+        .or_else(|| pairs().next());
+    chosen.map_or(Value::Null, |(b, a)| {
+        json!({
+            "question": held_out.problem(b.problem).map_or("", |p| p.question.as_str()),
+            "before": b.text, "before_correct": b.correct,
+            "after": a.text, "after_correct": a.correct,
+        })
+    })
 }
 
 /// A TOML string literal (for `--set` values that are paths).

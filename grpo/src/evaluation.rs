@@ -86,6 +86,11 @@ impl HeldOut {
         self.problems.is_empty()
     }
 
+    /// Problem `index` (as in [`EvalCompletion::problem`]).
+    pub fn problem(&self, index: usize) -> Option<&Problem> {
+        self.problems.get(index)
+    }
+
     /// Samples and judges every problem's completions with the batched engine.
     pub fn evaluate(
         &self,
