@@ -1,15 +1,26 @@
 //! The key/value cache for incremental decoding.
 //!
-//! Slots are preallocated (`[batch, kv_heads, capacity, head_dim]` per layer) and written in place,
-//! so a decode step costs no copy of the past. `key_mask` remembers which slots hold real tokens:
-//! left padding of a batch stays masked for the whole generation.
+//! Slots are preallocated and written in place, so a decode step costs no copy of the past.
+//! Values are `[batch, kv_heads, capacity, head_dim]` per layer; keys are the same, or, where
+//! decoding runs attention as batched GEMMs (CPU, fp32/f64: see `CausalLM::forward`), transposed
+//! to `[batch, kv_heads, head_dim, capacity]`, so that the scores `q @ K^T` of a step multiply by a
+//! contiguous matrix (about twice as fast as by a transposed one at decode shapes). `key_mask`
+//! remembers which slots hold real tokens: left padding of a batch stays masked for the whole
+//! generation.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
 
+const VALUE_SLOTS: i64 = 2;
+const MASK_SLOTS: i64 = 1;
+
 pub struct KvCache {
+    /// Per layer `[batch, kv_heads, capacity, head_dim]`, or `[batch, kv_heads, head_dim, capacity]`
+    /// when `keys_transposed`.
     keys: Vec<Tensor>,
+    keys_transposed: bool,
+    /// `[batch, kv_heads, capacity, head_dim]` per layer.
     values: Vec<Tensor>,
     /// `[batch, capacity]` bool: the slot holds a real (not padding) token.
     key_mask: Tensor,
@@ -19,13 +30,32 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `batch` sequences of up to `capacity` tokens (it grows if needed).
     pub fn new(config: &ModelConfig, batch: i64, capacity: i64, kind: Kind, device: Device) -> Self {
-        let shape = [batch, config.num_key_value_heads, capacity.max(1), config.head_dim];
+        let (kv, d, capacity) = (config.num_key_value_heads, config.head_dim, capacity.max(1));
         let layers = config.num_hidden_layers;
+        let keys_transposed = Self::transposed_keys_for(kind, device);
+        let key_shape = if keys_transposed { [batch, kv, d, capacity] } else { [batch, kv, capacity, d] };
         Self {
-            keys: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
-            values: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
-            key_mask: Tensor::zeros([batch, capacity.max(1)], (Kind::Bool, device)),
+            keys: (0..layers).map(|_| Tensor::zeros(key_shape, (kind, device))).collect(),
+            keys_transposed,
+            values: (0..layers).map(|_| Tensor::zeros([batch, kv, capacity, d], (kind, device))).collect(),
+            key_mask: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
             len: 0,
+        }
+    }
+
+    /// Whether caches of this dtype and device store keys transposed: where single-token steps
+    /// run attention as batched GEMMs (`CausalLM`), not through SDPA, which wants
+    /// `[.., slots, head_dim]` keys.
+    pub(crate) fn transposed_keys_for(kind: Kind, device: Device) -> bool {
+        device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
+    }
+
+    /// The slot dimension of the keys.
+    fn key_slots(&self) -> i64 {
+        if self.keys_transposed {
+            3
+        } else {
+            2
         }
     }
 
@@ -82,9 +112,10 @@ impl KvCache {
             out
         };
         Self {
-            keys: self.keys.iter().map(|k| take(k, 2)).collect(),
-            values: self.values.iter().map(|v| take(v, 2)).collect(),
-            key_mask: take(&self.key_mask, 1),
+            keys: self.keys.iter().map(|k| take(k, self.key_slots())).collect(),
+            keys_transposed: self.keys_transposed,
+            values: self.values.iter().map(|v| take(v, VALUE_SLOTS)).collect(),
+            key_mask: take(&self.key_mask, MASK_SLOTS),
             len: keep,
         }
     }
@@ -114,31 +145,66 @@ impl KvCache {
             out
         };
         let layers = first.keys.len();
+        assert!(
+            parts.iter().all(|c| c.keys_transposed == first.keys_transposed),
+            "concat of caches with different key layouts"
+        );
         Self {
-            keys: (0..layers).map(|l| stack(&|c: &KvCache| &c.keys[l], 2)).collect(),
-            values: (0..layers).map(|l| stack(&|c: &KvCache| &c.values[l], 2)).collect(),
-            key_mask: stack(&|c: &KvCache| &c.key_mask, 1),
+            keys: (0..layers).map(|l| stack(&|c: &KvCache| &c.keys[l], first.key_slots())).collect(),
+            keys_transposed: first.keys_transposed,
+            values: (0..layers).map(|l| stack(&|c: &KvCache| &c.values[l], VALUE_SLOTS)).collect(),
+            key_mask: stack(&|c: &KvCache| &c.key_mask, MASK_SLOTS),
             len,
         }
     }
 
-    /// Starts a forward step of `step_mask.size()[1]` new positions: makes room, records which
-    /// are real, and returns the mask of every filled slot including the new ones.
-    pub(crate) fn begin_step(&mut self, step_mask: &Tensor) -> Tensor {
-        let new = step_mask.size()[1];
+    /// Starts a forward step of `new` positions: makes room, records which are real
+    /// (`step_mask` `[batch, new]`; `None`: all of them), and returns the mask of every filled
+    /// slot including the new ones.
+    pub(crate) fn begin_step(&mut self, step_mask: Option<&Tensor>, new: i64) -> Tensor {
         self.reserve(self.len + new);
-        self.key_mask.narrow(1, self.len, new).copy_(step_mask);
+        let mut slots = self.key_mask.narrow(1, self.len, new);
+        match step_mask {
+            Some(mask) => slots.copy_(mask),
+            None => {
+                let _ = slots.fill_(1);
+            }
+        }
         self.key_mask.narrow(1, 0, self.len + new)
     }
 
     /// Writes layer `layer`'s new keys and values (`[batch, kv_heads, new, head_dim]`) after the
-    /// filled slots and returns the keys and values of all filled slots.
-    pub(crate) fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
+    /// filled slots.
+    pub(crate) fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) {
         let new = k.size()[2];
-        let end = self.len + new;
-        self.keys[layer].narrow(2, self.len, new).copy_(k);
-        self.values[layer].narrow(2, self.len, new).copy_(v);
-        (self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end))
+        let mut keys = self.keys[layer].narrow(self.key_slots(), self.len, new);
+        if self.keys_transposed {
+            keys.transpose(2, 3).copy_(k);
+        } else {
+            keys.copy_(k);
+        }
+        self.values[layer].narrow(VALUE_SLOTS, self.len, new).copy_(v);
+    }
+
+    /// Layer `layer`'s keys of the `slots` first slots, `[batch, kv_heads, slots, head_dim]`
+    /// (strided when the cache stores them transposed).
+    pub(crate) fn keys(&self, layer: usize, slots: i64) -> Tensor {
+        let keys = self.keys[layer].narrow(self.key_slots(), 0, slots);
+        if self.keys_transposed {
+            keys.transpose(2, 3)
+        } else {
+            keys
+        }
+    }
+
+    /// Layer `layer`'s values of the `slots` first slots: `[batch, kv_heads, slots, head_dim]`.
+    pub(crate) fn values(&self, layer: usize, slots: i64) -> Tensor {
+        self.values[layer].narrow(VALUE_SLOTS, 0, slots)
+    }
+
+    /// Whether keys are stored `[.., head_dim, slots]` (so `keys()` are strided).
+    pub(crate) fn keys_are_transposed(&self) -> bool {
+        self.keys_transposed
     }
 
     /// Ends a forward step of `new` positions.
@@ -157,9 +223,13 @@ impl KvCache {
             shape[dim as usize] = grown - capacity;
             Tensor::cat(&[t, &Tensor::zeros(shape, (t.kind(), t.device()))], dim)
         };
-        for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            *t = grow(t, 2);
+        let key_slots = self.key_slots();
+        for t in self.keys.iter_mut() {
+            *t = grow(t, key_slots);
         }
-        self.key_mask = grow(&self.key_mask, 1);
+        for t in self.values.iter_mut() {
+            *t = grow(t, VALUE_SLOTS);
+        }
+        self.key_mask = grow(&self.key_mask, MASK_SLOTS);
     }
 }

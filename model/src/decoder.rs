@@ -7,6 +7,7 @@
 //! grouped-query attention maps query head h to kv head h / (heads / kv_heads).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -70,6 +71,44 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
+
+    fn requires_grad(&self) -> bool {
+        self.weight.requires_grad() || self.bias.as_ref().is_some_and(Tensor::requires_grad)
+    }
+}
+
+/// Projections of the same input stored as one matrix. `parts` are the Hugging Face weights (the
+/// variables: trainable leaves, optimised and saved by name); each aliases its rows of `fused`,
+/// so an in-place update of a part (the optimizer's) is an update of the fused matrix and the
+/// two never disagree. Passes that need no gradient run one GEMM for all parts; passes that do
+/// run one per part, so that gradients reach the leaves.
+struct FusedLinear {
+    fused: Linear,
+    parts: Vec<Linear>,
+}
+
+impl FusedLinear {
+    /// Whether this pass must go through the parts: gradients are recorded and some part wants one.
+    fn per_part(&self, grad_enabled: bool) -> bool {
+        grad_enabled && self.parts.iter().any(Linear::requires_grad)
+    }
+
+    /// Each part's output.
+    fn forward(&self, x: &Tensor, grad_enabled: bool) -> Vec<Tensor> {
+        if self.per_part(grad_enabled) {
+            return self.parts.iter().map(|p| p.forward(x)).collect();
+        }
+        let y = self.fused.forward(x);
+        let mut start = 0;
+        self.parts
+            .iter()
+            .map(|p| {
+                let size = p.weight.size()[0];
+                start += size;
+                y.narrow(-1, start - size, size)
+            })
+            .collect()
+    }
 }
 
 struct RmsNorm {
@@ -82,6 +121,10 @@ impl RmsNorm {
         let kind = x.kind();
         // fp32 at least (f64 stays f64, for exactness checks).
         let compute = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+        if kind == compute {
+            let variance = x.square().mean_dim(-1, true, compute);
+            return &self.weight * (x * (variance + self.eps).rsqrt());
+        }
         let x = x.to_kind(compute);
         let variance = x.square().mean_dim(-1, true, compute);
         let normed = x * (variance + self.eps).rsqrt();
@@ -90,10 +133,30 @@ impl RmsNorm {
     }
 }
 
+/// cos and sign-folded sin of every token's position, `[batch * len, head_dim]` in the model
+/// dtype. Rotate-half RoPE, `x * cos + rotate_half(x) * sin` with rotate_half(x) = (-x2, x1), is
+/// computed as `x * cos + (x2, x1) * (-sin1, sin2)`: the same products (negation is exact).
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    batch: i64,
+    len: i64,
+}
+
+impl Rope {
+    /// Rotates `x`, `[batch, len, heads, head_dim]` (`heads_first`: `[batch, heads, len, head_dim]`).
+    fn apply(&self, x: &Tensor, heads_first: bool) -> Tensor {
+        let d = self.cos.size()[1];
+        let shape = if heads_first { [self.batch, 1, self.len, d] } else { [self.batch, self.len, 1, d] };
+        let half = d / 2;
+        let swapped = Tensor::cat(&[x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+        x * self.cos.view(shape) + swapped * self.sin.view(shape)
+    }
+}
+
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj.
+    qkv: FusedLinear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -106,49 +169,93 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &(Tensor, Tensor),
-        mask: Option<&Tensor>,
+        rope: &Rope,
+        mask: &AttentionMask,
         cache: Option<(&mut KvCache, usize)>,
+        grad_enabled: bool,
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let project = |proj: &Linear, norm: &Option<RmsNorm>, heads: i64| {
-            let y = proj.forward(x).view([b, t, heads, self.head_dim]);
-            let y = match norm {
-                Some(norm) => norm.forward(&y),
-                None => y,
+        let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
+        let (q, k, v) = if self.q_norm.is_none() && !self.qkv.per_part(grad_enabled) {
+            // One GEMM for q, k and v, and one rotation for the heads of q and k together.
+            let qkv = self.qkv.fused.forward(x).view([b, t, heads + 2 * kv_heads, d]);
+            let qk = rope.apply(&qkv.narrow(2, 0, heads + kv_heads), false);
+            (
+                qk.narrow(2, 0, heads).transpose(1, 2),
+                qk.narrow(2, heads, kv_heads).transpose(1, 2),
+                qkv.narrow(2, heads + kv_heads, kv_heads).transpose(1, 2),
+            )
+        } else {
+            let mut parts = self.qkv.forward(x, grad_enabled).into_iter();
+            let mut project = |norm: &Option<RmsNorm>, heads: i64| {
+                let y = parts.next().expect("three projections").view([b, t, heads, d]);
+                let y = match norm {
+                    Some(norm) => norm.forward(&y),
+                    None => y,
+                };
+                y.transpose(1, 2)
             };
-            y.transpose(1, 2)
+            let q = rope.apply(&project(&self.q_norm, heads), true);
+            let k = rope.apply(&project(&self.k_norm, kv_heads), true);
+            (q, k, project(&None, kv_heads))
         };
-        let q = apply_rope(&project(&self.q_proj, &self.q_norm, self.heads), rope);
-        let k = apply_rope(&project(&self.k_proj, &self.k_norm, self.kv_heads), rope);
-        let v = project(&self.v_proj, &None, self.kv_heads);
         let (k, v) = match cache {
-            Some((cache, layer)) => cache.write(layer, &k, &v),
+            Some((cache, layer)) => {
+                let (past, slots) = (cache.len(), cache.len() + t);
+                cache.write(layer, &k, &v);
+                let sdpa = matches!(mask, AttentionMask::Sdpa(_));
+                if sdpa && past == 0 {
+                    // A first step attends only to its own keys and values.
+                    (k, v)
+                } else {
+                    let keys = cache.keys(layer, slots);
+                    // SDPA's kernels want keys contiguous along head_dim.
+                    let keys = if sdpa && cache.keys_are_transposed() { keys.contiguous() } else { keys };
+                    (keys, cache.values(layer, slots))
+                }
+            }
             None => (k, v),
         };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            Some((self.head_dim as f64).powf(-0.5)),
-            self.heads != self.kv_heads,
-        );
-        self.o_proj.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
+        let scale = (d as f64).powf(-0.5);
+        let y = match mask {
+            AttentionMask::Sdpa(mask) => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                mask.is_none(),
+                Some(scale),
+                heads != kv_heads,
+            )
+            .transpose(1, 2),
+            AttentionMask::SingleQuery(additive) => {
+                // One query per row: the query heads sharing a kv head are the rows of one small
+                // product with that head's keys, [batch * kv_heads] of them in one batched GEMM
+                // (no repeated keys, no per-head kernel calls).
+                let keys = k.size()[2];
+                let group = heads / kv_heads;
+                let q = q.reshape([b * kv_heads, group, d]);
+                let k_t = k.transpose(2, 3).reshape([b * kv_heads, d, keys]);
+                let v = v.reshape([b * kv_heads, keys, d]);
+                let scores = additive.baddbmm(&q, &k_t, 1.0, scale);
+                scores.softmax(-1, scores.kind()).bmm(&v)
+            }
+        };
+        self.o_proj.forward(&y.reshape([b, t, heads * d]))
     }
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj, up_proj.
+    gate_up: FusedLinear,
     down_proj: Linear,
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj.forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    fn forward(&self, x: &Tensor, grad_enabled: bool) -> Tensor {
+        let gate_up = self.gate_up.forward(x, grad_enabled);
+        self.down_proj.forward(&(gate_up[0].silu() * &gate_up[1]))
     }
 }
 
@@ -171,6 +278,9 @@ pub struct CausalLM {
     lm_head: Tensor,
     /// `[head_dim / 2]` fp32 rotary frequencies, scaling applied.
     inv_freq: Tensor,
+    /// cos and sign-folded sin (see `Rope`) of positions 0.., `[positions, head_dim]` in the model
+    /// dtype, on the CPU: a pass looks its positions up instead of computing them. Grows on demand.
+    rope_table: Mutex<(Tensor, Tensor)>,
     kind: Kind,
 }
 
@@ -227,6 +337,32 @@ impl CausalLM {
                 bias: if bias { Some(tensor(path, "bias", &[out])?) } else { None },
             })
         };
+        // The parts are registered as leaves that alias rows of the fused tensors (see FusedLinear).
+        let fused_linear = |parts: &[(tch::nn::Path, i64)], inp: i64, bias: bool| -> Result<FusedLinear> {
+            let total: i64 = parts.iter().map(|(_, out)| out).sum();
+            let fused = Linear {
+                weight: Tensor::empty([total, inp], (kind, device)),
+                bias: bias.then(|| Tensor::empty([total], (kind, device))),
+            };
+            let part = |path: &tch::nn::Path, name: &str, fused: &Tensor, row: i64, shape: &[i64]| -> Result<Tensor> {
+                let mut rows = fused.narrow(0, row, shape[0]);
+                rows.copy_(&weight(&path.path(name), shape, kind, device)?);
+                Ok(path.add(name, rows.detach(), trainable))
+            };
+            let mut linears = Vec::with_capacity(parts.len());
+            let mut row = 0;
+            for (path, out) in parts {
+                linears.push(Linear {
+                    weight: part(path, "weight", &fused.weight, row, &[*out, inp])?,
+                    bias: match &fused.bias {
+                        Some(b) => Some(part(path, "bias", b, row, &[*out])?),
+                        None => None,
+                    },
+                });
+                row += out;
+            }
+            Ok(FusedLinear { fused, parts: linears })
+        };
         let rms_norm = |path: &tch::nn::Path, size: i64| -> Result<RmsNorm> {
             Ok(RmsNorm { weight: tensor(path, "weight", &[size])?, eps: c.rms_norm_eps })
         };
@@ -240,11 +376,11 @@ impl CausalLM {
             let layer = model.sub("layers").sub(i);
             let attn = layer.sub("self_attn");
             let mlp = layer.sub("mlp");
+            let qkv = [(attn.sub("q_proj"), q_dim), (attn.sub("k_proj"), kv_dim), (attn.sub("v_proj"), kv_dim)];
+            let gate_up = [(mlp.sub("gate_proj"), c.intermediate_size), (mlp.sub("up_proj"), c.intermediate_size)];
             layers.push(DecoderLayer {
                 self_attn: Attention {
-                    q_proj: linear(&attn.sub("q_proj"), q_dim, h, c.qkv_bias)?,
-                    k_proj: linear(&attn.sub("k_proj"), kv_dim, h, c.qkv_bias)?,
-                    v_proj: linear(&attn.sub("v_proj"), kv_dim, h, c.qkv_bias)?,
+                    qkv: fused_linear(&qkv, h, c.qkv_bias)?,
                     o_proj: linear(&attn.sub("o_proj"), h, q_dim, c.o_bias)?,
                     q_norm: if c.qk_norm { Some(rms_norm(&attn.sub("q_norm"), c.head_dim)?) } else { None },
                     k_norm: if c.qk_norm { Some(rms_norm(&attn.sub("k_norm"), c.head_dim)?) } else { None },
@@ -253,8 +389,7 @@ impl CausalLM {
                     head_dim: c.head_dim,
                 },
                 mlp: Mlp {
-                    gate_proj: linear(&mlp.sub("gate_proj"), c.intermediate_size, h, c.mlp_bias)?,
-                    up_proj: linear(&mlp.sub("up_proj"), c.intermediate_size, h, c.mlp_bias)?,
+                    gate_up: fused_linear(&gate_up, h, c.mlp_bias)?,
                     down_proj: linear(&mlp.sub("down_proj"), h, c.intermediate_size, c.mlp_bias)?,
                 },
                 input_layernorm: rms_norm(&layer.sub("input_layernorm"), h)?,
@@ -267,8 +402,21 @@ impl CausalLM {
         } else {
             tensor(&root.sub("lm_head"), "weight", &[c.vocab_size, h])?
         };
-        let inv_freq = rope_inv_freq(c).to_device(device);
-        Ok(Self { config, source_dir: dir.to_path_buf(), vars, embed_tokens, layers, norm, lm_head, inv_freq, kind })
+        let inv_freq = rope_inv_freq(c);
+        let rope_table = Mutex::new(rope_cos_sin(&Tensor::zeros([0], (Kind::Int64, Device::Cpu)), &inv_freq, kind));
+        let inv_freq = inv_freq.to_device(device);
+        Ok(Self {
+            config,
+            source_dir: dir.to_path_buf(),
+            vars,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            rope_table,
+            kind,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -311,27 +459,30 @@ impl CausalLM {
         attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor {
-        let (b, t) = input_ids.size2().expect("input_ids are [batch, len]");
+        let (_, t) = input_ids.size2().expect("input_ids are [batch, len]");
+        let grad_enabled = grad_enabled();
         let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
-        let rope = self.rope_tables(positions);
+        let rope = self.rope(positions);
         let mask = match cache.as_deref_mut() {
             Some(cache) => {
-                let step = match attention_mask {
-                    Some(m) => m.shallow_clone(),
-                    None => Tensor::ones([b, t], (Kind::Bool, x.device())),
-                };
                 let past = cache.len();
-                let keys = cache.begin_step(&step);
-                // A first step without padding is plain causal attention.
-                (past > 0 || attention_mask.is_some()).then(|| attention_mask_4d(&keys, past, t))
+                let keys = cache.begin_step(attention_mask, t);
+                if t == 1 && self.single_query_attention() {
+                    AttentionMask::SingleQuery(self.single_query_mask(&keys, attention_mask.is_some()))
+                } else {
+                    // A first step without padding is plain causal attention.
+                    AttentionMask::Sdpa(
+                        (past > 0 || attention_mask.is_some()).then(|| attention_mask_4d(&keys, past, t)),
+                    )
+                }
             }
-            None => attention_mask.map(|m| attention_mask_4d(m, 0, t)),
+            None => AttentionMask::Sdpa(attention_mask.map(|m| attention_mask_4d(m, 0, t))),
         };
         for (i, layer) in self.layers.iter().enumerate() {
             let attn_in = layer.input_layernorm.forward(&x);
-            let attn = layer.self_attn.forward(&attn_in, &rope, mask.as_ref(), cache.as_deref_mut().map(|c| (c, i)));
-            x = x + attn;
-            let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x));
+            let cache = cache.as_deref_mut().map(|c| (c, i));
+            x = x + layer.self_attn.forward(&attn_in, &rope, &mask, cache, grad_enabled);
+            let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x), grad_enabled);
             x = x + mlp;
         }
         if let Some(cache) = cache {
@@ -437,13 +588,85 @@ impl CausalLM {
         Ok(())
     }
 
-    /// cos and sin `[batch, 1, len, head_dim]` for each token's position, computed in fp32 and
-    /// cast to the model dtype.
-    fn rope_tables(&self, positions: &Tensor) -> (Tensor, Tensor) {
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
-        let angles = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        (angles.cos().to_kind(self.kind), angles.sin().to_kind(self.kind))
+    /// Whether a step of one new token per row runs attention as two batched GEMMs instead of
+    /// SDPA: on CPU in fp32/f64, where SDPA's flash kernel loops over (row, head) pairs with tiny
+    /// products and costs several times the arithmetic. Elsewhere (GPU, or bf16 whose scores SDPA
+    /// keeps in fp32) SDPA stays.
+    fn single_query_attention(&self) -> bool {
+        KvCache::transposed_keys_for(self.kind, self.device())
     }
+
+    /// The additive mask (0 or -inf) `[batch * kv_heads, 1, keys]` of one query per
+    /// row over `keys` (`[batch, keys]` bool, the new token's slot last). The new token is at the
+    /// latest position, so causality masks nothing; it may always attend its own slot, so that a
+    /// padding row never has an empty softmax (its outputs are never used).
+    fn single_query_mask(&self, keys: &Tensor, step_may_be_padding: bool) -> Tensor {
+        let c = &self.config;
+        let (b, len) = keys.size2().expect("key mask is [batch, keys]");
+        let hidden = if step_may_be_padding {
+            let hidden = keys.logical_not();
+            let _ = hidden.narrow(1, len - 1, 1).fill_(0);
+            hidden
+        } else {
+            keys.logical_not()
+        };
+        Tensor::zeros([b, 1, len], (self.kind, keys.device()))
+            .masked_fill(&hidden.unsqueeze(1), f64::NEG_INFINITY)
+            .expand([b, c.num_key_value_heads, len], false)
+            .reshape([b * c.num_key_value_heads, 1, len])
+    }
+
+    /// RoPE of each token's position, `positions` `[batch, len]`: looked up in the table on the
+    /// CPU (grown when a position is past its end; the same values as computing them, which the
+    /// tests check bit for bit), computed elsewhere (where reading the largest position would
+    /// wait for the device) and for negative positions.
+    fn rope(&self, positions: &Tensor) -> Rope {
+        let (batch, len) = positions.size2().expect("positions are [batch, len]");
+        let flat = positions.reshape([-1]);
+        let range = (positions.device() == Device::Cpu && flat.numel() > 0).then(|| {
+            let (low, high) = flat.aminmax(None, false);
+            (low.int64_value(&[]), high.int64_value(&[]))
+        });
+        let (cos, sin) = match range {
+            Some((low, high)) if low >= 0 => {
+                let mut table = self.rope_table.lock().expect("rope table lock");
+                if high >= table.0.size()[0] {
+                    let size = (high as u64 + 1).next_power_of_two().max(256) as i64;
+                    let all = Tensor::arange(size, (Kind::Int64, Device::Cpu));
+                    *table = rope_cos_sin(&all, &self.inv_freq.to_device(Device::Cpu), self.kind);
+                }
+                (table.0.index_select(0, &flat), table.1.index_select(0, &flat))
+            }
+            _ => rope_cos_sin(&flat, &self.inv_freq, self.kind),
+        };
+        Rope { cos, sin, batch, len }
+    }
+}
+
+/// cos and sign-folded sin (`Rope`) `[n, head_dim]` of `positions` `[n]` (int64): angles in fp32,
+/// `position * inv_freq` as transformers computes them, then cast to `kind`.
+fn rope_cos_sin(positions: &Tensor, inv_freq: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
+    let (cos, sin) = (freqs.cos(), freqs.sin());
+    (Tensor::cat(&[&cos, &cos], -1).to_kind(kind), Tensor::cat(&[&(-&sin), &sin], -1).to_kind(kind))
+}
+
+/// Whether this thread records gradients (torch's grad mode).
+fn grad_enabled() -> bool {
+    // SAFETY: reads this thread's grad mode by setting it and setting it back at once.
+    unsafe {
+        let enabled = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(enabled);
+        enabled != 0
+    }
+}
+
+/// The attention mask of one forward pass.
+enum AttentionMask {
+    /// SDPA with this `[batch, 1, queries, keys]` bool mask, or causal without one.
+    Sdpa(Option<Tensor>),
+    /// One query per row: the additive mask of `CausalLM::single_query_mask`.
+    SingleQuery(Tensor),
 }
 
 /// inv_freq = 1/theta^(2i/d) in fp32, as transformers computes it, then rescaled for Llama 3.
@@ -472,15 +695,6 @@ fn rope_inv_freq(config: &ModelConfig) -> Tensor {
             smoothed.where_self(&medium, &scaled)
         }
     }
-}
-
-fn rotate_half(x: &Tensor) -> Tensor {
-    let half = x.size()[x.dim() - 1] / 2;
-    Tensor::cat(&[&(-x.narrow(-1, half, half)), &x.narrow(-1, 0, half)], -1)
-}
-
-fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
-    x * cos + rotate_half(x) * sin
 }
 
 /// `[batch, 1, queries, keys]` bool: query i (absolute slot `past + i`) may attend key j when j

@@ -167,8 +167,11 @@ fn samples_of_a_group_do_not_depend_on_the_batch() {
         let prompt_len = sequence.len();
         sequence.extend(&completion.token_ids);
         let scored = model.sequence_logprobs(&[sequence], params.temperature).unwrap().remove(0);
+        // Both in fp32, but by different kernels: a decode step runs attention as batched GEMMs
+        // over the cache, the scoring pass through SDPA. Rounding differs by about 1e-5; a real
+        // mismatch (temperature, template, positions) is orders of magnitude larger.
         let diff = max_abs_diff(&scored[prompt_len - 1..], &completion.logprobs);
-        assert!(diff < 1e-5, "sampling-side log-probs differ from a scoring pass by {diff}");
+        assert!(diff < 3e-5, "sampling-side log-probs differ from a scoring pass by {diff}");
     }
 }
 
