@@ -19,8 +19,10 @@
 //! Start-up: the module is compiled once (Cranelift) and the compiled artefact is cached on disk
 //! keyed by the wasmtime version, the engine configuration and the module's SHA-256 (see
 //! [`ModuleCache`]); every run instantiates a shared [`wasmtime::InstancePre`] with copy-on-write
-//! memory images. A pre-initialised (wizer-style) snapshot of CPython is *not* implemented: each
-//! run pays CPython's own start-up (~35–45 ms of guest time).
+//! memory images, in slots of wasmtime's pooling allocator (reserved once per sandbox, twice the
+//! worker count, and reused: no `mmap`/`munmap` per run, and the pages CPython touched stay
+//! resident and are reset in place). A pre-initialised (wizer-style) snapshot of CPython is *not*
+//! implemented: each run pays CPython's own start-up (~35–45 ms of guest time).
 //!
 //! What it does not do: it does not score anything (that is the code reward in `aha-rewards`),
 //! it does not install Python packages (only the standard library embedded in python.wasm), and
