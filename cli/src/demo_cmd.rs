@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use aha_datasets::{Addition, ProblemSource, Prompter};
+use aha_datasets::{Addition, Dataset, Prompter};
 use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
 use aha_model::{parse_device, parse_kind, train_byte_level_bpe, CausalLM, LoadOptions, Tokenizer};
 use aha_rewards::Registry;
@@ -337,14 +337,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         bail!("--worked-share must be in [0, 1], got {}", args.worked_share);
     }
     let config = TrainConfig::from_toml(DEMO_CONFIG, DEMO_CONFIG_NAME, &[])?;
-    let eval_source = config.data.eval_source.clone().context("the demo configuration has no data.eval_source")?;
-    let held_out: std::collections::HashSet<String> =
-        ProblemSource { source: eval_source, preset: None, fields: Default::default(), strict: true, limit: None }
-            .load(&[], 0)?
-            .problems
-            .into_iter()
-            .map(|p| p.question)
-            .collect();
+    // The demo's evaluation problems, exactly as `aha demo` (the trainer) loads them.
+    let (_, eval_set) = load_problems(&config, &build_checker(&config, &Registry::with_builtins())?)?;
     let base_dir = args.out.join("base");
     std::fs::create_dir_all(&base_dir).with_context(|| format!("creating {}", base_dir.display()))?;
     let prompter = Prompter::new(&config.data.template, &base_dir)?;
@@ -352,7 +346,9 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut lines = Vec::with_capacity(args.examples);
     let mut worked = 0;
-    for problem in task.generate(args.examples * 2, args.seed)?.iter().filter(|p| !held_out.contains(&p.question)) {
+    let (candidates, _) =
+        Dataset::from_problems(task.generate(args.examples * 2, args.seed)?).without_questions_of(&eval_set);
+    for problem in &candidates.problems {
         if lines.len() == args.examples {
             break;
         }

@@ -153,6 +153,18 @@ impl Dataset {
         self.problems.is_empty()
     }
 
+    /// The problems whose question is not also one of `held_out`'s, and how many were left out:
+    /// an evaluation set is never trained on (random built-in tasks can draw a problem twice).
+    pub fn without_questions_of(self, held_out: &Dataset) -> (Dataset, usize) {
+        let questions: std::collections::HashSet<&str> =
+            held_out.problems.iter().map(|p| p.question.as_str()).collect();
+        let before = self.problems.len();
+        let problems: Vec<Problem> =
+            self.problems.into_iter().filter(|p| !questions.contains(p.question.as_str())).collect();
+        let left_out = before - problems.len();
+        (Dataset { problems, skipped: self.skipped }, left_out)
+    }
+
     /// Shuffles the problems in place, the same way for the same seed (ChaCha8).
     pub fn shuffle(&mut self, seed: u64) {
         self.problems.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));

@@ -257,7 +257,7 @@ fn check_batch(policy: &CausalLM, batch: &TrainBatch, settings: &StepSettings, r
     Ok(())
 }
 
-fn build_micro_batch(sequences: &[TrainSequence], settings: &StepSettings, device: Device) -> Result<MicroBatch> {
+fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, device: Device) -> Result<MicroBatch> {
     let rows: Vec<(&[u32], &[u32], bool)> = sequences
         .iter()
         .map(|s| (&s.prompt_ids[..], &s.completion_ids[..], !(settings.mask_truncated_completions && s.truncated)))
@@ -347,8 +347,8 @@ pub fn prepare_batch(
     // never run. Late in training, when most groups are all right, this is most of the batch.
     // The rest go in order of length, so that micro-batches pad less (the loss is a sum: the
     // order does not change it).
-    let mut carrying: Vec<TrainSequence> =
-        batch.sequences.iter().filter(|s| settings.loss.beta != 0.0 || s.advantage != 0.0).cloned().collect();
+    let mut carrying: Vec<&TrainSequence> =
+        batch.sequences.iter().filter(|s| settings.loss.beta != 0.0 || s.advantage != 0.0).collect();
     carrying.sort_by_key(|s| s.prompt_ids.len() + s.completion_ids.len());
     let mut micro_batches = carrying
         .chunks(settings.micro_batch_size)

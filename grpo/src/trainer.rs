@@ -320,19 +320,10 @@ pub fn load_problems(config: &TrainConfig, checker: &CombinedChecker) -> Result<
                 ProblemSource { source: eval.clone(), limit: Some(data.eval_count).filter(|&n| n > 0), ..source };
             // A different default seed: a built-in eval set must not repeat the training problems.
             let eval_set = eval_source.load(required_fields, config.run.seed ^ 0x5EED).map_err(data_error)?;
-            // Never train on an evaluation question (random built-in tasks can draw one twice).
-            let held_out: std::collections::HashSet<&str> =
-                eval_set.problems.iter().map(|p| p.question.as_str()).collect();
-            let before = dataset.len();
-            let problems: Vec<Problem> =
-                dataset.problems.into_iter().filter(|p| !held_out.contains(p.question.as_str())).collect();
-            if problems.len() < before {
-                tracing::info!(
-                    "{} training problems left out: their question is also an evaluation question",
-                    before - problems.len()
-                );
+            let (dataset, left_out) = dataset.without_questions_of(&eval_set);
+            if left_out > 0 {
+                tracing::info!("{left_out} training problems left out: their question is also an evaluation question");
             }
-            let dataset = Dataset { problems, skipped: dataset.skipped };
             Ok((dataset, eval_set))
         }
         None if data.eval_count > 0 => {
