@@ -15,7 +15,8 @@ THREADS="${1:-2}"
 STEPS="${STEPS:-7}"
 SKIP="${SKIP:-2}"
 PY=.venv/bin/python
-"$PY" -c "import trl" 2>/dev/null || "$PY" -m pip install --quiet "trl==1.16.0"
+# torch too: on a CPU set-up .venv holds the torch wheel without the dependencies Python needs.
+"$PY" -c "import torch, trl" 2>/dev/null || "$PY" -m pip install --quiet "torch==2.13.0" "trl==1.16.0"
 BENCH_MODEL=target/bench-models/qwen2-25m
 [ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
 cargo build --release --quiet -p aha

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS="${1:-2}"
 PY=.venv/bin/python
-"$PY" -c "import transformers" 2>/dev/null || "$PY" -m pip install --quiet "transformers==5.24.0"
+# torch too: on a CPU set-up .venv holds the torch wheel without the dependencies Python needs.
+"$PY" -c "import torch, transformers" 2>/dev/null || "$PY" -m pip install --quiet "torch==2.13.0" "transformers==5.24.0"
 BENCH_MODEL=target/bench-models/qwen2-25m
 [ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
 cargo build --release --quiet -p aha-tests --bench rollout_throughput

