@@ -52,7 +52,7 @@ fi
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 # No pip cache: the wheels would otherwise stay on disk a second time.
 pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "$@"; }
-have_dist() { compgen -G "$SITE/$1-*.dist-info" >/dev/null; }
+have_dist() { compgen -G "$SITE/$1*.dist-info" >/dev/null; }
 if [ "$mode" = cuda ]; then
   if ! have_dist "torch-$TORCH_VERSION" || ! have_dist nvidia_cudnn_cu13; then
     say "installing torch==$TORCH_VERSION with its CUDA dependencies into .venv (about 4.7 GB, a few minutes)"

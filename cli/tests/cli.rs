@@ -209,6 +209,22 @@ fn bad_sampling_parameters_are_refused() {
 }
 
 #[test]
+fn an_unusable_device_is_refused() {
+    let model = fixture("qwen2");
+    let generate = |device: &str| {
+        error_line(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hi", "--device", device])
+    };
+    assert!(generate("tpu").contains("unknown device \"tpu\" (expected cpu, cuda, cuda:N or auto)"));
+    // A GPU machine has cuda:0 but not cuda:4096; a CPU machine (or set-up) has neither.
+    let line = generate("cuda:4096");
+    assert!(line.contains("device \"cuda:4096\": "), "{line}");
+    if !tch::Cuda::is_available() {
+        assert!(line.contains("CUDA is not available here"), "{line}");
+        assert!(generate("cuda").contains("CUDA is not available here"));
+    }
+}
+
+#[test]
 fn convert_writes_a_folder_that_loads_the_same() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("bf16");

@@ -30,16 +30,28 @@ pub use decoder::{CausalLM, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
 pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 
-/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available).
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available). A CUDA device
+/// that this process cannot use is an error here, not a libtorch dispatch failure later.
 pub fn parse_device(name: &str) -> Result<tch::Device> {
-    match name {
-        "cpu" => Ok(tch::Device::Cpu),
-        "auto" => Ok(tch::Device::cuda_if_available()),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(tch::Device::Cuda).ok_or_else(|| {
+    let index = match name {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "auto" => return Ok(tch::Device::cuda_if_available()),
+        "cuda" => 0,
+        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| {
             ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))
-        }),
+        })?,
+    };
+    if !tch::Cuda::is_available() {
+        return Err(ModelError::Input(format!(
+            "device \"{name}\": CUDA is not available here (no GPU, or libtorch set up for CPU only: \
+             AHA_TORCH=cuda scripts/setup.sh)"
+        )));
     }
+    let count = tch::Cuda::device_count();
+    if index as i64 >= count {
+        return Err(ModelError::Input(format!("device \"{name}\": only {count} CUDA device(s) here")));
+    }
+    Ok(tch::Device::Cuda(index))
 }
 
 /// Parses a dtype name: `f32`/`float32`, `bf16`/`bfloat16`, `f16`/`float16`.
