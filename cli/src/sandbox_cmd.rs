@@ -47,6 +47,10 @@ struct RunArgs {
     /// quickjs.wasm in the checkout).
     #[arg(long)]
     module: Option<PathBuf>,
+    /// Python: import the standard library from python.wasm's zip, with no read-only /stdlib
+    /// mount and an empty environment (slower start-up).
+    #[arg(long)]
+    no_unpacked_stdlib: bool,
 }
 
 pub fn run(command: SandboxCommand, repo_root: &Path) -> Result<()> {
@@ -69,7 +73,8 @@ fn run_file(args: RunArgs, repo_root: &Path) -> Result<()> {
         .module
         .or_else(|| std::env::var_os("AHA_SANDBOX_MODULE").filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| repo_root.join("assets/wasm").join(lang.module_file_name()));
-    let sandbox = Sandbox::new(SandboxConfig::new(module).lang(lang).workers(1).fuel_metering(true))?;
+    let config = SandboxConfig::new(module).lang(lang).workers(1).fuel_metering(true);
+    let sandbox = Sandbox::new(config.unpacked_stdlib(!args.no_unpacked_stdlib))?;
     let limits = Limits {
         timeout: Duration::from_millis(args.timeout_ms),
         memory_bytes: args.memory_mb << 20,

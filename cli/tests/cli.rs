@@ -265,6 +265,9 @@ fn sandbox_run_prints_a_verdict_and_exits_zero_whatever_the_guest_did() {
     assert!(!host["stdout"].as_str().unwrap().contains("root:"));
     let flood = run("while True: print('x' * 1000)", &["--max-output-bytes", "10000"]);
     assert_eq!(flood["status"], "output_limit");
+    let environment = "import os\nprint(dict(os.environ))";
+    assert_eq!(run(environment, &[])["stdout"], "{'PYTHONPATH': '/stdlib'}\n");
+    assert_eq!(run(environment, &["--no-unpacked-stdlib"])["stdout"], "{}\n");
 }
 
 #[test]

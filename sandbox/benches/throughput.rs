@@ -1,6 +1,7 @@
 //! Executions per second: python.wasm in the sandbox (1 and 2 workers) side by side with spawning
 //! a native `python3 -S -c CODE` per run, for a trivial program and a typical test harness; plus
-//! the compiled-module cache (first compile vs cached load) and the cost of fuel metering.
+//! the compiled-module cache (first compile vs cached load), the unpacked standard library against
+//! imports from python.wasm's zip, and the cost of fuel metering.
 //!
 //! `cargo bench -p aha-sandbox` (or `cargo bench -p aha-sandbox --bench throughput -- RUNS`).
 
@@ -86,7 +87,9 @@ fn main() {
     );
     let two = Sandbox::new(config(2)).unwrap();
     let metered_sandbox = Sandbox::new(config(1).fuel_metering(true)).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    // No cache folder: no unpacked standard library either, so every start imports from the zip.
+    let zip = Sandbox::new(SandboxConfig::new(PYTHON_WASM).workers(2).cache(CacheDir::Off)).unwrap();
+    assert!(zip.module_info().stdlib_dir.is_none() && two.module_info().stdlib_dir.is_some());
 
     // Warm up (page in the module, CoW images).
     wasm_rate(&one, TRIVIAL, 3);
@@ -103,10 +106,14 @@ fn main() {
         let n2 = native_rate(code, runs * 2, 2);
         println!("| {name} | {w1:.1}/s | {w2:.1}/s | {} | {} |", fmt(n1), fmt(n2));
     }
+    let from_zip = wasm_rate(&zip, TRIVIAL, runs * 2);
+    println!();
+    println!("trivial, 2 workers, standard library imported from python.wasm's zip: {from_zip:.1}/s");
     let metered = wasm_rate(&metered_sandbox, TRIVIAL, runs);
     let plain = wasm_rate(&one, TRIVIAL, runs);
     println!();
     println!("fuel metering, trivial, 1 worker: on {metered:.1}/s, off {plain:.1}/s");
     let v = metered_sandbox.run(Job::new(TRIVIAL));
     println!("one trivial run: {} ms wall, {:?} fuel", v.wall_ms, v.fuel_used);
+    let _ = std::fs::remove_dir_all(&dir);
 }

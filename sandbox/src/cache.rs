@@ -79,6 +79,9 @@ pub struct ModuleInfo {
     pub source: LoadSource,
     /// Time to read, hash and compile or deserialise the module.
     pub load_ms: u64,
+    /// Python only: the standard library unpacked next to the cache file and mounted read-only
+    /// in every run (faster start-up); `None` without a cache folder or if unpacking failed.
+    pub stdlib_dir: Option<PathBuf>,
 }
 
 /// Compiles modules for an engine, through an on-disk cache.
@@ -110,6 +113,7 @@ impl ModuleCache<'_> {
                         cache_file,
                         source: LoadSource::Cached,
                         load_ms: start.elapsed().as_millis() as u64,
+                        stdlib_dir: None,
                     };
                     tracing::debug!(?info, "loaded compiled module from the cache");
                     return Ok((module, info));
@@ -147,6 +151,7 @@ impl ModuleCache<'_> {
             cache_file,
             source,
             load_ms: start.elapsed().as_millis() as u64,
+            stdlib_dir: None,
         };
         Ok((module, info))
     }
@@ -194,16 +199,22 @@ fn check_wasm(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn write_cache(file: &Path, payload: &[u8]) -> std::io::Result<()> {
-    let dir = file.parent().unwrap_or(Path::new("."));
+/// A fresh hidden name next to `path` (its folder created), to build `path` under and rename into
+/// place: readers never see half of it.
+pub(crate) fn temporary_sibling(path: &Path) -> std::io::Result<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.{}-{nanos}.tmp",
-        file.file_name().unwrap_or_default().to_string_lossy(),
+        path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
-    ));
+    )))
+}
+
+fn write_cache(file: &Path, payload: &[u8]) -> std::io::Result<()> {
+    let tmp = temporary_sibling(file)?;
     let result = (|| {
         let mut out = std::fs::File::create(&tmp)?;
         out.write_all(MAGIC)?;
@@ -218,6 +229,6 @@ fn write_cache(file: &Path, payload: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

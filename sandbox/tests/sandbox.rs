@@ -290,8 +290,22 @@ fn environment_shows_nothing_of_the_host() {
     std::env::set_var("AHA_SANDBOX_TEST_SECRET", "hunter2-do-not-leak");
     let v = run("import os\nprint(dict(os.environ))\nprint(os.getcwd())");
     expect(&v, Status::Ok);
-    assert!(v.stdout.starts_with("{}\n"), "the guest sees an empty environment: {v:?}");
-    assert!(!v.stdout.contains("hunter2") && !v.stdout.contains("HOME") && !v.stdout.contains("PATH"), "{v:?}");
+    // Only what the sandbox itself sets: the path of the read-only standard-library mount.
+    assert!(v.stdout.starts_with("{'PYTHONPATH': '/stdlib'}\n"), "the guest sees no host variable: {v:?}");
+    assert!(!v.stdout.contains("hunter2") && !v.stdout.contains("HOME") && !v.stdout.contains("'PATH'"), "{v:?}");
+}
+
+#[test]
+fn without_the_unpacked_stdlib_the_guest_has_no_directory_and_no_environment() {
+    // Reuses the compiled module from the shared cache; only the mount is switched off.
+    let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).unpacked_stdlib(false);
+    let strict = Sandbox::new(config).unwrap();
+    assert!(strict.module_info().stdlib_dir.is_none());
+    let code = "import os, sys, json\nprint(dict(os.environ), sys.path[1], json.__file__)\nos.listdir('/stdlib')";
+    let v = strict.run(Job::new(code).timeout(GENEROUS));
+    expect(&v, Status::Exit);
+    assert_eq!(v.stdout, "{} /usr/local/lib/python312.zip /usr/local/lib/python312.zip/json/__init__.pyc\n", "{v:?}");
+    assert!(v.stderr.contains("FileNotFoundError"), "{v:?}");
 }
 
 // ---- hostile: output ---------------------------------------------------------------------------
@@ -385,6 +399,59 @@ fn compiled_cache_is_written_read_and_rebuilt_when_corrupted() {
     // No temporary files are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn the_standard_library_is_a_read_only_mount_of_plain_files() {
+    let dir = sandbox().module_info().stdlib_dir.clone().expect("a cache folder gives an unpacked stdlib");
+    assert!(dir.join("encodings/__init__.pyc").is_file() && dir.join("json/__init__.pyc").is_file());
+    let v = run("import sys, encodings, json\nprint(sys.path[1], encodings.__file__, json.__file__)");
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "/stdlib /stdlib/encodings/__init__.pyc /stdlib/json/__init__.pyc\n");
+    // Start-up importing from the zip costs ~210 million instructions, from the mount ~125 million.
+    let v = run("pass");
+    assert!(v.fuel_used.unwrap() < 170_000_000, "{v:?}");
+    for code in [
+        "open('/stdlib/evil.py', 'w').write('x')",
+        "open('/stdlib/json/__init__.pyc', 'r+b').write(b'x')",
+        "import os\nos.remove('/stdlib/json/__init__.pyc')",
+        "import os\nos.mkdir('/stdlib/new')",
+        "print(open('/stdlib/../etc/passwd').read())",
+    ] {
+        let v = run(code);
+        expect(&v, Status::Exit);
+        assert!(v.stderr.contains("Error") && !v.stdout.contains("root:"), "{code}: {v:?}");
+    }
+    assert!(!dir.join("evil.py").exists() && !dir.join("new").exists());
+}
+
+#[test]
+fn a_changed_standard_library_folder_is_rebuilt() {
+    // A cache folder with the compiled module copied in (no 5 s compile) and a tampered stdlib.
+    let cache = tempfile::tempdir().unwrap();
+    let info = sandbox().module_info();
+    let compiled = info.cache_file.clone().unwrap();
+    std::fs::copy(&compiled, cache.path().join(compiled.file_name().unwrap())).unwrap();
+    let stdlib = info.stdlib_dir.clone().unwrap();
+    let copy = cache.path().join(stdlib.file_name().unwrap());
+    std::fs::create_dir_all(copy.join("json")).unwrap();
+    std::fs::copy(stdlib.join("MANIFEST"), copy.join("MANIFEST")).unwrap();
+    std::fs::write(copy.join("json/__init__.pyc"), b"not bytecode").unwrap();
+
+    let config =
+        SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(cache.path().into())).fuel_metering(true);
+    let rebuilt = Sandbox::new(config).unwrap();
+    assert_eq!(rebuilt.module_info().source, LoadSource::Cached);
+    assert_eq!(rebuilt.module_info().stdlib_dir.as_deref(), Some(copy.as_path()));
+    let v = rebuilt.run(Job::new("import json\nprint(json.dumps([1]))").timeout(GENEROUS));
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "[1]\n");
+    assert_eq!(
+        std::fs::read(copy.join("json/__init__.pyc")).unwrap(),
+        std::fs::read(stdlib.join("json/__init__.pyc")).unwrap()
+    );
+    // No temporary folders are left behind.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
 }
 
 #[test]
