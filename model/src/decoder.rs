@@ -324,6 +324,7 @@ impl CausalLM {
         weight: impl Fn(&str, &[i64], Kind, Device) -> Result<Tensor>,
     ) -> Result<Self> {
         let LoadOptions { device, kind, trainable } = options;
+        crate::check_device(device)?;
         let vars = VarStore::new(device);
         let root = vars.root();
         let c = &config;

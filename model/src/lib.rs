@@ -30,28 +30,35 @@ pub use decoder::{CausalLM, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
 pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 
-/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available). A CUDA device
-/// that this process cannot use is an error here, not a libtorch dispatch failure later.
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available). Whether the
+/// device is usable here is [`check_device`]'s business (a config written for a GPU machine still
+/// parses on a laptop).
 pub fn parse_device(name: &str) -> Result<tch::Device> {
-    let index = match name {
-        "cpu" => return Ok(tch::Device::Cpu),
-        "auto" => return Ok(tch::Device::cuda_if_available()),
-        "cuda" => 0,
-        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| {
+    match name {
+        "cpu" => Ok(tch::Device::Cpu),
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(tch::Device::Cuda).ok_or_else(|| {
             ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))
-        })?,
-    };
+        }),
+    }
+}
+
+/// A CUDA device this process cannot use is an error here, before any tensor goes to it (instead
+/// of a libtorch dispatch failure later).
+pub fn check_device(device: tch::Device) -> Result<()> {
+    let tch::Device::Cuda(index) = device else { return Ok(()) };
     if !tch::Cuda::is_available() {
         return Err(ModelError::Input(format!(
-            "device \"{name}\": CUDA is not available here (no GPU, or libtorch set up for CPU only: \
+            "device cuda:{index}: CUDA is not available here (no GPU, or libtorch set up for CPU only: \
              AHA_TORCH=cuda scripts/setup.sh)"
         )));
     }
     let count = tch::Cuda::device_count();
     if index as i64 >= count {
-        return Err(ModelError::Input(format!("device \"{name}\": only {count} CUDA device(s) here")));
+        return Err(ModelError::Input(format!("device cuda:{index}: only {count} CUDA device(s) here")));
     }
-    Ok(tch::Device::Cuda(index))
+    Ok(())
 }
 
 /// Parses a dtype name: `f32`/`float32`, `bf16`/`bfloat16`, `f16`/`float16`.
