@@ -105,7 +105,8 @@ pub struct Limits {
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: usize,
     /// Wasm fuel budget (about one unit per instruction; CPython's start-up alone takes about
-    /// 125 million, 210 million when it imports from its zip). `None`: unlimited. Needs [`SandboxConfig::fuel_metering`]; ignored without it.
+    /// 125 million, 210 million when it imports from its zip). `None`: unlimited. Needs
+    /// [`SandboxConfig::fuel_metering`]; ignored without it.
     pub fuel: Option<u64>,
 }
 
@@ -352,6 +353,7 @@ impl Sandbox {
             match stdlib::prepare(&sandbox, &cache_dir, &sandbox.inner.info.sha256) {
                 Ok(dir) => {
                     let _ = sandbox.inner.shared.stdlib.set(dir.clone());
+                    // Unique: run tasks hold `Shared`, never `Inner`.
                     if let Some(inner) = Arc::get_mut(&mut sandbox.inner) {
                         inner.info.stdlib_dir = Some(dir);
                     }
