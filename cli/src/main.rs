@@ -126,7 +126,24 @@ struct GenerateArgs {
     json: bool,
 }
 
+/// glibc's malloc by default serves blocks over a threshold (128 KiB, raised on the fly up to
+/// 32 MiB) with fresh `mmap`s and trims the heap top back to the kernel at twice that threshold.
+/// A GRPO step frees and re-allocates the same large activation buffers every pass, so each
+/// step paid page faults and kernel page zeroing again (about 9% of CPU samples in a profile of
+/// the tiny bench). Fixed settings keep those pages: on the tiny model a step went from
+/// 0.19-0.24 s to 0.13-0.14 s (generation and training alike), on the 24.5M model by about 1%.
+/// The price: up to 1 GiB of freed memory stays mapped until the process ends.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's tunables; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AHA_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
