@@ -148,7 +148,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
     let prompter = Prompter::new(&config.data.template, &model_dir)?;
     let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
-    let label = config.rewards.checkers.first().map(|c| c.label.clone().unwrap_or_else(|| c.name.clone()));
+    let label = config.rewards.checkers.first().map(|c| c.reported_label());
     let measure = |model: &CausalLM| -> Result<Measured> {
         let settings = |temperature: f64| EvalSettings {
             temperature,

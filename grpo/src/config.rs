@@ -173,6 +173,13 @@ pub struct CheckerConfig {
     pub label: Option<String>,
 }
 
+impl CheckerConfig {
+    /// The name its part is reported under: `label`, else `name`.
+    pub fn reported_label(&self) -> String {
+        self.label.clone().unwrap_or_else(|| self.name.clone())
+    }
+}
+
 /// `[grpo]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -145,6 +145,18 @@ impl AdamW {
         })
     }
 
+    /// The optimizer step of a training step: clips the gradients to `max_grad_norm` (0: no
+    /// clipping, the norm is only measured), refuses a non-finite norm (the weights stay as they
+    /// are), then one AdamW update at `lr`. Returns the norm before clipping.
+    pub fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
+        let grad_norm = if max_grad_norm > 0.0 { self.clip_grad_norm(max_grad_norm) } else { self.grad_norm() };
+        if !grad_norm.is_finite() {
+            return Err(GrpoError::NonFinite { what: "gradient norm", value: grad_norm });
+        }
+        self.step(lr);
+        Ok(grad_norm)
+    }
+
     /// One AdamW update with learning rate `lr`. Parameters without a gradient are skipped (their
     /// moments do not move), as in torch.
     pub fn step(&mut self, lr: f64) {

@@ -400,16 +400,9 @@ pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -
         drawn += batch.len() as u64;
         let pass = sft_gradients(&model, &batch, config.optim.micro_batch_size)
             .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
-        let grad_norm = if config.optim.max_grad_norm > 0.0 {
-            optimizer.clip_grad_norm(config.optim.max_grad_norm)
-        } else {
-            optimizer.grad_norm()
-        };
-        if !grad_norm.is_finite() {
-            let error = GrpoError::NonFinite { what: "gradient norm", value: grad_norm };
-            return Err(diverged(step, error, last_checkpoint.as_deref()));
-        }
-        optimizer.step(lr);
+        let grad_norm = optimizer
+            .clip_and_step(lr, config.optim.max_grad_norm)
+            .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
         let step_seconds = step_started.elapsed().as_secs_f64();
 
         let mut metrics = json!({

@@ -468,15 +468,7 @@ pub fn train_step(
         if iteration == 0 && pass.sampling_tokens > 0.0 {
             sampling_logprob_diff = Some(pass.sampling_diff_sum / pass.sampling_tokens);
         }
-        let grad_norm = if settings.max_grad_norm > 0.0 {
-            optimizer.clip_grad_norm(settings.max_grad_norm)
-        } else {
-            optimizer.grad_norm()
-        };
-        if !grad_norm.is_finite() {
-            return Err(GrpoError::NonFinite { what: "gradient norm", value: grad_norm });
-        }
-        optimizer.step(lr);
+        let grad_norm = optimizer.clip_and_step(lr, settings.max_grad_norm)?;
         let s = &pass.stats;
         iterations.push(IterationStats {
             loss: pass.loss,

@@ -34,7 +34,7 @@ use aha_rollout::{
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
 use crate::advantages::{compute_advantages, DynamicSampling};
-use crate::config::TrainConfig;
+use crate::config::{CheckerConfig, TrainConfig};
 use crate::error::{GrpoError, Result};
 use crate::evaluation::{EvalSettings, HeldOut};
 use crate::optim::AdamW;
@@ -160,8 +160,7 @@ pub fn train_with_checkers(
 
     let settings = StepSettings::from_config(&config);
     let schedule = config.lr_schedule();
-    let labels: Vec<String> =
-        config.rewards.checkers.iter().map(|c| c.label.clone().unwrap_or_else(|| c.name.clone())).collect();
+    let labels: Vec<String> = config.rewards.checkers.iter().map(CheckerConfig::reported_label).collect();
     let mut last_checkpoint = checkpoint;
     for step in state.step + 1..=config.run.steps {
         let step_started = Instant::now();
