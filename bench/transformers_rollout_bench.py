@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--ragged-stop-ids", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compute-dtype", default="f32", choices=["f32", "bf16"],
+                    help="bf16: the model converted to bf16, what aha's mixed precision computes")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -36,7 +38,8 @@ def main():
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    dtype = torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(args.seed)
@@ -76,6 +79,7 @@ def main():
         "impl": "transformers",
         "model": args.model,
         "threads": args.threads,
+        "compute_dtype": args.compute_dtype,
         "sequences": args.prompts * args.group_size,
         "completion_tokens": tokens,
         "min_len": min(lengths),

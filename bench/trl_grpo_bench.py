@@ -101,6 +101,8 @@ def main():
     ap.add_argument("--cache-tokens", type=int, default=32, help="length reward's ramp")
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="TRL's default (True); off here because aha does not recompute activations")
+    ap.add_argument("--bf16", action="store_true",
+                    help="mixed precision: fp32 weights, bf16 autocast (GRPOConfig(bf16=True))")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--load-avg", default=None, help="recorded in the output (compare_grpo.sh)")
     ap.add_argument("--num-problems", type=int, default=64)
@@ -150,7 +152,7 @@ def main():
     config = GRPOConfig(
         output_dir=out_dir,
         use_cpu=True,
-        bf16=False,
+        bf16=args.bf16,
         fp16=False,
         use_vllm=False,
         per_device_train_batch_size=batch,
@@ -225,6 +227,7 @@ def main():
         "max_new_tokens": args.new_tokens,
         "loss_type": args.loss_type,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "precision": "bf16 autocast" if args.bf16 else "fp32",
         "steps_timed": len(steady),
         "s_per_step": round(s_step, 4),
         "s_per_step_mean": round(statistics.mean(steady), 4),

@@ -83,6 +83,10 @@ struct ModelArgs {
     /// dtype of the weights and forward pass: f32, bf16 or f16 (log-probs are always fp32).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// dtype of the matrix products when narrower than --dtype (bf16 over f32: mixed precision,
+    /// as torch.autocast). Default: --dtype.
+    #[arg(long)]
+    compute_dtype: Option<String>,
 }
 
 #[derive(Args)]
@@ -173,7 +177,12 @@ fn main() {
 }
 
 fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
-    let options = LoadOptions { device: parse_device(&args.device)?, kind: parse_kind(&args.dtype)?, trainable: false };
+    let options = LoadOptions {
+        device: parse_device(&args.device)?,
+        kind: parse_kind(&args.dtype)?,
+        compute: args.compute_dtype.as_deref().map(parse_kind).transpose()?,
+        trainable: false,
+    };
     let model = CausalLM::load(&args.model, options)?;
     let tokenizer = Tokenizer::from_dir(&args.model, model.config().vocab_size)?;
     Ok((model, tokenizer))

@@ -60,6 +60,13 @@ pub struct ModelSource {
     /// dtype of the weights and forward passes: `f32`, `bf16` or `f16`. Default `f32`.
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// dtype of the matrix products, when narrower than `dtype`: `bf16` over `f32` weights is
+    /// mixed precision as `torch.autocast` (or TRL's `bf16 = true`) does it: fp32 weights,
+    /// optimizer state, norms and log-softmax; bf16 linear layers, attention, LM head and KV
+    /// cache. Several times faster where the CPU has bf16 units (AMX, AVX512-BF16) or on GPUs;
+    /// slower on CPUs without them. Default: `dtype`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_dtype: Option<String>,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `auto`.
     #[serde(default = "default_device")]
     pub device: String,
@@ -383,13 +390,27 @@ impl OverlongPenalty {
 }
 
 impl ModelSource {
-    /// Checks `model.dtype` and `model.device` (`model.init` is each command's business).
+    /// Checks `model.dtype`, `model.compute_dtype` and `model.device` (`model.init` is each
+    /// command's business).
     pub fn validate(&self) -> Result<(), Invalid> {
-        aha_model::parse_kind(&self.dtype)
-            .map_err(|e| Invalid { key: "model.dtype".into(), message: format!("model.dtype: {e}") })?;
-        aha_model::parse_device(&self.device)
-            .map_err(|e| Invalid { key: "model.device".into(), message: format!("model.device: {e}") })?;
-        Ok(())
+        self.load_options(false).map(|_| ())
+    }
+
+    /// How to load the model: device, dtypes, and whether the weights are trained.
+    pub fn load_options(&self, trainable: bool) -> Result<aha_model::LoadOptions, Invalid> {
+        let invalid = |key: &str| {
+            let key = key.to_string();
+            move |e: aha_model::ModelError| Invalid { message: format!("{key}: {e}"), key }
+        };
+        Ok(aha_model::LoadOptions {
+            device: aha_model::parse_device(&self.device).map_err(invalid("model.device"))?,
+            kind: aha_model::parse_kind(&self.dtype).map_err(invalid("model.dtype"))?,
+            compute: match &self.compute_dtype {
+                Some(name) => Some(aha_model::parse_kind(name).map_err(invalid("model.compute_dtype"))?),
+                None => None,
+            },
+            trainable,
+        })
     }
 }
 

@@ -30,6 +30,12 @@ pub enum GrpoError {
     Rollout(String),
 }
 
+impl From<crate::config::Invalid> for GrpoError {
+    fn from(error: crate::config::Invalid) -> Self {
+        Self::Config(error.message)
+    }
+}
+
 impl From<aha_rollout::RolloutError> for GrpoError {
     fn from(error: aha_rollout::RolloutError) -> Self {
         Self::Rollout(error.to_string())

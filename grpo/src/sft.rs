@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::Kind;
 
-use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
+use aha_model::{CausalLM, Tokenizer};
 
 use crate::config::{check, parse_toml, Invalid, ModelInit, ModelSource, OptimConfig};
 use crate::error::{GrpoError, Result};
@@ -353,11 +353,7 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
 pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
     let started = Instant::now();
     let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
-    let options = LoadOptions {
-        device: parse_device(&config.model.device)?,
-        kind: parse_kind(&config.model.dtype)?,
-        trainable: true,
-    };
+    let options = config.model.load_options(true)?;
     let model = match (&checkpoint, config.model.init) {
         (Some(dir), _) => CausalLM::load(dir, options)?,
         (None, ModelInit::Pretrained) => CausalLM::load(&config.model.path, options)?,

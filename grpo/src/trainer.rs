@@ -25,7 +25,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
-use aha_model::{parse_device, parse_kind, CausalLM, LoadOptions, Tokenizer};
+use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
     Engine, EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
@@ -66,12 +66,10 @@ pub fn train_with_checkers(
     let started = Instant::now();
     let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
 
-    let device = parse_device(&config.model.device)?;
-    let kind = parse_kind(&config.model.dtype)?;
     let weights_dir = checkpoint.clone().unwrap_or_else(|| config.model.path.clone());
-    let policy = CausalLM::load(&weights_dir, LoadOptions { device, kind, trainable: true })?;
+    let policy = CausalLM::load(&weights_dir, config.model.load_options(true)?)?;
     let reference = if config.grpo.beta > 0.0 {
-        Some(CausalLM::load(&config.model.path, LoadOptions { device, kind, trainable: false })?)
+        Some(CausalLM::load(&config.model.path, config.model.load_options(false)?)?)
     } else {
         None
     };

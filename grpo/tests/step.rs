@@ -16,7 +16,7 @@ fn model_dir() -> PathBuf {
 }
 
 fn load(kind: Kind) -> CausalLM {
-    CausalLM::load(&model_dir(), LoadOptions { device: Device::Cpu, kind, trainable: true }).unwrap()
+    CausalLM::load(&model_dir(), LoadOptions { device: Device::Cpu, kind, compute: None, trainable: true }).unwrap()
 }
 
 /// Deterministic token ids below the fixture's vocabulary (400).

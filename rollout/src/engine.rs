@@ -117,7 +117,7 @@ impl<'m> Engine<'m> {
             params,
             stop_strings: None,
             config,
-            bytes_per_token: KvCache::bytes_per_token(model.config(), model.kind()),
+            bytes_per_token: KvCache::bytes_per_token(model.config(), model.compute_kind()),
             waiting: VecDeque::new(),
             groups: HashMap::new(),
             rows: Vec::new(),

@@ -78,7 +78,7 @@ fn the_cache_stays_within_its_budget() {
     let (model, tokenizer) = load();
     let params = ragged_params();
     let requests = requests(&tokenizer);
-    let per_token = KvCache::bytes_per_token(model.config(), model.kind());
+    let per_token = KvCache::bytes_per_token(model.config(), model.compute_kind());
     let longest = requests.iter().map(|r| r.prompt_ids.len()).max().unwrap() + params.max_new_tokens;
     // Room for 4 sequences at their longest: never more than one or two groups at a time.
     let budget = 4 * longest as u64 * per_token;

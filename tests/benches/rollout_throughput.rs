@@ -41,6 +41,9 @@ struct Args {
     repeats: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// dtype of the forward passes over the fp32 weights (bf16: mixed precision).
+    #[arg(long, default_value = "f32")]
+    compute_dtype: String,
     /// cargo bench passes --bench; ignore it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -69,7 +72,9 @@ fn peak_rss_mib() -> f64 {
 fn main() {
     let args = Args::parse();
     tch::set_num_threads(args.threads);
-    let model = CausalLM::load(&args.model, LoadOptions::default()).expect("load the model");
+    let compute = aha_model::parse_kind(&args.compute_dtype).expect("--compute-dtype");
+    let options = LoadOptions { compute: Some(compute), ..LoadOptions::default() };
+    let model = CausalLM::load(&args.model, options).expect("load the model");
     let vocab = model.config().vocab_size as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     // Prompts avoid the stop ids, so that no sequence is a stop token away from the start.
@@ -113,6 +118,7 @@ fn main() {
             "impl": "aha",
             "model": args.model,
             "threads": args.threads,
+            "compute_dtype": args.compute_dtype,
             "sequences": args.prompts * args.group_size,
             "completion_tokens": tokens,
             "min_len": lengths.iter().min(),

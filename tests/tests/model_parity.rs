@@ -248,3 +248,114 @@ fn safetensors_header(path: &Path) -> Value {
     let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     serde_json::from_slice(&bytes[8..8 + len]).unwrap()
 }
+
+// Mixed precision: fp32 weights, forward passes in bf16 (`LoadOptions::compute`). Reference:
+// transformers' model converted with `.to(torch.bfloat16)`, tests/fixtures/expected_bf16.json,
+// made by scripts/make_bf16_fixture.py.
+
+fn load_mixed(name: &str, trainable: bool) -> CausalLM {
+    let options = LoadOptions { compute: Some(Kind::BFloat16), trainable, ..Default::default() };
+    CausalLM::load(&fixture_dir(name), options).unwrap()
+}
+
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum::<f64>() / a.len() as f64
+}
+
+#[test]
+fn bf16_compute_is_the_bf16_model_and_matches_transformers_in_bf16() {
+    let fp32_reference = expected();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/expected_bf16.json");
+    let bf16_reference: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for name in ARCHITECTURES {
+        let mixed = load_mixed(name, false);
+        assert_eq!((mixed.kind(), mixed.compute_kind()), (Kind::Float, Kind::BFloat16));
+        // The same forward pass as the model whose weights are stored in bf16, bit for bit.
+        let converted =
+            CausalLM::load(&fixture_dir(name), LoadOptions { kind: Kind::BFloat16, ..Default::default() }).unwrap();
+        let (mut to_sdpa, mut to_eager, mut eager_to_sdpa, mut to_fp32) = (0.0, 0.0, 0.0, 0.0);
+        let cases = bf16_reference["models"][name]["logprobs"].as_array().unwrap();
+        for (case, fp32) in cases.iter().zip(fp32_reference["models"][name]["logprobs"].as_array().unwrap()) {
+            let tokens = ids(&case["tokens"]);
+            let ours = mixed.sequence_logprobs(std::slice::from_ref(&tokens), 1.0).unwrap().remove(0);
+            let theirs = converted.sequence_logprobs(std::slice::from_ref(&tokens), 1.0).unwrap().remove(0);
+            assert_eq!(ours, theirs, "{name}: mixed precision differs from the bf16 model");
+            let (eager, sdpa) = (floats(&case["eager"]), floats(&case["sdpa"]));
+            to_sdpa += mean_abs_diff(&ours, &sdpa);
+            to_eager += mean_abs_diff(&ours, &eager);
+            eager_to_sdpa += mean_abs_diff(&eager, &sdpa);
+            to_fp32 += mean_abs_diff(&ours, &floats(&fp32["logprobs"]));
+        }
+        let n = cases.len() as f64;
+        let (to_sdpa, to_eager, noise, to_fp32) = (to_sdpa / n, to_eager / n, eager_to_sdpa / n, to_fp32 / n);
+        eprintln!(
+            "{name}: mean |diff| to sdpa {to_sdpa:.4}, eager {to_eager:.4}, eager-sdpa {noise:.4}, fp32 {to_fp32:.4}"
+        );
+        // As close to transformers' bf16 runs as they are to each other, and closer than to fp32.
+        assert!(to_sdpa.min(to_eager) <= 1.5 * noise, "{name}: {to_sdpa} / {to_eager} against noise {noise}");
+        assert!(to_sdpa.max(to_eager) < to_fp32, "{name}: nearer fp32 ({to_fp32}) than bf16 ({to_sdpa})");
+    }
+}
+
+#[test]
+fn bf16_compute_gradients_reach_the_fp32_weights() {
+    let tokens = ids(&expected()["models"]["qwen2"]["logprobs"][0]["tokens"]);
+    let batch = aha_model::PaddedBatch::left_padded(std::slice::from_ref(&tokens), 0, Device::Cpu).unwrap();
+    let gradients = |model: &CausalLM| {
+        let hidden = model.forward(&batch.input_ids, &batch.positions, None, None);
+        let n = tokens.len() as i64;
+        let logprobs = model.token_logprobs(&hidden.narrow(1, 0, n - 1), &batch.input_ids.narrow(1, 1, n - 1), 1.0);
+        logprobs.sum(Kind::Float).backward();
+        variables(model).into_iter().map(|(name, v)| (name, v.grad())).collect::<Vec<_>>()
+    };
+    let trainable = |kind| LoadOptions { kind, trainable: true, ..Default::default() };
+    let mixed = gradients(&load_mixed("qwen2", true));
+    let converted = gradients(&CausalLM::load(&fixture_dir("qwen2"), trainable(Kind::BFloat16)).unwrap());
+    let fp32 = gradients(&CausalLM::load(&fixture_dir("qwen2"), trainable(Kind::Float)).unwrap());
+    for ((name, ours), (_, bf16)) in mixed.iter().zip(&converted) {
+        assert_eq!(ours.kind(), Kind::Float, "{name}");
+        // The bf16 model's gradient, which the cast hands back widened; the embedding's rows add
+        // up in fp32 here (the lookup is done before the cast), in bf16 there.
+        if name == "model.embed_tokens.weight" {
+            let scale = bf16.abs().max().double_value(&[]);
+            let worst = (ours - bf16.to_kind(Kind::Float)).abs().max().double_value(&[]);
+            assert!(worst <= 1e-2 * scale, "{name}: {worst} (largest {scale})");
+        } else {
+            assert!(ours.equal(&bf16.to_kind(Kind::Float)), "{name}: not the bf16 model's gradient");
+        }
+    }
+    // And it points where fp32's does (these sharp fixture weights make bf16 coarse).
+    let flat =
+        |grads: &[(String, Tensor)]| Tensor::cat(&grads.iter().map(|(_, g)| g.flatten(0, -1)).collect::<Vec<_>>(), 0);
+    let (ours, reference) = (flat(&mixed), flat(&fp32));
+    let cosine = (&ours * &reference).sum(Kind::Double).double_value(&[])
+        / (ours.norm().double_value(&[]) * reference.norm().double_value(&[]));
+    assert!(cosine > 0.95, "cosine with the fp32 gradient {cosine}");
+}
+
+#[test]
+fn bf16_compute_sees_every_in_place_update_of_the_weights() {
+    let tokens = ids(&expected()["models"]["qwen2"]["logprobs"][0]["tokens"]);
+    let score = |model: &CausalLM| model.sequence_logprobs(std::slice::from_ref(&tokens), 1.0).unwrap().remove(0);
+    // What an optimizer step does: in-place updates of the variables (the q/k/v and gate/up
+    // parts alias rows of fused matrices, which hold casts of their own).
+    let update = |model: &CausalLM, factor: f64| {
+        tch::no_grad(|| {
+            for (_, mut v) in variables(model) {
+                let _ = v.g_mul_scalar_(factor);
+            }
+        })
+    };
+    let model = load_mixed("qwen2", true);
+    let before = score(&model);
+    update(&model, 1.25);
+    let after = score(&model);
+    assert_ne!(after, before, "a forward pass after the update used stale casts");
+    let fresh = load_mixed("qwen2", true);
+    update(&fresh, 1.25);
+    assert_eq!(after, score(&fresh), "the update is not seen as a fresh model sees it");
+    update(&model, 0.8);
+    update(&fresh, 0.8);
+    assert_eq!(score(&model), score(&fresh));
+}
