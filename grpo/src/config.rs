@@ -909,6 +909,7 @@ name = "countdown"
             ("optim.micro_batch_size=0", "optim.micro_batch_size must be at least 1"),
             ("grpo.beta=-1", "grpo.beta must be >= 0"),
             ("model.dtype=f64", "model.dtype: "),
+            ("model.compute_dtype=f8", "model.compute_dtype: "),
             ("grpo.overlong_penalty.cache_tokens=1000", "must not exceed sampling.max_new_tokens (256)"),
             ("model.init=random", "model.init = \"random\" is for `aha sft`"),
         ] {

@@ -198,11 +198,21 @@ impl Checker for DigitShare {
 
 #[test]
 fn a_few_steps_raise_a_rule_reward() {
+    raise_a_rule_reward(&[]);
+}
+
+#[test]
+fn a_few_steps_raise_a_rule_reward_in_mixed_precision() {
+    raise_a_rule_reward(&["model.compute_dtype=bf16"]);
+}
+
+fn raise_a_rule_reward(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let mut registry = Registry::with_builtins();
     registry.register("digit_share", |_options: &serde_json::Value| Ok(Box::new(DigitShare) as Box<dyn Checker>));
-    let mut config = config(&out, 12, &["optim.lr=3e-2", "sampling.prompts_per_step=4", "sampling.max_new_tokens=16"]);
+    let settings = [&["optim.lr=3e-2", "sampling.prompts_per_step=4", "sampling.max_new_tokens=16"], extra].concat();
+    let mut config = config(&out, 12, &settings);
     config.rewards.checkers[0].name = "digit_share".into();
     config.rewards.checkers[0].options = None;
     train_with_checkers(config, false, &registry, |_| {}).unwrap();
