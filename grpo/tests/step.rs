@@ -43,13 +43,18 @@ fn sequence(seed: u64, prompt: usize, completion: usize, advantage: f32, truncat
 /// Five completions of different lengths (one empty, one truncated) and prompts of different
 /// lengths, with mixed advantages.
 fn batch() -> TrainBatch {
+    // The last completion answers the first one's prompt, as completions of a GRPO group do: a
+    // micro-batch that holds both runs that prompt once (the shared-prompt layout), one that
+    // holds either alone runs prompt ++ completion.
+    let mut same_prompt = sequence(5, 4, 6, 0.9, false);
+    same_prompt.prompt_ids = tokens(1, 5);
     TrainBatch {
         sequences: vec![
             sequence(1, 5, 9, 1.2, false),
             sequence(2, 9, 3, -0.7, false),
             sequence(3, 3, 0, 0.4, false),
             sequence(4, 6, 12, -1.1, true),
-            sequence(5, 4, 6, 0.9, false),
+            same_prompt,
         ],
     }
 }
@@ -148,13 +153,14 @@ fn gradient_does_not_depend_on_micro_batch_size() {
 #[test]
 fn gradient_matches_finite_differences() {
     // fp64 weights (the logits and the loss are fp32, as in training), mu = 2 with a moved policy
-    // and beta > 0, two micro-batches: the accumulated gradient against central differences of
-    // the batch loss on the entries with the largest gradients.
+    // and beta > 0, micro-batches of 2 (each prompt run whole) and of 5 (a shared prompt): the
+    // accumulated gradient against central differences of the batch loss on the entries with the
+    // largest gradients.
     let batch = batch();
-    for loss_type in LossType::ALL {
+    for (loss_type, micro) in LossType::ALL.into_iter().flat_map(|l| [(l, 2), (l, 5)]) {
         let policy = load(Kind::Double);
         let reference = load(Kind::Double);
-        let s = settings(loss_type, 2, 2, 0.1);
+        let s = settings(loss_type, micro, 2, 0.1);
         let prepared = prepare_batch(&policy, Some(&reference), &batch, &s).unwrap();
         perturb(&policy, 1.03);
         accumulate_gradients(&policy, &prepared, &s).unwrap();
@@ -181,7 +187,7 @@ fn gradient_matches_finite_differences() {
             let tol = 2e-3 * analytic.abs().max(1e-2);
             assert!(
                 (numeric - analytic).abs() <= tol,
-                "{loss_type:?} {}[{i}]: finite differences {numeric}, gradient {analytic}",
+                "{loss_type:?} micro={micro} {}[{i}]: finite differences {numeric}, gradient {analytic}",
                 vars[v].0
             );
         }
@@ -249,9 +255,16 @@ fn lr_zero_changes_nothing() {
 #[test]
 fn completion_logprobs_line_up_with_the_model() {
     // Sampler log-probs computed by CausalLM::sequence_logprobs (each sequence alone) agree with
-    // the step's left-padded micro-batches: the health metric is ~0. Shifted by 0.5, it reads 0.5.
+    // the step's micro-batches, left-padded (2) or with a shared prompt (5): the health metric is
+    // ~0. Shifted by 0.5, it reads 0.5.
+    for micro in [2, 5] {
+        logprobs_line_up(micro);
+    }
+}
+
+fn logprobs_line_up(micro_batch_size: usize) {
     let policy = load(Kind::Float);
-    let s = settings(LossType::Grpo, 2, 1, 0.0);
+    let s = settings(LossType::Grpo, micro_batch_size, 1, 0.0);
     let mut batch = batch();
     for seq in &mut batch.sequences {
         let full: Vec<u32> = seq.prompt_ids.iter().chain(&seq.completion_ids).copied().collect();
@@ -261,7 +274,7 @@ fn completion_logprobs_line_up_with_the_model() {
     let mut opt = AdamW::for_model(&policy, AdamWConfig::default());
     let stats = train_step(&policy, None, &mut opt, &batch, &s, 0.0).unwrap();
     let diff = stats.sampling_logprob_diff.unwrap();
-    assert!(diff < 1e-5, "mean |sampler - trainer| = {diff}");
+    assert!(diff < 1e-5, "micro={micro_batch_size}: mean |sampler - trainer| = {diff}");
     for seq in &mut batch.sequences {
         seq.old_logprobs.as_mut().unwrap().iter_mut().for_each(|x| *x -= 0.5);
     }

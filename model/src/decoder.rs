@@ -571,7 +571,8 @@ impl CausalLM {
     /// `positions` (`[batch, len]` int64) are each token's position in its own sequence.
     /// `attention_mask` (`[batch, len]` bool, true = real token) hides left padding; `None` means
     /// every token is real. With a cache the new tokens attend to everything cached before them,
-    /// and are appended to it (use the cache under `tch::no_grad`).
+    /// and are appended to it. Gradients flow through the cache too (the trainer runs a shared
+    /// prompt once that way); generation uses it under `tch::no_grad`.
     pub fn forward(
         &self,
         input_ids: &Tensor,

@@ -4,9 +4,10 @@
 //!
 //!   cargo bench -p aha-tests --bench train_pass -- --model DIR [--compute-dtype bf16] ...
 //!
-//! The batch: `--sequences` completions of `--prompt-tokens` random prompt tokens and exactly
-//! `--completion-tokens` random completion tokens each, advantages +1 and -1 alternately, dapo,
-//! beta 0, one micro-batch of `--micro-batch` completions at a time. Prints one JSON line: the
+//! The batch: `--sequences` completions of exactly `--completion-tokens` random tokens, in groups
+//! of `--group-size` that answer the same `--prompt-tokens` random prompt tokens (as in GRPO),
+//! advantages +1 and -1 alternately, dapo, beta 0, one micro-batch of `--micro-batch` completions
+//! at a time. Prints one JSON line: the
 //! best of `--repeats` passes after a warm-up, and the tokens per second it trains on.
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ struct Args {
     compute_dtype: Option<String>,
     #[arg(long, default_value_t = 64)]
     sequences: usize,
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
     #[arg(long, default_value_t = 40)]
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
@@ -55,9 +58,11 @@ fn main() {
     let vocab = model.config().vocab_size as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut tokens = |n: usize| (0..n).map(|_| rng.random_range(0..vocab)).collect::<Vec<u32>>();
+    let prompts: Vec<Vec<u32>> =
+        (0..args.sequences.div_ceil(args.group_size)).map(|_| tokens(args.prompt_tokens)).collect();
     let sequences: Vec<TrainSequence> = (0..args.sequences)
         .map(|i| TrainSequence {
-            prompt_ids: tokens(args.prompt_tokens),
+            prompt_ids: prompts[i / args.group_size].clone(),
             completion_ids: tokens(args.completion_tokens),
             advantage: if i % 2 == 0 { 1.0 } else { -1.0 },
             old_logprobs: None,
@@ -96,7 +101,7 @@ fn main() {
         serde_json::json!({
             "model": args.model, "threads": args.threads, "dtype": args.dtype,
             "compute_dtype": args.compute_dtype.unwrap_or(args.dtype.clone()),
-            "sequences": args.sequences, "prompt_tokens": args.prompt_tokens,
+            "sequences": args.sequences, "group_size": args.group_size, "prompt_tokens": args.prompt_tokens,
             "completion_tokens": args.completion_tokens, "micro_batch": args.micro_batch,
             "best_s": (best * 1e4).round() / 1e4,
             "all_s": times.iter().map(|t| (t * 1e3).round() / 1e3).collect::<Vec<_>>(),
