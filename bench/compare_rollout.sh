@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rollout generation, aha's engine against transformers' generate, on the same checkpoints,
 # workload (8 prompts x 8 samples, temperature 1, up to 256 new tokens) and thread count, one
-# after the other: fixed-length sequences (the same work for both) and ragged ones (stop tokens).
+# after the other: fixed-length sequences (the same work for both) and ragged ones (stop tokens),
+# then the 25M model in bf16.
 #   bench/compare_rollout.sh [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,8 @@ for model in tests/fixtures/models/qwen2 "$BENCH_MODEL"; do
     "$PY" bench/transformers_rollout_bench.py --model "$model" $WORKLOAD
   done
 done
+# bf16 on the 25M model, fixed lengths: aha's mixed precision (fp32 weights, bf16 passes and
+# cache) against transformers' model converted to bf16, which computes the same thing.
+WORKLOAD="--threads $THREADS --prompts 8 --group-size 8 --prompt-tokens 32 --new-tokens 256 --repeats 3 --compute-dtype bf16"
+"$AHA_BENCH" --model "$BENCH_MODEL" $WORKLOAD
+"$PY" bench/transformers_rollout_bench.py --model "$BENCH_MODEL" $WORKLOAD

@@ -2,7 +2,7 @@
 //!
 //! Slots are preallocated and written in place, so a decode step costs no copy of the past.
 //! Values are `[batch, kv_heads, capacity, head_dim]` per layer; keys are the same, or, where
-//! decoding runs attention as batched GEMMs (CPU, fp32/f64/bf16: see `CausalLM::forward`), transposed
+//! decoding runs attention as batched GEMMs (CPU, fp32/f64: see `CausalLM::forward`), transposed
 //! to `[batch, kv_heads, head_dim, capacity]`, so that the scores `q @ K^T` of a step multiply by a
 //! contiguous matrix (about twice as fast as by a transposed one at decode shapes). `key_mask`
 //! remembers which slots hold real tokens: left padding of a batch stays masked for the whole
@@ -47,7 +47,7 @@ impl KvCache {
     /// run attention as batched GEMMs (`CausalLM`), not through SDPA, which wants
     /// `[.., slots, head_dim]` keys.
     pub(crate) fn transposed_keys_for(kind: Kind, device: Device) -> bool {
-        device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double | Kind::BFloat16)
+        device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
     }
 
     /// The slot dimension of the keys.
