@@ -4,7 +4,9 @@
 //! Numerics follow transformers so that fp32 log-probs agree to 1e-4: RMSNorm in fp32, cast back
 //! to the input dtype before the weight multiplies; RoPE tables in fp32 from
 //! inv_freq = 1/theta^(2i/d), rotate-half layout; attention softmax with scale head_dim^-0.5;
-//! grouped-query attention maps query head h to kv head h / (heads / kv_heads).
+//! grouped-query attention maps query head h to kv head h / (heads / kv_heads). In bf16 (weights
+//! or compute dtype) a pass is transformers' model converted to bf16: log-probs agree with it as
+//! closely as its eager and SDPA attention agree with each other (tests/tests/model_parity.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,7 +38,8 @@ const LOGPROB_CHUNK_ELEMENTS: i64 = 1 << 24;
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
     pub device: Device,
-    /// dtype of the weights and of the forward pass (Float, BFloat16 or Half).
+    /// dtype of the weights (Float, BFloat16 or Half), and of forward passes unless `compute`
+    /// says otherwise.
     pub kind: Kind,
     /// dtype of forward passes when it differs from `kind`: mixed precision, a pass on casts of
     /// the weights (see [`CausalLM::compute_kind`]). `None` computes in `kind`.
@@ -192,7 +195,7 @@ impl RmsNorm {
     }
 }
 
-/// cos and sign-folded sin of every token's position, `[batch * len, head_dim]` in the model
+/// cos and sign-folded sin of every token's position, `[batch * len, head_dim]` in the compute
 /// dtype. Rotate-half RoPE, `x * cos + rotate_half(x) * sin` with rotate_half(x) = (-x2, x1), is
 /// computed as `x * cos + (x2, x1) * (-sin1, sin2)`: the same products (negation is exact).
 struct Rope {
@@ -383,8 +386,9 @@ pub struct CausalLM {
     lm_head: Weight,
     /// `[head_dim / 2]` fp32 rotary frequencies, scaling applied.
     inv_freq: Tensor,
-    /// cos and sign-folded sin (see `Rope`) of positions 0.., `[positions, head_dim]` in the model
-    /// dtype, on the CPU: a pass looks its positions up instead of computing them. Grows on demand.
+    /// cos and sign-folded sin (see `Rope`) of positions 0.., `[positions, head_dim]` in the
+    /// compute dtype, on the CPU: a pass looks its positions up instead of computing them. Grows
+    /// on demand.
     rope_table: Mutex<(Tensor, Tensor)>,
     kind: Kind,
     compute: Kind,

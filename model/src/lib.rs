@@ -2,8 +2,9 @@
 //! Hugging Face folder (`config.json`, safetensors weights single or sharded, `tokenizer.json`) and
 //! written back in the same format.
 //!
-//! It runs forward passes (batched, left-padded, with a preallocated KV cache) and computes
-//! per-token log-probs in fp32 without ever materialising a `[batch x len x vocab]` tensor.
+//! It runs forward passes (batched, left-padded, with a preallocated KV cache; in the weights'
+//! dtype or, mixed precision, in bf16 over fp32 weights) and computes per-token log-probs in fp32
+//! without ever materialising a `[batch x len x vocab]` tensor.
 //! It does not sample (that is `aha-rollout`) and does not train (that is `aha-grpo`): it gives
 //! both the same logits.
 //!
