@@ -17,16 +17,7 @@ import os
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-
-
-@torch.no_grad()
-def logprobs_of(model, tokens):
-    ids = torch.tensor([tokens], dtype=torch.long)
-    logits = model(input_ids=ids).logits.float()
-    lp = torch.log_softmax(logits[0, :-1], dim=-1)
-    return lp.gather(-1, ids[0, 1:, None])[:, 0].tolist()
+from make_fixtures import FIXTURES, logprobs_of
 
 
 def main():
