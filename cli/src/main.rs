@@ -178,9 +178,9 @@ fn main() {
 
 fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
     let options = LoadOptions {
-        device: parse_device(&args.device)?,
-        kind: parse_kind(&args.dtype)?,
-        compute: args.compute_dtype.as_deref().map(parse_kind).transpose()?,
+        device: parse_device(&args.device).context("--device")?,
+        kind: parse_kind(&args.dtype).context("--dtype")?,
+        compute: args.compute_dtype.as_deref().map(parse_kind).transpose().context("--compute-dtype")?,
         trainable: false,
     };
     let model = CausalLM::load(&args.model, options)?;
