@@ -92,10 +92,12 @@ impl Linear {
 /// the tensor's version counter, which its views and detached aliases share.
 struct Weight {
     stored: Tensor,
-    /// The compute dtype and the latest cast with the version of `stored` it was made from, when
-    /// that dtype differs from the stored one.
-    cast: Option<(Kind, Mutex<Option<(i64, Tensor)>>)>,
+    /// The compute dtype and the latest cast, when that dtype differs from the stored one.
+    cast: Option<(Kind, Mutex<Option<VersionedCast>>)>,
 }
+
+/// A cast of a weight and the version of the weight it was made from.
+type VersionedCast = (i64, Tensor);
 
 impl Weight {
     fn new(stored: Tensor, compute: Kind) -> Self {
