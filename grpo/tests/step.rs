@@ -1,6 +1,7 @@
-//! The training step on the tiny Qwen2 fixture (fp32, CPU): gradients independent of the
-//! micro-batch size, agreement with finite differences, the direction of an update, lr = 0, the
-//! alignment of completion log-probs with the model's own, and the step's checks.
+//! The training step on the tiny Qwen2 fixture (CPU, fp32 unless said): gradients independent of
+//! the micro-batch size and of whether a prompt is shared (also in bf16 mixed precision),
+//! agreement with finite differences, the direction of an update, lr = 0, the alignment of
+//! completion log-probs with the model's own, and the step's checks.
 
 use std::path::PathBuf;
 
@@ -326,4 +327,27 @@ fn all_empty_completions_give_zero() {
         let stats = train_step(&policy, None, &mut opt, &batch, &settings(loss_type, 1, 1, 0.0), 1e-3).unwrap();
         assert_eq!((stats.loss, stats.grad_norm, stats.tokens), (0.0, 0.0, 0));
     }
+}
+
+#[test]
+fn mixed_precision_shares_prompts_like_fp32() {
+    // bf16 passes over fp32 weights: the shared-prompt layout (micro-batches of 5) and the whole
+    // one (micro-batches of 1) agree to bf16's precision, and both point where fp32 does.
+    let mixed = || {
+        let options = LoadOptions { compute: Some(Kind::BFloat16), trainable: true, ..LoadOptions::default() };
+        CausalLM::load(&model_dir(), options).unwrap()
+    };
+    let gradient = |policy: &CausalLM, micro: usize| {
+        let s = settings(LossType::Dapo, micro, 1, 0.0);
+        let prepared = prepare_batch(policy, None, &batch(), &s).unwrap();
+        accumulate_gradients(policy, &prepared, &s).unwrap();
+        Tensor::from_slice(&grads(policy))
+    };
+    let cosine = |a: &Tensor, b: &Tensor| {
+        (a * b).sum(Kind::Double).double_value(&[]) / (a.norm().double_value(&[]) * b.norm().double_value(&[]))
+    };
+    let (whole, shared) = (gradient(&mixed(), 1), gradient(&mixed(), 5));
+    let fp32 = gradient(&load(Kind::Float), 5);
+    assert!(cosine(&whole, &shared) > 0.999, "whole against shared: {}", cosine(&whole, &shared));
+    assert!(cosine(&shared, &fp32) > 0.95, "bf16 against fp32: {}", cosine(&shared, &fp32));
 }
