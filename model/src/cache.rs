@@ -2,15 +2,19 @@
 //!
 //! Slots are preallocated and written in place, so a decode step costs no copy of the past.
 //! Values are `[batch, kv_heads, capacity, head_dim]` per layer; keys are the same, or, where
-//! decoding runs attention as batched GEMMs (CPU, fp32/f64: see `CausalLM::forward`), transposed
-//! to `[batch, kv_heads, head_dim, capacity]`, so that the scores `q @ K^T` of a step multiply by a
-//! contiguous matrix (about twice as fast as by a transposed one at decode shapes). `key_mask`
+//! decoding runs fused (CPU, fp32: `decoder/fused_decode.rs`), transposed to `[batch, kv_heads,
+//! head_dim, capacity]`, so that a step's scores `q . k` for every slot are `head_dim` passes over
+//! contiguous rows of slots, which vectorise. `key_mask`
 //! remembers which slots hold real tokens: left padding of a batch stays masked for the whole
 //! generation.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
+
+/// Capacities are multiples of this many slots, so that the fused decode step reads whole
+/// vectors of keys (it masks the slots past the filled ones).
+pub(crate) const SLOT_ALIGNMENT: i64 = 16;
 
 const VALUE_SLOTS: i64 = 2;
 const MASK_SLOTS: i64 = 1;
@@ -28,9 +32,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `batch` sequences of up to `capacity` tokens (it grows if needed).
+    /// An empty cache for `batch` sequences of up to `capacity` tokens (at least: capacities are
+    /// rounded up to a multiple of `SLOT_ALIGNMENT`; it grows if needed).
     pub fn new(config: &ModelConfig, batch: i64, capacity: i64, kind: Kind, device: Device) -> Self {
-        let (kv, d, capacity) = (config.num_key_value_heads, config.head_dim, capacity.max(1));
+        let (kv, d, capacity) = (config.num_key_value_heads, config.head_dim, Self::slots_for(capacity));
         let layers = config.num_hidden_layers;
         let keys_transposed = Self::transposed_keys_for(kind, device);
         let key_shape = if keys_transposed { [batch, kv, d, capacity] } else { [batch, kv, capacity, d] };
@@ -44,10 +49,10 @@ impl KvCache {
     }
 
     /// Whether caches of this dtype and device store keys transposed: where single-token steps
-    /// run attention as batched GEMMs (`CausalLM`), not through SDPA, which wants
-    /// `[.., slots, head_dim]` keys.
+    /// run fused (see `CausalLM::decodes_fused`), not through SDPA, which wants `[.., slots,
+    /// head_dim]` keys.
     pub(crate) fn transposed_keys_for(kind: Kind, device: Device) -> bool {
-        device == Device::Cpu && matches!(kind, Kind::Float | Kind::Double)
+        device == Device::Cpu && kind == Kind::Float
     }
 
     /// The slot dimension of the keys.
@@ -57,6 +62,12 @@ impl KvCache {
         } else {
             2
         }
+    }
+
+    /// The slots a cache allocates for `tokens` tokens a row: `tokens` rounded up to a multiple
+    /// of `SLOT_ALIGNMENT` (at least one).
+    pub fn slots_for(tokens: i64) -> i64 {
+        (tokens.max(1) as u64).next_multiple_of(SLOT_ALIGNMENT as u64) as i64
     }
 
     /// Bytes of keys and values one token takes in the cache of a model: known before anything is
@@ -102,6 +113,7 @@ impl KvCache {
     pub fn gather(&self, rows: &Tensor, keep: i64, capacity: i64) -> Self {
         assert!(keep <= self.len && keep <= capacity, "gather keeps {keep} of {} slots into {capacity}", self.len);
         let rows = rows.to_device(self.key_mask.device());
+        let capacity = Self::slots_for(capacity);
         let start = self.len - keep;
         let take = |t: &Tensor, dim: i64| {
             let kept = t.narrow(dim, start, keep).index_select(0, &rows);
@@ -126,6 +138,7 @@ impl KvCache {
     pub fn concat(parts: &[&KvCache], capacity: i64) -> Self {
         let len = parts.iter().map(|c| c.len).max().expect("at least one cache");
         assert!(len <= capacity, "concat of {len} slots into {capacity}");
+        let capacity = Self::slots_for(capacity);
         let first = parts[0];
         let batch: i64 = parts.iter().map(|c| c.batch_size()).sum();
         let stack = |pick: &dyn Fn(&KvCache) -> &Tensor, dim: i64| {
@@ -202,6 +215,12 @@ impl KvCache {
         self.values[layer].narrow(VALUE_SLOTS, 0, slots)
     }
 
+    /// Layer `layer`'s key and value tensors whole (every slot) and the key mask `[batch,
+    /// capacity]`, for the fused decode step, which reads and writes their memory.
+    pub(crate) fn layer_tensors(&self, layer: usize) -> (&Tensor, &Tensor, &Tensor) {
+        (&self.keys[layer], &self.values[layer], &self.key_mask)
+    }
+
     /// Whether keys are stored `[.., head_dim, slots]` (so `keys()` are strided).
     pub(crate) fn keys_are_transposed(&self) -> bool {
         self.keys_transposed
@@ -217,7 +236,7 @@ impl KvCache {
         if needed <= capacity {
             return;
         }
-        let grown = needed.max(capacity * 2);
+        let grown = Self::slots_for(needed.max(capacity * 2));
         let grow = |t: &Tensor, dim: i64| {
             let mut shape = t.size();
             shape[dim as usize] = grown - capacity;

@@ -19,6 +19,8 @@ use crate::checkpoint::{torch_dtype_name, write_safetensors, Checkpoint};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::{io_error, ModelError, Result};
 
+mod fused_decode;
+
 /// Files copied next to the weights when a model is saved, so that transformers and vLLM load
 /// the folder unchanged.
 const COMPANION_FILES: [&str; 8] = [
@@ -234,7 +236,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &AttentionMask,
+        mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
         grad_enabled: bool,
     ) -> Tensor {
@@ -267,47 +269,24 @@ impl Attention {
             Some((cache, layer)) => {
                 let (past, slots) = (cache.len(), cache.len() + t);
                 cache.write(layer, &k, &v);
-                let sdpa = matches!(mask, AttentionMask::Sdpa(_));
-                if sdpa && past == 0 {
+                if past == 0 {
                     // A first step attends only to its own keys and values.
                     (k, v)
                 } else {
-                    let keys = cache.keys(layer, slots);
                     // SDPA's kernels want keys contiguous along head_dim.
-                    let keys = if sdpa && cache.keys_are_transposed() { keys.contiguous() } else { keys };
+                    let keys = cache.keys(layer, slots);
+                    let keys = if cache.keys_are_transposed() { keys.contiguous() } else { keys };
                     (keys, cache.values(layer, slots))
                 }
             }
             None => (k, v),
         };
         let scale = (d as f64).powf(-0.5);
-        let y = match mask {
-            AttentionMask::Sdpa(mask) if grad_enabled && math_attention_fits(&q, k.size()[2]) => {
-                math_attention(&q, &k, &v, mask.as_ref(), scale)
-            }
-            AttentionMask::Sdpa(mask) => Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                mask.as_ref(),
-                0.0,
-                mask.is_none(),
-                Some(scale),
-                heads != kv_heads,
-            )
-            .transpose(1, 2),
-            AttentionMask::SingleQuery(additive) => {
-                // One query per row: the query heads sharing a kv head are the rows of one small
-                // product with that head's keys, [batch * kv_heads] of them in one batched GEMM
-                // (no repeated keys, no per-head kernel calls).
-                let keys = k.size()[2];
-                let group = heads / kv_heads;
-                let q = q.reshape([b * kv_heads, group, d]);
-                let k_t = k.transpose(2, 3).reshape([b * kv_heads, d, keys]);
-                let v = v.reshape([b * kv_heads, keys, d]);
-                let scores = additive.baddbmm(&q, &k_t, 1.0, scale);
-                scores.softmax(-1, scores.kind()).bmm(&v)
-            }
+        let y = if grad_enabled && math_attention_fits(&q, k.size()[2]) {
+            math_attention(&q, &k, &v, mask, scale)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), Some(scale), heads != kv_heads)
+                .transpose(1, 2)
         };
         self.o_proj.forward(&y.reshape([b, t, heads * d]), grad_enabled)
     }
@@ -587,6 +566,11 @@ impl CausalLM {
     ) -> Tensor {
         let (_, t) = input_ids.size2().expect("input_ids are [batch, len]");
         let grad_enabled = grad_enabled();
+        if let Some(cache) = cache.as_deref_mut() {
+            if self.decodes_fused(t, cache, grad_enabled) {
+                return self.forward_fused_decode(input_ids, positions, attention_mask, cache);
+            }
+        }
         // Casting the rows looked up is casting the table (exactly), for a fraction of the work.
         let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false).to_kind(self.compute);
         let rope = self.rope(positions);
@@ -594,21 +578,15 @@ impl CausalLM {
             Some(cache) => {
                 let past = cache.len();
                 let keys = cache.begin_step(attention_mask, t);
-                if t == 1 && self.single_query_attention() {
-                    AttentionMask::SingleQuery(self.single_query_mask(&keys, attention_mask.is_some()))
-                } else {
-                    // A first step without padding is plain causal attention.
-                    AttentionMask::Sdpa(
-                        (past > 0 || attention_mask.is_some()).then(|| attention_mask_4d(&keys, past, t)),
-                    )
-                }
+                // A first step without padding is plain causal attention.
+                (past > 0 || attention_mask.is_some()).then(|| attention_mask_4d(&keys, past, t))
             }
-            None => AttentionMask::Sdpa(attention_mask.map(|m| attention_mask_4d(m, 0, t))),
+            None => attention_mask.map(|m| attention_mask_4d(m, 0, t)),
         };
         for (i, layer) in self.layers.iter().enumerate() {
             let attn_in = layer.input_layernorm.forward(&x, grad_enabled);
             let cache = cache.as_deref_mut().map(|c| (c, i));
-            x = x + layer.self_attn.forward(&attn_in, &rope, &mask, cache, grad_enabled);
+            x = x + layer.self_attn.forward(&attn_in, &rope, mask.as_ref(), cache, grad_enabled);
             let mlp = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x, grad_enabled), grad_enabled);
             x = x + mlp;
         }
@@ -715,36 +693,6 @@ impl CausalLM {
         Ok(())
     }
 
-    /// Whether a step of one new token per row runs attention as two batched GEMMs instead of
-    /// SDPA: on CPU in fp32/f64, where SDPA's flash kernel loops over (row, head) pairs with tiny
-    /// products and costs several times the arithmetic. Elsewhere SDPA stays: on GPU, and in
-    /// bf16, whose batched GEMMs go to oneDNN, which compiles and caches a kernel for every
-    /// cache length (24.5M bench model, 256 tokens: 5% faster than SDPA, but 1.2 GB peak RSS
-    /// against 0.36 GB).
-    fn single_query_attention(&self) -> bool {
-        KvCache::transposed_keys_for(self.compute, self.device())
-    }
-
-    /// The additive mask (0 or -inf) `[batch * kv_heads, 1, keys]` of one query per
-    /// row over `keys` (`[batch, keys]` bool, the new token's slot last). The new token is at the
-    /// latest position, so causality masks nothing; it may always attend its own slot, so that a
-    /// padding row never has an empty softmax (its outputs are never used).
-    fn single_query_mask(&self, keys: &Tensor, step_may_be_padding: bool) -> Tensor {
-        let c = &self.config;
-        let (b, len) = keys.size2().expect("key mask is [batch, keys]");
-        let hidden = if step_may_be_padding {
-            let hidden = keys.logical_not();
-            let _ = hidden.narrow(1, len - 1, 1).fill_(0);
-            hidden
-        } else {
-            keys.logical_not()
-        };
-        Tensor::zeros([b, 1, len], (self.compute, keys.device()))
-            .masked_fill(&hidden.unsqueeze(1), f64::NEG_INFINITY)
-            .expand([b, c.num_key_value_heads, len], false)
-            .reshape([b * c.num_key_value_heads, 1, len])
-    }
-
     /// RoPE of each token's position, `positions` `[batch, len]`: looked up in the table on the
     /// CPU (grown when a position is past its end; the same values as computing them, which the
     /// tests check bit for bit), computed elsewhere (where reading the largest position would
@@ -758,17 +706,23 @@ impl CausalLM {
         });
         let (cos, sin) = match range {
             Some((low, high)) if low >= 0 => {
-                let mut table = self.rope_table.lock().expect("rope table lock");
-                if high >= table.0.size()[0] {
-                    let size = (high as u64 + 1).next_power_of_two().max(256) as i64;
-                    let all = Tensor::arange(size, (Kind::Int64, Device::Cpu));
-                    *table = rope_cos_sin(&all, &self.inv_freq.to_device(Device::Cpu), self.compute);
-                }
-                (table.0.index_select(0, &flat), table.1.index_select(0, &flat))
+                let (cos, sin) = self.rope_table_to(high);
+                (cos.index_select(0, &flat), sin.index_select(0, &flat))
             }
             _ => rope_cos_sin(&flat, &self.inv_freq, self.compute),
         };
         Rope { cos, sin, batch, len }
+    }
+
+    /// The cos and sin tables on the CPU (see `rope_table`), grown to cover position `high`.
+    fn rope_table_to(&self, high: i64) -> (Tensor, Tensor) {
+        let mut table = self.rope_table.lock().expect("rope table lock");
+        if high >= table.0.size()[0] {
+            let size = (high as u64 + 1).next_power_of_two().max(256) as i64;
+            let all = Tensor::arange(size, (Kind::Int64, Device::Cpu));
+            *table = rope_cos_sin(&all, &self.inv_freq.to_device(Device::Cpu), self.compute);
+        }
+        (table.0.shallow_clone(), table.1.shallow_clone())
     }
 }
 
@@ -788,14 +742,6 @@ fn grad_enabled() -> bool {
         torch_sys::at_grad_set_enabled(enabled);
         enabled != 0
     }
-}
-
-/// The attention mask of one forward pass.
-enum AttentionMask {
-    /// SDPA with this `[batch, 1, queries, keys]` bool mask, or causal without one.
-    Sdpa(Option<Tensor>),
-    /// One query per row: the additive mask of `CausalLM::single_query_mask`.
-    SingleQuery(Tensor),
 }
 
 /// inv_freq = 1/theta^(2i/d) in fp32, as transformers computes it, then rescaled for Llama 3.

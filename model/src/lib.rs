@@ -18,8 +18,10 @@ pub mod cache;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_math;
 pub mod decoder;
 pub mod error;
+mod intra_op;
 pub mod tokenizer;
 
 pub use architecture::Architecture;

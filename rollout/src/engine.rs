@@ -12,7 +12,8 @@
 //! slots of sequences that left are dropped whenever the batch is compacted.
 //!
 //! Memory is planned, not discovered: a sequence of a prompt of P tokens needs at most
-//! `P + max_new_tokens` cache slots of `KvCache::bytes_per_token` bytes each, and a request joins
+//! `KvCache::slots_for(P + max_new_tokens)` cache slots (P + max_new_tokens, rounded up to a
+//! block) of `KvCache::bytes_per_token` bytes each, and a request joins
 //! the batch only if every admitted sequence still fits the budget at its longest (while the
 //! batch is re-packed, the old and the new cache exist together: up to twice the budget for a
 //! moment). Logits are `[live sequences, vocab]`, never `[batch x length x vocab]`.
@@ -180,7 +181,8 @@ impl<'m> Engine<'m> {
 
     /// Cache bytes of `rows` sequences whose longest prompt has `prompt_len` tokens, at their longest.
     fn planned_bytes(&self, rows: usize, prompt_len: usize) -> u64 {
-        (rows * (prompt_len + self.params.max_new_tokens)) as u64 * self.bytes_per_token
+        let slots = KvCache::slots_for((prompt_len + self.params.max_new_tokens) as i64) as u64;
+        rows as u64 * slots * self.bytes_per_token
     }
 
     /// One decoding step for the whole batch: admits waiting requests that fit, samples a token for

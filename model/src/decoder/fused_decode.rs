@@ -1,0 +1,370 @@
+//! The decode step of generation on the CPU in fp32: one new token per row through the KV cache,
+//! with libtorch (MKL) for the matrix products and everything between them in Rust, one pass
+//! over each row's memory.
+//!
+//! Why: at decode shapes a layer is four small GEMMs and some fifty other tensor operations
+//! (norms, rotations, cache writes, masks, attention per row). Through libtorch each of those
+//! costs several microseconds of dispatch and allocation whatever its size, so a small model's
+//! step was mostly overhead: the tiny fixture model decoding 64 rows took about 1 ms a step for
+//! 9 MFLOP. Here a layer is four libtorch calls.
+//!
+//! It computes what `CausalLM::forward` computes, in the same order of operations (RMSNorm in
+//! fp32 then the weight, rotate-half RoPE from the same table, scores scaled by head_dim^-0.5,
+//! softmax, weighted values), up to rounding: sums run in another order, and `exp` is
+//! `cpu_math::exp` (2 ulp). tests/tests/model_parity.rs checks decoding against the full forward
+//! and greedy generation against transformers.
+
+use std::sync::Mutex;
+
+use tch::{Device, Kind, Tensor};
+
+use super::{CausalLM, RmsNorm};
+use crate::cache::{KvCache, SLOT_ALIGNMENT};
+use crate::cpu_math::{self, multiversioned};
+use crate::intra_op;
+
+/// Multiply-adds of a layer's attention below which one thread does all rows: waking the other
+/// threads costs a few microseconds.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 16;
+
+impl CausalLM {
+    /// Whether a forward pass of `new_tokens` per row through `cache` runs fused: single-token
+    /// steps of generation (no gradient) of an fp32 model on the CPU.
+    pub(super) fn decodes_fused(&self, new_tokens: i64, cache: &KvCache, grad_enabled: bool) -> bool {
+        new_tokens == 1
+            && !grad_enabled
+            && self.device() == Device::Cpu
+            && self.kind == Kind::Float
+            && self.compute == Kind::Float
+            && cache.keys_are_transposed()
+    }
+
+    /// `forward` for one token per row through `cache` (see [`CausalLM::decodes_fused`]):
+    /// `input_ids`, `positions` `[rows, 1]`, `step_mask` `[rows, 1]` (whether each new token is
+    /// real). Returns the final hidden states `[rows, 1, hidden]`.
+    pub(super) fn forward_fused_decode(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        step_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let c = &self.config;
+        let ids = Vec::<i64>::try_from(input_ids.reshape([-1])).expect("int64 token ids");
+        let positions = Vec::<i64>::try_from(positions.reshape([-1])).expect("int64 positions");
+        let rows = ids.len();
+        let hidden = c.hidden_size as usize;
+        let highest = positions.iter().copied().max().unwrap_or(0);
+        assert!(positions.iter().all(|&p| p >= 0), "decode positions must be >= 0");
+        let (cos, sin) = self.rope_table_to(highest);
+
+        let _ = cache.begin_step(step_mask, 1);
+        let capacity = cache.capacity() as usize;
+        let slot = cache.len() as usize;
+
+        let embed = host(&self.embed_tokens);
+        let mut x = vec![0f32; rows * hidden];
+        for (row, &id) in x.chunks_exact_mut(hidden).zip(&ids) {
+            row.copy_from_slice(&embed[id as usize * hidden..][..hidden]);
+        }
+
+        let (heads, kv_heads, head_dim) =
+            (c.num_attention_heads as usize, c.num_key_value_heads as usize, c.head_dim as usize);
+        for (index, layer) in self.layers.iter().enumerate() {
+            let attn = &layer.self_attn;
+            let qkv = attn.qkv.fused.forward(&norm_rows(&x, &layer.input_layernorm, rows), false);
+            let attended = Tensor::empty([rows as i64, (heads * head_dim) as i64], (Kind::Float, Device::Cpu));
+            let (keys, values, key_mask) = cache.layer_tensors(index);
+            let shape = AttentionShape { heads, kv_heads, head_dim, capacity, slot };
+            // SAFETY: the cache's tensors and `attended` are contiguous fp32 CPU tensors that
+            // nothing else reads or writes while these slices live (the cache is borrowed mutably).
+            let (keys, values, attended_rows) = unsafe { (host_mut(keys), host_mut(values), host_mut(&attended)) };
+            attend(
+                &shape,
+                AttentionInputs {
+                    qkv: host(&qkv),
+                    positions: &positions,
+                    cos: host(&cos),
+                    sin: host(&sin),
+                    q_norm: attn.q_norm.as_ref().map(norm_weight),
+                    k_norm: attn.k_norm.as_ref().map(norm_weight),
+                    key_mask: host_bools(key_mask),
+                },
+                keys,
+                values,
+                attended_rows,
+            );
+            add_rows(&mut x, &attn.o_proj.forward(&attended, false));
+
+            let mlp = &layer.mlp;
+            let gate_up = mlp.gate_up.fused.forward(&norm_rows(&x, &layer.post_attention_layernorm, rows), false);
+            let intermediate = c.intermediate_size;
+            let activated = Tensor::empty([rows as i64, intermediate], (Kind::Float, Device::Cpu));
+            // SAFETY: `activated` is a fresh contiguous fp32 CPU tensor, not shared.
+            silu_times_up(host(&gate_up), intermediate as usize, unsafe { host_mut(&activated) });
+            add_rows(&mut x, &mlp.down_proj.forward(&activated, false));
+        }
+        cache.end_step(1);
+        norm_rows(&x, &self.norm, rows).view([rows as i64, 1, hidden as i64])
+    }
+}
+
+/// RMSNorm of each row of `x` (`rows` of them), as a new `[rows, hidden]` tensor.
+fn norm_rows(x: &[f32], norm: &RmsNorm, rows: usize) -> Tensor {
+    let hidden = x.len() / rows;
+    let out = Tensor::empty([rows as i64, hidden as i64], (Kind::Float, Device::Cpu));
+    let (weight, eps) = norm_weight(norm);
+    // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
+    rms_norm_rows(x, weight, eps, unsafe { host_mut(&out) });
+    out
+}
+
+fn norm_weight(norm: &RmsNorm) -> (&[f32], f32) {
+    (host(&norm.weight.stored), norm.eps as f32)
+}
+
+/// `x += y` for the rows of a linear layer's output.
+fn add_rows(x: &mut [f32], y: &Tensor) {
+    add_in_place(x, host(y));
+}
+
+multiversioned! {
+    fn add_in_place(x: &mut [f32], y: &[f32]) {
+        assert_eq!(x.len(), y.len());
+        for (x, &y) in x.iter_mut().zip(y) {
+            *x += y;
+        }
+    }
+}
+
+multiversioned! {
+    fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        let hidden = weight.len();
+        for (x, out) in x.chunks_exact(hidden).zip(out.chunks_exact_mut(hidden)) {
+            cpu_math::rms_norm(x, weight, eps, out);
+        }
+    }
+}
+
+multiversioned! {
+    /// `out = silu(gate) * up` for rows of `[gate (intermediate), up (intermediate)]`, with
+    /// silu(g) = g / (1 + e^-g) as libtorch computes it.
+    fn silu_times_up(gate_up: &[f32], intermediate: usize, out: &mut [f32]) {
+        for (gate_up, out) in gate_up.chunks_exact(2 * intermediate).zip(out.chunks_exact_mut(intermediate)) {
+            let (gate, up) = gate_up.split_at(intermediate);
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + cpu_math::exp(-g)) * u;
+            }
+        }
+    }
+}
+
+/// The layout of one layer's attention in a decode step.
+struct AttentionShape {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// Slots per row in the cache.
+    capacity: usize,
+    /// The slot of the new token; slots `0..=slot` are filled.
+    slot: usize,
+}
+
+/// What one layer's attention reads, all rows.
+#[derive(Clone, Copy)]
+struct AttentionInputs<'a> {
+    /// `[rows, (heads + 2 kv_heads) * head_dim]`: the fused q, k, v projections.
+    qkv: &'a [f32],
+    positions: &'a [i64],
+    /// cos and sign-folded sin tables `[positions, head_dim]` (see `Rope`).
+    cos: &'a [f32],
+    sin: &'a [f32],
+    /// Qwen3's per-head norms of queries and keys, before the rotation.
+    q_norm: Option<(&'a [f32], f32)>,
+    k_norm: Option<(&'a [f32], f32)>,
+    /// `[rows, capacity]` bools: the slot holds a real token.
+    key_mask: &'a [u8],
+}
+
+/// Writes each row's new key and value into the cache (keys `[rows, kv_heads, head_dim,
+/// capacity]`, values `[rows, kv_heads, capacity, head_dim]`) and its attention output into `out`
+/// `[rows, heads * head_dim]`. Rows are shared out among libtorch's intra-op threads when the
+/// work is large enough to pay for them: reading the cache is most of a large model's attention.
+fn attend(shape: &AttentionShape, inputs: AttentionInputs<'_>, keys: &mut [f32], values: &mut [f32], out: &mut [f32]) {
+    let AttentionShape { heads, kv_heads, head_dim, capacity, slot } = *shape;
+    let rows = inputs.positions.len();
+    let threads = tch::get_num_threads().max(1) as usize;
+    let work = rows * heads * (slot + 1) * head_dim;
+    if threads == 1 || work < PARALLEL_ATTENTION_WORK {
+        return attend_rows(shape, inputs, 0, keys, values, out);
+    }
+    let per_task = rows.div_ceil(threads);
+    let (key_row, value_row, out_row) =
+        (kv_heads * head_dim * capacity, kv_heads * capacity * head_dim, heads * head_dim);
+    let parts: Vec<Mutex<Option<_>>> = keys
+        .chunks_mut(per_task * key_row)
+        .zip(values.chunks_mut(per_task * value_row))
+        .zip(out.chunks_mut(per_task * out_row))
+        .map(|part| Mutex::new(Some(part)))
+        .collect();
+    intra_op::parallel_for(parts.len(), threads, |task| {
+        let ((keys, values), out) = parts[task].lock().expect("attention part").take().expect("each part once");
+        attend_rows(shape, inputs, task * per_task, keys, values, out);
+    });
+}
+
+multiversioned! {
+    /// `attend` for the rows from `first` on that `keys`, `values` and `out` hold.
+    fn attend_rows(
+        shape: &AttentionShape,
+        inputs: AttentionInputs<'_>,
+        first: usize,
+        keys: &mut [f32],
+        values: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let AttentionShape { heads, kv_heads, head_dim: d, capacity, slot } = *shape;
+        let group = heads / kv_heads;
+        let width = (heads + 2 * kv_heads) * d;
+        let slots = slot + 1;
+        // Scores are computed for whole blocks of slots (capacities are multiples of the block).
+        let blocked = slots.next_multiple_of(SLOT_ALIGNMENT as usize);
+        let mut queries = vec![0f32; heads * d];
+        let mut key = vec![0f32; d];
+        let mut normed = vec![0f32; d];
+        let mut scores = vec![0f32; MAX_HEADS_AT_ONCE * blocked];
+        let rows = out.len() / (heads * d);
+        for local in 0..rows {
+            let row = first + local;
+            let qkv = &inputs.qkv[row * width..][..width];
+            let position = inputs.positions[row] as usize;
+            let (cos, sin) = (&inputs.cos[position * d..][..d], &inputs.sin[position * d..][..d]);
+            for (head, query) in queries.chunks_exact_mut(d).enumerate() {
+                rotate(&qkv[head * d..][..d], inputs.q_norm, &mut normed, cos, sin, query);
+            }
+            let row_keys = &mut keys[local * kv_heads * d * capacity..][..kv_heads * d * capacity];
+            let row_values = &mut values[local * kv_heads * capacity * d..][..kv_heads * capacity * d];
+            for g in 0..kv_heads {
+                rotate(&qkv[(heads + g) * d..][..d], inputs.k_norm, &mut normed, cos, sin, &mut key);
+                let head_keys = &mut row_keys[g * d * capacity..][..d * capacity];
+                for (j, &k) in key.iter().enumerate() {
+                    head_keys[j * capacity + slot] = k;
+                }
+                row_values[(g * capacity + slot) * d..][..d].copy_from_slice(&qkv[(heads + kv_heads + g) * d..][..d]);
+            }
+            let mask = &inputs.key_mask[row * capacity..][..slots];
+            let row_out = &mut out[local * heads * d..][..heads * d];
+            for g in 0..kv_heads {
+                let keys = &row_keys[g * d * capacity..][..d * capacity];
+                let values = &row_values[g * capacity * d..][..slots * d];
+                let mut head = g * group;
+                while head < (g + 1) * group {
+                    let count = ((g + 1) * group - head).min(MAX_HEADS_AT_ONCE);
+                    let queries = &queries[head * d..][..count * d];
+                    let out = &mut row_out[head * d..][..count * d];
+                    let scores = &mut scores[..count * blocked];
+                    match count {
+                        4 => heads_attend::<4>(queries, keys, capacity, values, mask, scores, out),
+                        3 => heads_attend::<3>(queries, keys, capacity, values, mask, scores, out),
+                        2 => heads_attend::<2>(queries, keys, capacity, values, mask, scores, out),
+                        _ => heads_attend::<1>(queries, keys, capacity, values, mask, scores, out),
+                    }
+                    head += count;
+                }
+            }
+        }
+    }
+}
+
+/// Query heads of one kv head attended together, reading its keys and values once.
+const MAX_HEADS_AT_ONCE: usize = 4;
+
+/// Attention of `G` query heads (`queries` `[G, d]`, rotated) of one row over one kv head's
+/// keys (`[d, capacity]`) and values (`[slots, d]`) under `mask` (`[slots]`, the new token's
+/// slot last); `scores` `[G, blocked slots]` is scratch space, `out` `[G, d]`.
+#[inline(always)]
+fn heads_attend<const G: usize>(
+    queries: &[f32],
+    keys: &[f32],
+    capacity: usize,
+    values: &[f32],
+    mask: &[u8],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = queries.len() / G;
+    let scale = (d as f32).powf(-0.5);
+    let (slots, blocked) = (mask.len(), scores.len() / G);
+    cpu_math::scores::<G>(queries, keys, capacity, scores);
+    for head_scores in scores.chunks_exact_mut(blocked) {
+        let head_scores = &mut head_scores[..slots];
+        // Padding is hidden; a row may always attend its own slot, so that a padding row never
+        // has an empty softmax (its output is never used).
+        for (s, (score, &real)) in head_scores.iter_mut().zip(mask).enumerate() {
+            *score = if real != 0 || s == slots - 1 { *score * scale } else { f32::NEG_INFINITY };
+        }
+        let highest = cpu_math::max(head_scores);
+        let inverse_total = 1.0 / cpu_math::exp_shifted_in_place(head_scores, highest);
+        for p in head_scores.iter_mut() {
+            *p *= inverse_total;
+        }
+    }
+    cpu_math::weighted_values::<G>(scores, blocked, values, out);
+}
+
+/// Rotate-half RoPE of one head `x` (after an optional per-head RMSNorm into `normed`):
+/// `x * cos + (x2, x1) * sin` with the sign-folded sin.
+#[inline(always)]
+fn rotate(x: &[f32], norm: Option<(&[f32], f32)>, normed: &mut [f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let x = match norm {
+        Some((weight, eps)) => {
+            cpu_math::rms_norm(x, weight, eps, normed);
+            &*normed
+        }
+        None => x,
+    };
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (out1, out2) = out.split_at_mut(half);
+    for i in 0..half {
+        out1[i] = x1[i] * cos[i] + x2[i] * sin[i];
+        out2[i] = x2[i] * cos[half + i] + x1[i] * sin[half + i];
+    }
+}
+
+/// The elements of a contiguous fp32 CPU tensor.
+fn host(t: &Tensor) -> &[f32] {
+    assert!(
+        t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous(),
+        "fused decode reads contiguous fp32 CPU tensors"
+    );
+    if t.numel() == 0 {
+        return &[];
+    }
+    // SAFETY: the tensor is contiguous fp32 on the CPU, so `numel` floats start at `data_ptr`;
+    // they live as long as the borrow of `t`.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+/// The bytes (0 or 1) of a contiguous bool CPU tensor.
+fn host_bools(t: &Tensor) -> &[u8] {
+    assert!(t.kind() == Kind::Bool && t.device() == Device::Cpu && t.is_contiguous());
+    if t.numel() == 0 {
+        return &[];
+    }
+    // SAFETY: as in `host`, with one byte per bool.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, t.numel()) }
+}
+
+/// The elements of a contiguous fp32 CPU tensor, writable.
+///
+/// # Safety
+/// Nothing else may read or write the tensor's memory while the slice lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn host_mut(t: &Tensor) -> &mut [f32] {
+    let len = host(t).len();
+    if len == 0 {
+        return &mut [];
+    }
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, len)
+}
