@@ -9,6 +9,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use aha_model::cpu_math::{chunk_sums, softmax_weights};
+
 use crate::RolloutError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,40 +72,49 @@ pub struct SampledToken {
 /// Picks the next token from `logits` (one row, the whole vocabulary).
 pub fn sample_token(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> SampledToken {
     let temperature = if params.is_greedy() { 1.0 } else { params.temperature as f32 };
-    let scaled = |l: f32| l / temperature;
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(scaled(l)));
-    WEIGHTS.with_borrow_mut(|weights| {
+    SCRATCH.with_borrow_mut(|(weights, sums)| {
         // exp(l/T - max) once per token: the normaliser and the draw both use it.
-        weights.clear();
-        weights.extend(logits.iter().map(|&l| (scaled(l) - max).exp()));
-        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        let (max, total) = softmax_weights(logits, temperature, weights);
         let id = if params.is_greedy() {
             // The first maximum, like torch.argmax.
             logits.iter().position(|&l| l == max).unwrap_or(0)
         } else if params.filters_nothing(logits.len()) {
-            draw(weights.iter().copied().enumerate().map(|(i, w)| (i, f64::from(w))), total, rng)
+            // Inverse CDF in two levels: the chunk, then the token within it.
+            chunk_sums(weights, DRAW_CHUNK, sums);
+            let total: f64 = sums.iter().map(|&s| f64::from(s)).sum();
+            let (chunk, u) = inverse_cdf(as_f64(sums), rng.random::<f64>() * total);
+            let start = chunk * DRAW_CHUNK;
+            let within = &weights[start..weights.len().min(start + DRAW_CHUNK)];
+            start + inverse_cdf(as_f64(within), u).0
         } else {
-            let scaled_logits: Vec<f32> = logits.iter().map(|&l| scaled(l)).collect();
+            let scaled_logits: Vec<f32> = logits.iter().map(|&l| l / temperature).collect();
             let candidates = filtered_candidates(&scaled_logits, max, params);
             let total: f64 = candidates.iter().map(|&(_, p)| p).sum();
-            draw(candidates.into_iter(), total, rng)
+            inverse_cdf(candidates.into_iter(), rng.random::<f64>() * total).0
         };
-        // In fp32 and in this order, as the trainer's log_softmax computes it.
-        let log_norm = max + weights.iter().sum::<f32>().ln();
-        SampledToken { id: id as u32, logprob: scaled(logits[id]) - log_norm }
+        // In fp32, as the trainer's log_softmax computes it.
+        let log_norm = max + total.ln();
+        SampledToken { id: id as u32, logprob: logits[id] / temperature - log_norm }
     })
 }
 
+/// Tokens per chunk of the two-level draw: a 150k vocabulary is 2,400 chunk sums and one chunk.
+const DRAW_CHUNK: usize = 64;
+
 thread_local! {
-    /// Reused across calls: a vocabulary of 150k tokens would otherwise cost a fresh 600 kB
-    /// allocation (and its page faults) per token.
-    static WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The weights and chunk sums, reused across calls: a vocabulary of 150k tokens would
+    /// otherwise cost a fresh 600 kB allocation (and its page faults) per token.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Inverse-CDF draw from unnormalised `weights` summing to `total`. Rounding may leave the
-/// uniform past the end: then the last token that has any weight.
-fn draw(weights: impl Iterator<Item = (usize, f64)>, total: f64, rng: &mut ChaCha8Rng) -> usize {
-    let mut u = rng.random::<f64>() * total;
+fn as_f64(weights: &[f32]) -> impl Iterator<Item = (usize, f64)> + '_ {
+    weights.iter().map(|&w| f64::from(w)).enumerate()
+}
+
+/// The item at which the running sum of unnormalised `weights` passes `u` (drawn uniformly
+/// below their total), and what is left of `u` at that item. Rounding may leave `u` past the
+/// end: then the last item that has any weight.
+fn inverse_cdf(weights: impl Iterator<Item = (usize, f64)>, mut u: f64) -> (usize, f64) {
     let mut chosen = 0;
     for (i, w) in weights {
         if w > 0.0 {
@@ -114,7 +125,7 @@ fn draw(weights: impl Iterator<Item = (usize, f64)>, total: f64, rng: &mut ChaCh
             u -= w;
         }
     }
-    chosen
+    (chosen, u)
 }
 
 /// The tokens that survive top-k, top-p and min-p, with their unnormalised probabilities
@@ -200,6 +211,15 @@ mod tests {
     fn plain_sampling_follows_softmax() {
         let params = SamplingParams::default();
         assert!(chi_square(&logits(), &params, &P, 40_000) < 20.5);
+    }
+
+    #[test]
+    fn sampling_over_several_draw_chunks_follows_softmax() {
+        // 150 tokens: the draw picks one of 3 chunks, then a token within it.
+        let logits: Vec<f32> = (0..150).map(|i| (i as f32 * 0.7).sin() * 1.5).collect();
+        let expected = softmax(&logits.iter().map(|&l| f64::from(l)).collect::<Vec<_>>());
+        // 149 degrees of freedom: the critical value at p = 0.001 is 208.
+        assert!(chi_square(&logits, &SamplingParams::default(), &expected, 60_000) < 208.0);
     }
 
     #[test]
