@@ -8,7 +8,8 @@
 # and makes nearly every group's rewards differ, so both train on every completion.
 # Each pair runs twice: in fp32, and in mixed precision (fp32 weights, bf16 passes: aha's
 # model.compute_dtype = "bf16", TRL's bf16 = true, which is GRPOConfig's default).
-#   bench/compare_grpo.sh [THREADS]          (STEPS=7 SKIP=2 by default: 5 steady-state steps)
+#   bench/compare_grpo.sh [THREADS]          (STEPS=7 SKIP=2 by default: 5 steady-state steps;
+#                                             MODELS="tiny 25m" and PRECISIONS="fp32 bf16" select pairs)
 # Prints one JSON line per (impl, model, precision): s_per_step (median of the steady-state
 # steps), completion_tokens_per_s, completion_length_mean and, for aha, generation/train/reward
 # seconds.
@@ -36,9 +37,9 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-for name in tiny 25m; do
+for name in ${MODELS:-tiny 25m}; do
   model=target/bench-models/qwen2-$name-noeos
-  for precision in fp32 bf16; do
+  for precision in ${PRECISIONS:-fp32 bf16}; do
     if [ "$precision" = bf16 ]; then
       AHA_PRECISION=(--set model.compute_dtype=bf16); TRL_PRECISION=(--bf16)
     else
