@@ -111,19 +111,18 @@ pub(crate) fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
 }
 
 /// Attention scores of `G` query heads that share one kv head: `out[h * n + s] = sum_j
-/// queries[h * d + j] * keys[j * stride + s]`, queries `[G, d]`, keys transposed `[d, stride]`,
-/// out `[G, n]` with `n` a multiple of `LANES`. Each block of `LANES` slots is read once for all
-/// `G` heads, their sums held in registers.
+/// queries[j * G + h] * keys[j * stride + s]`, queries interleaved `[d, G]`, keys transposed
+/// `[d, stride]`, out `[G, n]` with `n` a multiple of `LANES`. Each block of `LANES` slots is read
+/// once for all `G` heads, their sums held in registers.
 #[inline(always)]
 pub(crate) fn scores<const G: usize>(queries: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    let (d, n) = (queries.len() / G, out.len() / G);
-    assert!(n % LANES == 0 && n <= stride && keys.len() >= (d - 1) * stride + n, "scores of whole blocks");
+    let n = out.len() / G;
+    assert!(n % LANES == 0 && n <= stride, "scores of whole blocks");
     for start in (0..n).step_by(LANES) {
         let mut sums = [[0.0f32; LANES]; G];
-        for j in 0..d {
-            let block: &[f32; LANES] = keys[j * stride + start..][..LANES].try_into().expect("a block");
-            for (h, sum) in sums.iter_mut().enumerate() {
-                let q = queries[h * d + j];
+        for (q, key_row) in queries.chunks_exact(G).zip(keys.chunks(stride)) {
+            let block: &[f32; LANES] = key_row[start..start + LANES].try_into().expect("a block");
+            for (sum, &q) in sums.iter_mut().zip(q) {
                 for (s, &k) in sum.iter_mut().zip(block) {
                     *s += q * k;
                 }
@@ -136,21 +135,18 @@ pub(crate) fn scores<const G: usize>(queries: &[f32], keys: &[f32], stride: usiz
 }
 
 /// Attention outputs of `G` query heads that share one kv head: `out[h * d + c] = sum_s
-/// weights[h * stride + s] * values[s * d + c]` for `s < n`, weights `[G, stride]`, values
-/// `[n, d]`, out `[G, d]`. Each value row is read once for all `G` heads.
+/// weights[s * G + h] * values[s * d + c]`, weights interleaved `[n, G]`, values `[n, d]`, out
+/// `[G, d]`. Each value row is read once for all `G` heads.
 #[inline(always)]
-pub(crate) fn weighted_values<const G: usize>(weights: &[f32], stride: usize, values: &[f32], out: &mut [f32]) {
+pub(crate) fn weighted_values<const G: usize>(weights: &[f32], values: &[f32], out: &mut [f32]) {
     let d = out.len() / G;
-    let n = values.len() / d;
-    assert!(n <= stride && weights.len() >= (G - 1) * stride + n);
     let mut start = 0;
     while start + LANES <= d {
         let mut sums = [[0.0f32; LANES]; G];
-        for s in 0..n {
-            let row: &[f32; LANES] = values[s * d + start..][..LANES].try_into().expect("a block");
-            for (h, sum) in sums.iter_mut().enumerate() {
-                let w = weights[h * stride + s];
-                for (x, &v) in sum.iter_mut().zip(row) {
+        for (w, row) in weights.chunks_exact(G).zip(values.chunks_exact(d)) {
+            let block: &[f32; LANES] = row[start..start + LANES].try_into().expect("a block");
+            for (sum, &w) in sums.iter_mut().zip(w) {
+                for (x, &v) in sum.iter_mut().zip(block) {
                     *x += w * v;
                 }
             }
@@ -162,7 +158,8 @@ pub(crate) fn weighted_values<const G: usize>(weights: &[f32], stride: usize, va
     }
     for c in start..d {
         for h in 0..G {
-            out[h * d + c] = (0..n).fold(0.0, |total, s| total + weights[h * stride + s] * values[s * d + c]);
+            out[h * d + c] =
+                weights.chunks_exact(G).zip(values.chunks_exact(d)).fold(0.0, |total, (w, row)| total + w[h] * row[c]);
         }
     }
 }
@@ -261,23 +258,23 @@ mod tests {
         // Two heads of dimension 20 (a block of 16 and 4 left over), 32 slots in a stride of 48.
         let (d, n, stride) = (20, 32, 48);
         let value = |i: usize| ((i * 7 % 11) as f32 - 5.0) / 4.0;
-        let queries: Vec<f32> = (0..2 * d).map(|i| value(i + 3)).collect();
+        let queries: Vec<f32> = (0..d * 2).map(|i| value(i + 3)).collect();
         let keys: Vec<f32> = (0..d * stride).map(value).collect();
         let mut got = vec![0.0; 2 * n];
         scores::<2>(&queries, &keys, stride, &mut got);
         for h in 0..2 {
             for s in 0..n {
-                let want: f32 = (0..d).map(|j| queries[h * d + j] * keys[j * stride + s]).sum();
+                let want: f32 = (0..d).map(|j| queries[j * 2 + h] * keys[j * stride + s]).sum();
                 assert!((got[h * n + s] - want).abs() < 1e-5, "score {h} {s}");
             }
         }
-        let weights: Vec<f32> = (0..2 * stride).map(|i| value(i + 5)).collect();
+        let weights: Vec<f32> = (0..n * 2).map(|i| value(i + 5)).collect();
         let values: Vec<f32> = (0..n * d).map(|i| value(i + 1)).collect();
         let mut got = vec![0.0; 2 * d];
-        weighted_values::<2>(&weights, stride, &values, &mut got);
+        weighted_values::<2>(&weights, &values, &mut got);
         for h in 0..2 {
             for c in 0..d {
-                let want: f32 = (0..n).map(|s| weights[h * stride + s] * values[s * d + c]).sum();
+                let want: f32 = (0..n).map(|s| weights[s * 2 + h] * values[s * d + c]).sum();
                 assert!((got[h * d + c] - want).abs() < 1e-5, "output {h} {c}");
             }
         }

@@ -5,8 +5,15 @@
 //! Why: at decode shapes a layer is four small GEMMs and some fifty other tensor operations
 //! (norms, rotations, cache writes, masks, attention per row). Through libtorch each of those
 //! costs several microseconds of dispatch and allocation whatever its size, so a small model's
-//! step was mostly overhead: the tiny fixture model decoding 64 rows took about 1 ms a step for
-//! 9 MFLOP. Here a layer is four libtorch calls.
+//! step was mostly overhead: the tiny fixture model decoding 64 rows took about 1.2 ms a step for
+//! 9 MFLOP. Here a layer is four libtorch calls, and the step about 0.5 ms, of which attention
+//! (reading the cache) is about half and the GEMMs a third (tests/benches/rollout_throughput.rs:
+//! 55k -> 85-108k tokens/s on the tiny model, 1.96k -> 2.09k on the 24.5M one, same load).
+//!
+//! Attention reads each kv head's keys and values once for the query heads that share it (up to
+//! four at a time), over keys stored transposed (`[head_dim, slots]`, see `cache.rs`), and
+//! shares the rows out among libtorch's own OpenMP threads (`intra_op`): threads of its own
+//! would fight the OpenMP workers for the cores.
 //!
 //! It computes what `CausalLM::forward` computes, in the same order of operations (RMSNorm in
 //! fp32 then the weight, rotate-half RoPE from the same table, scores scaled by head_dim^-0.5,
@@ -111,9 +118,8 @@ impl CausalLM {
 
 /// RMSNorm of each row of `x` (`rows` of them), as a new `[rows, hidden]` tensor.
 fn norm_rows(x: &[f32], norm: &RmsNorm, rows: usize) -> Tensor {
-    let hidden = x.len() / rows;
-    let out = Tensor::empty([rows as i64, hidden as i64], (Kind::Float, Device::Cpu));
     let (weight, eps) = norm_weight(norm);
+    let out = Tensor::empty([rows as i64, weight.len() as i64], (Kind::Float, Device::Cpu));
     // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
     rms_norm_rows(x, weight, eps, unsafe { host_mut(&out) });
     out
@@ -227,12 +233,18 @@ multiversioned! {
         let group = heads / kv_heads;
         let width = (heads + 2 * kv_heads) * d;
         let slots = slot + 1;
-        // Scores are computed for whole blocks of slots (capacities are multiples of the block).
-        let blocked = slots.next_multiple_of(SLOT_ALIGNMENT as usize);
+        let scratch = &mut AttentionScratch {
+            scale: (d as f32).powf(-0.5),
+            // Scores are computed for whole blocks of slots (capacities are multiples of the block).
+            blocked: slots.next_multiple_of(SLOT_ALIGNMENT as usize),
+            bias: vec![0f32; slots],
+            queries: vec![0f32; MAX_HEADS_AT_ONCE * d],
+            scores: vec![0f32; MAX_HEADS_AT_ONCE * slots.next_multiple_of(SLOT_ALIGNMENT as usize)],
+            weights: vec![0f32; MAX_HEADS_AT_ONCE * slots],
+        };
         let mut queries = vec![0f32; heads * d];
         let mut key = vec![0f32; d];
         let mut normed = vec![0f32; d];
-        let mut scores = vec![0f32; MAX_HEADS_AT_ONCE * blocked];
         let rows = out.len() / (heads * d);
         for local in 0..rows {
             let row = first + local;
@@ -252,7 +264,12 @@ multiversioned! {
                 }
                 row_values[(g * capacity + slot) * d..][..d].copy_from_slice(&qkv[(heads + kv_heads + g) * d..][..d]);
             }
+            // Padding is hidden; a row may always attend its own slot, so that a padding row never
+            // has an empty softmax (its output is never used).
             let mask = &inputs.key_mask[row * capacity..][..slots];
+            for (s, (bias, &real)) in scratch.bias.iter_mut().zip(mask).enumerate() {
+                *bias = if real != 0 || s == slot { 0.0 } else { f32::NEG_INFINITY };
+            }
             let row_out = &mut out[local * heads * d..][..heads * d];
             for g in 0..kv_heads {
                 let keys = &row_keys[g * d * capacity..][..d * capacity];
@@ -262,12 +279,11 @@ multiversioned! {
                     let count = ((g + 1) * group - head).min(MAX_HEADS_AT_ONCE);
                     let queries = &queries[head * d..][..count * d];
                     let out = &mut row_out[head * d..][..count * d];
-                    let scores = &mut scores[..count * blocked];
                     match count {
-                        4 => heads_attend::<4>(queries, keys, capacity, values, mask, scores, out),
-                        3 => heads_attend::<3>(queries, keys, capacity, values, mask, scores, out),
-                        2 => heads_attend::<2>(queries, keys, capacity, values, mask, scores, out),
-                        _ => heads_attend::<1>(queries, keys, capacity, values, mask, scores, out),
+                        4 => heads_attend::<4>(queries, keys, capacity, values, scratch, out),
+                        3 => heads_attend::<3>(queries, keys, capacity, values, scratch, out),
+                        2 => heads_attend::<2>(queries, keys, capacity, values, scratch, out),
+                        _ => heads_attend::<1>(queries, keys, capacity, values, scratch, out),
                     }
                     head += count;
                 }
@@ -279,37 +295,56 @@ multiversioned! {
 /// Query heads of one kv head attended together, reading its keys and values once.
 const MAX_HEADS_AT_ONCE: usize = 4;
 
+/// Working memory of `attend_rows`, reused for every row and head.
+struct AttentionScratch {
+    /// head_dim^-0.5.
+    scale: f32,
+    /// The filled slots rounded up to whole blocks.
+    blocked: usize,
+    /// Per slot of the current row: 0, or -inf where the slot is hidden.
+    bias: Vec<f32>,
+    /// Up to `MAX_HEADS_AT_ONCE` queries, interleaved `[head_dim, heads]`.
+    queries: Vec<f32>,
+    /// `[heads, blocked]`.
+    scores: Vec<f32>,
+    /// The softmax of the scores, interleaved `[slots, heads]`.
+    weights: Vec<f32>,
+}
+
 /// Attention of `G` query heads (`queries` `[G, d]`, rotated) of one row over one kv head's
-/// keys (`[d, capacity]`) and values (`[slots, d]`) under `mask` (`[slots]`, the new token's
-/// slot last); `scores` `[G, blocked slots]` is scratch space, `out` `[G, d]`.
+/// keys (`[d, capacity]`) and values (`[slots, d]`); `out` `[G, d]`.
 #[inline(always)]
 fn heads_attend<const G: usize>(
     queries: &[f32],
     keys: &[f32],
     capacity: usize,
     values: &[f32],
-    mask: &[u8],
-    scores: &mut [f32],
+    scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
     let d = queries.len() / G;
-    let scale = (d as f32).powf(-0.5);
-    let (slots, blocked) = (mask.len(), scores.len() / G);
-    cpu_math::scores::<G>(queries, keys, capacity, scores);
-    for head_scores in scores.chunks_exact_mut(blocked) {
+    let slots = scratch.bias.len();
+    let interleaved = &mut scratch.queries[..G * d];
+    for (h, query) in queries.chunks_exact(d).enumerate() {
+        for (j, &q) in query.iter().enumerate() {
+            interleaved[j * G + h] = q;
+        }
+    }
+    let scores = &mut scratch.scores[..G * scratch.blocked];
+    cpu_math::scores::<G>(interleaved, keys, capacity, scores);
+    let weights = &mut scratch.weights[..G * slots];
+    for (h, head_scores) in scores.chunks_exact_mut(scratch.blocked).enumerate() {
         let head_scores = &mut head_scores[..slots];
-        // Padding is hidden; a row may always attend its own slot, so that a padding row never
-        // has an empty softmax (its output is never used).
-        for (s, (score, &real)) in head_scores.iter_mut().zip(mask).enumerate() {
-            *score = if real != 0 || s == slots - 1 { *score * scale } else { f32::NEG_INFINITY };
+        for (score, &bias) in head_scores.iter_mut().zip(&scratch.bias) {
+            *score = *score * scratch.scale + bias;
         }
         let highest = cpu_math::max(head_scores);
         let inverse_total = 1.0 / cpu_math::exp_shifted_in_place(head_scores, highest);
-        for p in head_scores.iter_mut() {
-            *p *= inverse_total;
+        for (s, &e) in head_scores.iter().enumerate() {
+            weights[s * G + h] = e * inverse_total;
         }
     }
-    cpu_math::weighted_values::<G>(scores, blocked, values, out);
+    cpu_math::weighted_values::<G>(weights, values, out);
 }
 
 /// Rotate-half RoPE of one head `x` (after an optional per-head RMSNorm into `normed`):
