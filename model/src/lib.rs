@@ -4,7 +4,8 @@
 //!
 //! It runs forward passes (batched, left-padded, with a preallocated KV cache; in the weights'
 //! dtype or, mixed precision, in bf16 over fp32 weights) and computes per-token log-probs in fp32
-//! without ever materialising a `[batch x len x vocab]` tensor.
+//! without ever materialising a `[batch x len x vocab]` tensor. Single-token decode steps of fp32
+//! models on the CPU run fused: libtorch for the GEMMs, Rust ([`cpu_math`]) for the rest.
 //! It does not sample (that is `aha-rollout`) and does not train (that is `aha-grpo`): it gives
 //! both the same logits.
 //!
