@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aha_model::{CausalLM, LoadOptions, SaveOptions, Tokenizer};
+use aha_model::{CausalLM, KvCache, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::{generate, FinishReason, GenerationRequest, SamplingParams};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -105,6 +105,27 @@ fn left_padded_batch_equals_each_row_alone() {
     }
 }
 
+/// The logits of `batch` through `cache`: its first `prefill` columns in one pass, then one
+/// column per step.
+fn decode_step_by_step(model: &CausalLM, batch: &aha_model::PaddedBatch, prefill: i64, cache: &mut KvCache) -> Tensor {
+    let columns = |start, len| {
+        (
+            batch.input_ids.narrow(1, start, len),
+            batch.positions.narrow(1, start, len),
+            batch.attention_mask.narrow(1, start, len),
+        )
+    };
+    let width = batch.input_ids.size()[1];
+    let steps: Vec<Tensor> = std::iter::once((0, prefill))
+        .chain((prefill..width).map(|t| (t, 1)))
+        .map(|(start, len)| {
+            let (ids, positions, mask) = columns(start, len);
+            model.forward(&ids, &positions, Some(&mask), Some(&mut *cache))
+        })
+        .collect();
+    model.logits(&Tensor::cat(&steps, 1))
+}
+
 #[test]
 fn kv_cache_decoding_equals_full_forward() {
     let expected = expected();
@@ -119,24 +140,9 @@ fn kv_cache_decoding_equals_full_forward() {
                 model.logits(&model.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None));
             // Prefill a few columns, then one token per step, starting from a small cache so
             // that it has to grow.
-            let prefill = 3;
             let mut cache = model.new_cache(2, 4);
-            let mut steps = vec![model.forward(
-                &batch.input_ids.narrow(1, 0, prefill),
-                &batch.positions.narrow(1, 0, prefill),
-                Some(&batch.attention_mask.narrow(1, 0, prefill)),
-                Some(&mut cache),
-            )];
-            for t in prefill..width {
-                steps.push(model.forward(
-                    &batch.input_ids.narrow(1, t, 1),
-                    &batch.positions.narrow(1, t, 1),
-                    Some(&batch.attention_mask.narrow(1, t, 1)),
-                    Some(&mut cache),
-                ));
-            }
+            let incremental = decode_step_by_step(&model, &batch, 3, &mut cache);
             assert_eq!(cache.len(), width);
-            let incremental = model.logits(&Tensor::cat(&steps, 1));
             // Compare real tokens only: padding rows are computed but never used.
             let real = batch.attention_mask.unsqueeze(-1);
             let diff = (&full - &incremental).abs().masked_fill(&real.logical_not(), 0.0).max().double_value(&[]);
@@ -177,22 +183,7 @@ fn a_large_decode_batch_is_as_exact_as_the_full_forward() {
             let full_forward = |model: &CausalLM| {
                 model.logits(&model.forward(&batch.input_ids, &batch.positions, Some(&batch.attention_mask), None))
             };
-            let prefill = 8;
-            let mut cache = model.new_cache(24, width);
-            let mut steps = vec![model.forward(
-                &batch.input_ids.narrow(1, 0, prefill),
-                &batch.positions.narrow(1, 0, prefill),
-                Some(&batch.attention_mask.narrow(1, 0, prefill)),
-                Some(&mut cache),
-            )];
-            for t in prefill..width {
-                steps.push(model.forward(
-                    &batch.input_ids.narrow(1, t, 1),
-                    &batch.positions.narrow(1, t, 1),
-                    Some(&batch.attention_mask.narrow(1, t, 1)),
-                    Some(&mut cache),
-                ));
-            }
+            let decoded = decode_step_by_step(&model, &batch, 8, &mut model.new_cache(24, width));
             let exact = full_forward(&exact_model).to_kind(Kind::Float);
             let padding = batch.attention_mask.unsqueeze(-1).logical_not();
             let error = |logits: &Tensor| {
@@ -200,7 +191,7 @@ fn a_large_decode_batch_is_as_exact_as_the_full_forward() {
                 (error.max().double_value(&[]), error.mean(Kind::Double).double_value(&[]))
             };
             let (full_max, full_mean) = error(&full_forward(&model));
-            let (decoded_max, decoded_mean) = error(&model.logits(&Tensor::cat(&steps, 1)));
+            let (decoded_max, decoded_mean) = error(&decoded);
             assert!(
                 decoded_max < 2.0 * full_max && decoded_mean < 1.5 * full_mean,
                 "{name}: decoded logits are {decoded_max} (mean {decoded_mean}) from the exact ones, the full \
