@@ -10,10 +10,14 @@
 //! (reading the cache) is about half and the GEMMs a third (tests/benches/rollout_throughput.rs:
 //! 55k -> 85-108k tokens/s on the tiny model, 1.96k -> 2.09k on the 24.5M one, same load).
 //!
-//! Attention reads each kv head's keys and values once for the query heads that share it (up to
-//! four at a time), over keys stored transposed (`[head_dim, slots]`, see `cache.rs`), and
-//! shares the rows out among libtorch's own OpenMP threads (`intra_op`): threads of its own
-//! would fight the OpenMP workers for the cores.
+//! Attention reads each kv head's keys (stored transposed, `[head_dim, slots]`, see `cache.rs`)
+//! and values once for the query heads that share it (up to four at a time). The work goes to
+//! libtorch's own OpenMP threads (`intra_op`; threads of its own would fight the OpenMP workers
+//! for the cores): a small model's step splits its rows among them, each running every layer
+//! for its rows with single-threaded GEMMs (the tiny model: one parallel region a step instead
+//! of a dozen; 64 rows of 256 tokens, 85-108k -> 126k tokens/s at best, and 141-146k for 64
+//! tokens after 40-token prompts, GRPO's bench shape); a larger model's GEMMs run on all
+//! threads, and attention splits its rows.
 //!
 //! It computes what `CausalLM::forward` computes, in the same order of operations (RMSNorm in
 //! fp32 then the weight, rotate-half RoPE from the same table, scores scaled by head_dim^-0.5,
@@ -69,53 +73,165 @@ impl CausalLM {
         let (cos, sin) = self.rope_table_to(highest);
 
         let _ = cache.begin_step(step_mask, 1);
-        let capacity = cache.capacity() as usize;
-        let slot = cache.len() as usize;
-
-        let embed = host(&self.embed_tokens);
-        let mut x = vec![0f32; rows * hidden];
-        for (row, &id) in x.chunks_exact_mut(hidden).zip(&ids) {
-            row.copy_from_slice(&embed[id as usize * hidden..][..hidden]);
-        }
-
-        let (heads, kv_heads, head_dim) =
-            (c.num_attention_heads as usize, c.num_key_value_heads as usize, c.head_dim as usize);
-        for (index, layer) in self.layers.iter().enumerate() {
-            let attn = &layer.self_attn;
-            let qkv = attn.qkv.fused.forward(&norm_rows(&x, &layer.input_layernorm, rows), false);
-            let attended = Tensor::empty([rows as i64, (heads * head_dim) as i64], (Kind::Float, Device::Cpu));
-            let (keys, values, key_mask) = cache.layer_tensors(index);
-            let shape = AttentionShape { heads, kv_heads, head_dim, capacity, slot };
-            // SAFETY: the cache's tensors and `attended` are contiguous fp32 CPU tensors that
-            // nothing else reads or writes while these slices live (the cache is borrowed mutably).
-            let (keys, values, attended_rows) = unsafe { (host_mut(keys), host_mut(values), host_mut(&attended)) };
-            attend(
-                &shape,
-                AttentionInputs {
-                    qkv: host(&qkv),
-                    positions: &positions,
-                    cos: host(&cos),
-                    sin: host(&sin),
-                    q_norm: attn.q_norm.as_ref().map(norm_weight),
-                    k_norm: attn.k_norm.as_ref().map(norm_weight),
-                    key_mask: host_bools(key_mask),
-                },
+        let (capacity, slot) = (cache.capacity() as usize, cache.len() as usize);
+        let out = Tensor::empty([rows as i64, hidden as i64], (Kind::Float, Device::Cpu));
+        {
+            let layers = (0..self.layers.len()).map(|index| cache.layer_tensors(index));
+            // SAFETY: the cache's tensors and `out` are contiguous fp32 CPU tensors that nothing
+            // else reads or writes while these slices live (the cache is borrowed mutably).
+            let (keys, values): (Vec<&mut [f32]>, Vec<&mut [f32]>) =
+                layers.map(|(keys, values, _)| unsafe { (host_mut(keys), host_mut(values)) }).unzip();
+            let rows_in = RowsOfStep {
+                ids: &ids,
+                positions: &positions,
+                key_mask: host_bools(cache.layer_tensors(0).2),
                 keys,
                 values,
-                attended_rows,
-            );
+                // SAFETY: as above.
+                out: unsafe { host_mut(&out) },
+            };
+            let step = DecodeStep { model: self, cos: host(&cos), sin: host(&sin), capacity, slot };
+            let threads = tch::get_num_threads().max(1) as usize;
+            let c = &self.config;
+            let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+            let h = c.hidden_size;
+            let layer_work = rows as i64 * (h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size);
+            if threads > 1 && rows >= threads * MIN_ROWS_PER_PART && layer_work < SPLIT_ROWS_BELOW_LAYER_WORK {
+                step.run_split(rows_in, threads);
+            } else {
+                step.run(rows_in, threads);
+            }
+        }
+        cache.end_step(1);
+        out.view([rows as i64, 1, hidden as i64])
+    }
+}
+
+/// Multiply-adds of a layer's GEMMs in a step below which the rows are split among libtorch's
+/// threads for the whole step (each thread runs every layer for its rows, its GEMMs on one
+/// thread) rather than each operation being split: the tiny model's GEMMs are too small to pay
+/// for waking the team several times a layer. The 24.5M model (about 190M a layer at 64 rows)
+/// keeps each GEMM on all threads, where MKL packs every weight once rather than once a thread.
+const SPLIT_ROWS_BELOW_LAYER_WORK: i64 = 16 << 20;
+
+/// Fewest rows a thread takes when a step's rows are split: fewer are not worth a parallel
+/// region, and a GEMM of one or two rows takes other MKL kernels, whose roundings would make a
+/// sequence's log-probs depend on how many others share its step by more than usual (2e-5).
+const MIN_ROWS_PER_PART: usize = 8;
+
+/// One decode step's shared inputs.
+struct DecodeStep<'a> {
+    model: &'a CausalLM,
+    /// cos and sign-folded sin tables `[positions, head_dim]` (see `Rope`).
+    cos: &'a [f32],
+    sin: &'a [f32],
+    capacity: usize,
+    slot: usize,
+}
+
+/// Some consecutive rows of a decode step: their tokens, positions and key mask, each layer's
+/// keys and values of these rows, and where their final hidden states go.
+struct RowsOfStep<'a> {
+    ids: &'a [i64],
+    positions: &'a [i64],
+    key_mask: &'a [u8],
+    keys: Vec<&'a mut [f32]>,
+    values: Vec<&'a mut [f32]>,
+    out: &'a mut [f32],
+}
+
+/// Lets the tasks of `run_split` share a `DecodeStep`.
+struct SharedStep<'a>(DecodeStep<'a>);
+
+// SAFETY: the tasks only read the model's weights (libtorch tensors may be read from several
+// threads at once; fp32 weights are used as stored, without the cast cache) and write disjoint
+// rows of memory they were handed.
+unsafe impl Sync for SharedStep<'_> {}
+
+impl SharedStep<'_> {
+    /// A task of `run_split`: its rows on this thread.
+    fn run(&self, rows: RowsOfStep<'_>) {
+        // Grad mode is per thread: the team's other threads record by default.
+        tch::no_grad(|| self.0.run(rows, 1));
+    }
+}
+
+impl DecodeStep<'_> {
+    /// Runs `rows` through every layer on this thread; attention may use `threads`.
+    fn run(&self, rows: RowsOfStep<'_>, threads: usize) {
+        let model = self.model;
+        let c = &model.config;
+        let n = rows.ids.len();
+        let hidden = c.hidden_size as usize;
+        let embed = host(&model.embed_tokens);
+        let mut x = vec![0f32; n * hidden];
+        for (row, &id) in x.chunks_exact_mut(hidden).zip(rows.ids) {
+            row.copy_from_slice(&embed[id as usize * hidden..][..hidden]);
+        }
+        let (heads, kv_heads, head_dim) =
+            (c.num_attention_heads as usize, c.num_key_value_heads as usize, c.head_dim as usize);
+        let shape = AttentionShape { heads, kv_heads, head_dim, capacity: self.capacity, slot: self.slot };
+        for ((layer, keys), values) in model.layers.iter().zip(rows.keys).zip(rows.values) {
+            let attn = &layer.self_attn;
+            let qkv = attn.qkv.fused.forward(&norm_rows(&x, &layer.input_layernorm, n), false);
+            let attended = Tensor::empty([n as i64, (heads * head_dim) as i64], (Kind::Float, Device::Cpu));
+            let inputs = AttentionInputs {
+                qkv: host(&qkv),
+                positions: rows.positions,
+                cos: self.cos,
+                sin: self.sin,
+                q_norm: attn.q_norm.as_ref().map(norm_weight),
+                k_norm: attn.k_norm.as_ref().map(norm_weight),
+                key_mask: rows.key_mask,
+            };
+            // SAFETY: `attended` is a fresh contiguous fp32 CPU tensor, not shared.
+            attend(&shape, inputs, keys, values, unsafe { host_mut(&attended) }, threads);
             add_rows(&mut x, &attn.o_proj.forward(&attended, false));
 
             let mlp = &layer.mlp;
-            let gate_up = mlp.gate_up.fused.forward(&norm_rows(&x, &layer.post_attention_layernorm, rows), false);
+            let gate_up = mlp.gate_up.fused.forward(&norm_rows(&x, &layer.post_attention_layernorm, n), false);
             let intermediate = c.intermediate_size;
-            let activated = Tensor::empty([rows as i64, intermediate], (Kind::Float, Device::Cpu));
+            let activated = Tensor::empty([n as i64, intermediate], (Kind::Float, Device::Cpu));
             // SAFETY: `activated` is a fresh contiguous fp32 CPU tensor, not shared.
             silu_times_up(host(&gate_up), intermediate as usize, unsafe { host_mut(&activated) });
             add_rows(&mut x, &mlp.down_proj.forward(&activated, false));
         }
-        cache.end_step(1);
-        norm_rows(&x, &self.norm, rows).view([rows as i64, 1, hidden as i64])
+        let (weight, eps) = norm_weight(&model.norm);
+        rms_norm_rows(&x, weight, eps, rows.out);
+    }
+
+    /// Runs `rows` in `threads` parts, one per libtorch thread, each part through every layer.
+    /// libtorch and MKL run single-threaded inside the team's parallel region.
+    fn run_split(self, rows: RowsOfStep<'_>, threads: usize) {
+        let per_task = rows.ids.len().div_ceil(threads);
+        let capacity = self.capacity;
+        let hidden = self.model.config.hidden_size as usize;
+        let mut keys: Vec<_> =
+            rows.keys.into_iter().map(|k| k.chunks_mut(k.len() / rows.ids.len() * per_task)).collect();
+        let mut values: Vec<_> =
+            rows.values.into_iter().map(|v| v.chunks_mut(v.len() / rows.ids.len() * per_task)).collect();
+        let parts: Vec<Mutex<Option<RowsOfStep<'_>>>> = rows
+            .ids
+            .chunks(per_task)
+            .zip(rows.positions.chunks(per_task))
+            .zip(rows.key_mask.chunks(per_task * capacity))
+            .zip(rows.out.chunks_mut(per_task * hidden))
+            .map(|(((ids, positions), key_mask), out)| {
+                Mutex::new(Some(RowsOfStep {
+                    ids,
+                    positions,
+                    key_mask,
+                    keys: keys.iter_mut().map(|k| k.next().expect("a part per task")).collect(),
+                    values: values.iter_mut().map(|v| v.next().expect("a part per task")).collect(),
+                    out,
+                }))
+            })
+            .collect();
+        let step = SharedStep(self);
+        intra_op::parallel_for(parts.len(), threads, |task| {
+            let part = parts[task].lock().expect("rows of a task").take().expect("each part once");
+            step.run(part);
+        });
     }
 }
 
@@ -197,12 +313,18 @@ struct AttentionInputs<'a> {
 
 /// Writes each row's new key and value into the cache (keys `[rows, kv_heads, head_dim,
 /// capacity]`, values `[rows, kv_heads, capacity, head_dim]`) and its attention output into `out`
-/// `[rows, heads * head_dim]`. Rows are shared out among libtorch's intra-op threads when the
+/// `[rows, heads * head_dim]`. Rows are shared out among `threads` of libtorch's threads when the
 /// work is large enough to pay for them: reading the cache is most of a large model's attention.
-fn attend(shape: &AttentionShape, inputs: AttentionInputs<'_>, keys: &mut [f32], values: &mut [f32], out: &mut [f32]) {
+fn attend(
+    shape: &AttentionShape,
+    inputs: AttentionInputs<'_>,
+    keys: &mut [f32],
+    values: &mut [f32],
+    out: &mut [f32],
+    threads: usize,
+) {
     let AttentionShape { heads, kv_heads, head_dim, capacity, slot } = *shape;
     let rows = inputs.positions.len();
-    let threads = tch::get_num_threads().max(1) as usize;
     let work = rows * heads * (slot + 1) * head_dim;
     if threads == 1 || work < PARALLEL_ATTENTION_WORK {
         return attend_rows(shape, inputs, 0, keys, values, out);
@@ -405,4 +527,53 @@ unsafe fn host_mut(t: &Tensor) -> &mut [f32] {
         return &mut [];
     }
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention shared out among threads writes the same cache and outputs, bit for bit, as
+    /// one thread: each row is computed alone either way.
+    #[test]
+    fn attention_on_several_threads_equals_one_thread() {
+        let (rows, heads, kv_heads, head_dim, capacity, slot) = (24, 4, 2, 16, 112, 100);
+        let shape = AttentionShape { heads, kv_heads, head_dim, capacity, slot };
+        let mut state = 7u64;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let qkv = random(rows * (heads + 2 * kv_heads) * head_dim);
+        let table = random(128 * head_dim);
+        let keys = random(rows * kv_heads * head_dim * capacity);
+        let values = random(rows * kv_heads * capacity * head_dim);
+        // Row r's first r slots are padding.
+        let key_mask: Vec<u8> = (0..rows * capacity).map(|i| u8::from(i % capacity >= i / capacity)).collect();
+        let positions: Vec<i64> = (0..rows as i64).map(|r| 100 - r).collect();
+        let inputs = AttentionInputs {
+            qkv: &qkv,
+            positions: &positions,
+            cos: &table,
+            sin: &table,
+            q_norm: None,
+            k_norm: None,
+            key_mask: &key_mask,
+        };
+        assert!(rows * heads * (slot + 1) * head_dim >= PARALLEL_ATTENTION_WORK);
+        let run = |threads: usize| {
+            let (mut keys, mut values, mut out) = (keys.clone(), values.clone(), vec![0f32; rows * heads * head_dim]);
+            tch::set_num_threads(threads as i32);
+            attend(&shape, inputs, &mut keys, &mut values, &mut out, threads);
+            (keys, values, out)
+        };
+        let one = run(1);
+        assert!(one.2.iter().all(|x| x.is_finite()) && one.2.iter().any(|&x| x != 0.0));
+        assert!(run(2) == one, "two threads differ from one");
+        assert!(run(3) == one, "three threads differ from one");
+    }
 }
