@@ -9,7 +9,7 @@
 //! closely as its eager and SDPA attention agree with each other (tests/tests/model_parity.rs).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -18,6 +18,7 @@ use crate::cache::KvCache;
 use crate::checkpoint::{torch_dtype_name, write_safetensors, Checkpoint};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::{io_error, ModelError, Result};
+use crate::packed_gemm::Packed;
 
 mod fused_decode;
 
@@ -73,9 +74,33 @@ impl Default for SaveOptions {
 struct Linear {
     weight: Weight,
     bias: Option<Weight>,
+    /// MKL's packed copy of an fp32 weight for the fused decode step, and the weight's version
+    /// when it was packed (see `packed_gemm`).
+    packed: Mutex<Option<(i64, Arc<Packed>)>>,
 }
 
 impl Linear {
+    fn new(weight: Weight, bias: Option<Weight>) -> Self {
+        Self { weight, bias, packed: Mutex::new(None) }
+    }
+
+    /// The weight packed for MKL's GEMM with `rows`-row inputs, packed anew after any change of
+    /// the weight; `None` without MKL. The weight must be fp32.
+    fn packed(&self, rows: usize) -> Option<Arc<Packed>> {
+        let weight = &self.weight.stored;
+        let version = weight.internal_version();
+        let mut packed = self.packed.lock().expect("packed weight lock");
+        if let Some((made_from, packed)) = &*packed {
+            if *made_from == version {
+                return Some(packed.clone());
+            }
+        }
+        let (n, k) = weight.size2().expect("a linear weight is [out, in]");
+        let fresh = Arc::new(Packed::new(fused_decode::host(weight), n as usize, k as usize, rows)?);
+        *packed = Some((version, fresh.clone()));
+        Some(fresh)
+    }
+
     fn forward(&self, x: &Tensor, grad_enabled: bool) -> Tensor {
         let bias = self.bias.as_ref().map(|b| b.get(grad_enabled));
         x.linear(&self.weight.get(grad_enabled), bias.as_deref())
@@ -428,7 +453,7 @@ impl CausalLM {
         let linear = |path: &tch::nn::Path, out: i64, inp: i64, bias: bool| -> Result<Linear> {
             let weight = cast(tensor(path, "weight", &[out, inp])?);
             let bias = if bias { Some(cast(tensor(path, "bias", &[out])?)) } else { None };
-            Ok(Linear { weight, bias })
+            Ok(Linear::new(weight, bias))
         };
         // The parts are registered as leaves that alias rows of the fused tensors (see FusedLinear).
         let fused_linear = |parts: &[(tch::nn::Path, i64)], inp: i64, bias: bool| -> Result<FusedLinear> {
@@ -448,10 +473,10 @@ impl CausalLM {
                     Some(b) => Some(cast(part(path, "bias", b, row, &[*out])?)),
                     None => None,
                 };
-                linears.push(Linear { weight, bias });
+                linears.push(Linear::new(weight, bias));
                 row += out;
             }
-            let fused = Linear { weight: cast(fused_weight), bias: fused_bias.map(cast) };
+            let fused = Linear::new(cast(fused_weight), fused_bias.map(cast));
             Ok(FusedLinear { fused, parts: linears })
         };
         let rms_norm = |path: &tch::nn::Path, size: i64| -> Result<RmsNorm> {

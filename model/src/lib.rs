@@ -23,6 +23,7 @@ pub mod cpu_math;
 pub mod decoder;
 pub mod error;
 mod intra_op;
+mod packed_gemm;
 pub mod tokenizer;
 
 pub use architecture::Architecture;
