@@ -398,7 +398,15 @@ pub struct CausalLM {
     rope_table: Mutex<(Tensor, Tensor)>,
     kind: Kind,
     compute: Kind,
+    /// Whether the fused decode step multiplies by MKL-packed copies of the weights: only for
+    /// models of up to `PACKED_WEIGHTS_UP_TO_BYTES` of fp32 weights, since the copies double
+    /// the memory the layers take.
+    packs_weights: bool,
 }
+
+/// Largest fp32 model whose fused decode step keeps packed copies of its weights (2 GiB:
+/// Qwen2.5-0.5B).
+const PACKED_WEIGHTS_UP_TO_BYTES: i64 = 2 << 30;
 
 impl CausalLM {
     /// Loads `DIR/config.json` and the safetensors weights in `DIR`.
@@ -521,6 +529,7 @@ impl CausalLM {
         let inv_freq = rope_inv_freq(c);
         let rope_table = Mutex::new(rope_cos_sin(&Tensor::zeros([0], (Kind::Int64, Device::Cpu)), &inv_freq, compute));
         let inv_freq = inv_freq.to_device(device);
+        let weight_bytes: i64 = vars.variables().values().map(|t| t.numel() as i64 * 4).sum();
         Ok(Self {
             config,
             source_dir: dir.to_path_buf(),
@@ -533,6 +542,7 @@ impl CausalLM {
             rope_table,
             kind,
             compute,
+            packs_weights: weight_bytes <= PACKED_WEIGHTS_UP_TO_BYTES,
         })
     }
 

@@ -6,7 +6,8 @@
 //! once (again only when it changes: the optimizer's update moves its version counter) and then
 //! computing against the packed copy made those products 23-36% faster (64 x 512 against
 //! 512 x 768 ... 512 x 3072), with results identical to libtorch's `linear` for two rows or more
-//! (the same kernels). The cost is a second copy of the layer weights in MKL's layout.
+//! (the same kernels). The cost is a second copy of the layer weights in MKL's layout, which is
+//! why models of more than 2 GiB of weights do without (`CausalLM::packs_weights`).
 //!
 //! Where libtorch has no MKL (ARM, macOS), `Packed::new` returns `None` and the caller uses
 //! `linear`.

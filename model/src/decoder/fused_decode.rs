@@ -173,7 +173,7 @@ impl DecodeStep<'_> {
         let shape = AttentionShape { heads, kv_heads, head_dim, capacity: self.capacity, slot: self.slot };
         for ((layer, keys), values) in model.layers.iter().zip(rows.keys).zip(rows.values) {
             let attn = &layer.self_attn;
-            let qkv = project(&attn.qkv.fused, &norm_rows(&x, &layer.input_layernorm, n));
+            let qkv = self.project(&attn.qkv.fused, &norm_rows(&x, &layer.input_layernorm, n));
             let attended = Tensor::empty([n as i64, (heads * head_dim) as i64], (Kind::Float, Device::Cpu));
             let inputs = AttentionInputs {
                 qkv: host(&qkv),
@@ -186,18 +186,31 @@ impl DecodeStep<'_> {
             };
             // SAFETY: `attended` is a fresh contiguous fp32 CPU tensor, not shared.
             attend(&shape, inputs, keys, values, unsafe { host_mut(&attended) }, threads);
-            add_rows(&mut x, &project(&attn.o_proj, &attended));
+            add_rows(&mut x, &self.project(&attn.o_proj, &attended));
 
             let mlp = &layer.mlp;
-            let gate_up = project(&mlp.gate_up.fused, &norm_rows(&x, &layer.post_attention_layernorm, n));
+            let gate_up = self.project(&mlp.gate_up.fused, &norm_rows(&x, &layer.post_attention_layernorm, n));
             let intermediate = c.intermediate_size;
             let activated = Tensor::empty([n as i64, intermediate], (Kind::Float, Device::Cpu));
             // SAFETY: `activated` is a fresh contiguous fp32 CPU tensor, not shared.
             silu_times_up(host(&gate_up), intermediate as usize, unsafe { host_mut(&activated) });
-            add_rows(&mut x, &project(&mlp.down_proj, &activated));
+            add_rows(&mut x, &self.project(&mlp.down_proj, &activated));
         }
         let (weight, eps) = norm_weight(&model.norm);
         rms_norm_rows(&x, weight, eps, rows.out);
+    }
+
+    /// `linear` of `x` (`[rows, in]`), through MKL's packed copy of the weight where the model
+    /// keeps one.
+    fn project(&self, linear: &Linear, x: &Tensor) -> Tensor {
+        let rows = x.size()[0];
+        let packed = if self.model.packs_weights { linear.packed(rows as usize) } else { None };
+        let Some(packed) = packed else { return linear.forward(x, false) };
+        let out = Tensor::empty([rows, linear.weight.stored.size()[0]], (Kind::Float, Device::Cpu));
+        let bias = linear.bias.as_ref().map(|b| host(&b.stored));
+        // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
+        packed.multiply(host(x), bias, unsafe { host_mut(&out) });
+        out
     }
 
     /// Runs `rows` in `threads` parts, one per libtorch thread, each part through every layer.
@@ -233,17 +246,6 @@ impl DecodeStep<'_> {
             step.run(part);
         });
     }
-}
-
-/// `linear` of `x` (`[rows, in]`), through MKL's packed copy of the weight where there is one.
-fn project(linear: &Linear, x: &Tensor) -> Tensor {
-    let rows = x.size()[0];
-    let Some(packed) = linear.packed(rows as usize) else { return linear.forward(x, false) };
-    let out = Tensor::empty([rows, linear.weight.stored.size()[0]], (Kind::Float, Device::Cpu));
-    let bias = linear.bias.as_ref().map(|b| host(&b.stored));
-    // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
-    packed.multiply(host(x), bias, unsafe { host_mut(&out) });
-    out
 }
 
 /// RMSNorm of each row of `x` (`rows` of them), as a new `[rows, hidden]` tensor.
