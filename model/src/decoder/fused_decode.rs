@@ -92,7 +92,6 @@ impl CausalLM {
             };
             let step = DecodeStep { model: self, cos: host(&cos), sin: host(&sin), capacity, slot };
             let threads = tch::get_num_threads().max(1) as usize;
-            let c = &self.config;
             let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
             let h = c.hidden_size;
             let layer_work = rows as i64 * (h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size);
@@ -111,7 +110,7 @@ impl CausalLM {
 /// threads for the whole step (each thread runs every layer for its rows, its GEMMs on one
 /// thread) rather than each operation being split: the tiny model's GEMMs are too small to pay
 /// for waking the team several times a layer. The 24.5M model (about 190M a layer at 64 rows)
-/// keeps each GEMM on all threads, where MKL packs every weight once rather than once a thread.
+/// keeps each GEMM on all threads, which MKL uses well at that size.
 const SPLIT_ROWS_BELOW_LAYER_WORK: i64 = 16 << 20;
 
 /// Fewest rows a thread takes when a step's rows are split: fewer are not worth a parallel
