@@ -110,56 +110,38 @@ pub(crate) fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
     sum(xs)
 }
 
-/// Attention scores of `G` query heads that share one kv head: `out[h * n + s] = sum_j
-/// queries[j * G + h] * keys[j * stride + s]`, queries interleaved `[d, G]`, keys transposed
-/// `[d, stride]`, out `[G, n]` with `n` a multiple of `LANES`. Each block of `LANES` slots is read
-/// once for all `G` heads, their sums held in registers.
+/// `out[h * width + c] = sum_i coefficients[i * G + h] * rows[i * stride + c]` for `G` heads
+/// that share one kv head: coefficients interleaved `[count, G]`, `count` rows of at least
+/// `width = out.len() / G` columns, `stride` apart; out `[G, width]`. Both products of attention
+/// are this one: the scores (rows: the kv head's transposed keys, `[head_dim, capacity]`;
+/// coefficients: the queries) and the outputs (rows: its values, `[slots, head_dim]`;
+/// coefficients: the softmax weights). `LANES` columns at a time, each row read once for all `G`
+/// heads, the sums held in registers.
 #[inline(always)]
-pub(crate) fn scores<const G: usize>(queries: &[f32], keys: &[f32], stride: usize, out: &mut [f32]) {
-    let n = out.len() / G;
-    assert!(n % LANES == 0 && n <= stride, "scores of whole blocks");
-    for start in (0..n).step_by(LANES) {
-        let mut sums = [[0.0f32; LANES]; G];
-        for (q, key_row) in queries.chunks_exact(G).zip(keys.chunks(stride)) {
-            let block: &[f32; LANES] = key_row[start..start + LANES].try_into().expect("a block");
-            for (sum, &q) in sums.iter_mut().zip(q) {
-                for (s, &k) in sum.iter_mut().zip(block) {
-                    *s += q * k;
-                }
-            }
-        }
-        for (h, sum) in sums.iter().enumerate() {
-            out[h * n + start..][..LANES].copy_from_slice(sum);
-        }
-    }
-}
-
-/// Attention outputs of `G` query heads that share one kv head: `out[h * d + c] = sum_s
-/// weights[s * G + h] * values[s * d + c]`, weights interleaved `[n, G]`, values `[n, d]`, out
-/// `[G, d]`. Each value row is read once for all `G` heads.
-#[inline(always)]
-pub(crate) fn weighted_values<const G: usize>(weights: &[f32], values: &[f32], out: &mut [f32]) {
-    let d = out.len() / G;
+pub(crate) fn head_group_products<const G: usize>(coefficients: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let width = out.len() / G;
+    assert!(width <= stride, "rows of {width} columns at a stride of {stride}");
+    let rows = rows.chunks(stride);
     let mut start = 0;
-    while start + LANES <= d {
+    while start + LANES <= width {
         let mut sums = [[0.0f32; LANES]; G];
-        for (w, row) in weights.chunks_exact(G).zip(values.chunks_exact(d)) {
+        for (a, row) in coefficients.chunks_exact(G).zip(rows.clone()) {
             let block: &[f32; LANES] = row[start..start + LANES].try_into().expect("a block");
-            for (sum, &w) in sums.iter_mut().zip(w) {
+            for (sum, &a) in sums.iter_mut().zip(a) {
                 for (x, &v) in sum.iter_mut().zip(block) {
-                    *x += w * v;
+                    *x += a * v;
                 }
             }
         }
         for (h, sum) in sums.iter().enumerate() {
-            out[h * d + start..][..LANES].copy_from_slice(sum);
+            out[h * width + start..][..LANES].copy_from_slice(sum);
         }
         start += LANES;
     }
-    for c in start..d {
+    for c in start..width {
         for h in 0..G {
-            out[h * d + c] =
-                weights.chunks_exact(G).zip(values.chunks_exact(d)).fold(0.0, |total, (w, row)| total + w[h] * row[c]);
+            out[h * width + c] =
+                coefficients.chunks_exact(G).zip(rows.clone()).fold(0.0, |total, (a, row)| total + a[h] * row[c]);
         }
     }
 }
@@ -261,7 +243,7 @@ mod tests {
         let queries: Vec<f32> = (0..d * 2).map(|i| value(i + 3)).collect();
         let keys: Vec<f32> = (0..d * stride).map(value).collect();
         let mut got = vec![0.0; 2 * n];
-        scores::<2>(&queries, &keys, stride, &mut got);
+        head_group_products::<2>(&queries, &keys, stride, &mut got);
         for h in 0..2 {
             for s in 0..n {
                 let want: f32 = (0..d).map(|j| queries[j * 2 + h] * keys[j * stride + s]).sum();
@@ -271,7 +253,7 @@ mod tests {
         let weights: Vec<f32> = (0..n * 2).map(|i| value(i + 5)).collect();
         let values: Vec<f32> = (0..n * d).map(|i| value(i + 1)).collect();
         let mut got = vec![0.0; 2 * d];
-        weighted_values::<2>(&weights, &values, &mut got);
+        head_group_products::<2>(&weights, &values, d, &mut got);
         for h in 0..2 {
             for c in 0..d {
                 let want: f32 = (0..n).map(|s| weights[s * 2 + h] * values[s * d + c]).sum();

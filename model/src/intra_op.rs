@@ -12,7 +12,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// `void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags)`:
 /// runs `fn(data)` on `num_threads` threads, the caller's included, and returns when all are done.
@@ -67,6 +67,17 @@ pub(crate) fn parallel_for(tasks: usize, threads: usize, task: impl Fn(usize) + 
     // thread has finished with it.
     unsafe { parallel(run, &shared as *const Shared<'_> as *mut c_void, threads as u32, 0) };
     assert!(!shared.panicked.load(Ordering::Relaxed), "a task of a parallel loop panicked");
+}
+
+/// Runs `task(i, part)` for every part of `parts`, each moved to whichever of up to `threads`
+/// of libtorch's threads takes it (see `parallel_for`): disjoint pieces of memory worked on in
+/// parallel.
+pub(crate) fn parallel_parts<T: Send>(parts: Vec<T>, threads: usize, task: impl Fn(usize, T) + Sync) {
+    let parts: Vec<Mutex<Option<T>>> = parts.into_iter().map(|part| Mutex::new(Some(part))).collect();
+    parallel_for(parts.len(), threads, |i| {
+        let part = parts[i].lock().expect("a part").take().expect("each part once");
+        task(i, part);
+    });
 }
 
 #[cfg(test)]

@@ -25,8 +25,6 @@
 //! `cpu_math::exp` (2 ulp). tests/tests/model_parity.rs checks decoding against the full forward
 //! and greedy generation against transformers.
 
-use std::sync::Mutex;
-
 use tch::{Device, Kind, Tensor};
 
 use super::{CausalLM, Linear, RmsNorm};
@@ -222,28 +220,23 @@ impl DecodeStep<'_> {
             rows.keys.into_iter().map(|k| k.chunks_mut(k.len() / rows.ids.len() * per_task)).collect();
         let mut values: Vec<_> =
             rows.values.into_iter().map(|v| v.chunks_mut(v.len() / rows.ids.len() * per_task)).collect();
-        let parts: Vec<Mutex<Option<RowsOfStep<'_>>>> = rows
+        let parts: Vec<RowsOfStep<'_>> = rows
             .ids
             .chunks(per_task)
             .zip(rows.positions.chunks(per_task))
             .zip(rows.key_mask.chunks(per_task * capacity))
             .zip(rows.out.chunks_mut(per_task * hidden))
-            .map(|(((ids, positions), key_mask), out)| {
-                Mutex::new(Some(RowsOfStep {
-                    ids,
-                    positions,
-                    key_mask,
-                    keys: keys.iter_mut().map(|k| k.next().expect("a part per task")).collect(),
-                    values: values.iter_mut().map(|v| v.next().expect("a part per task")).collect(),
-                    out,
-                }))
+            .map(|(((ids, positions), key_mask), out)| RowsOfStep {
+                ids,
+                positions,
+                key_mask,
+                keys: keys.iter_mut().map(|k| k.next().expect("a part per task")).collect(),
+                values: values.iter_mut().map(|v| v.next().expect("a part per task")).collect(),
+                out,
             })
             .collect();
         let step = SharedStep(self);
-        intra_op::parallel_for(parts.len(), threads, |task| {
-            let part = parts[task].lock().expect("rows of a task").take().expect("each part once");
-            step.run(part);
-        });
+        intra_op::parallel_parts(parts, threads, |_, part| step.run(part));
     }
 }
 
@@ -344,14 +337,12 @@ fn attend(
     let per_task = rows.div_ceil(threads);
     let (key_row, value_row, out_row) =
         (kv_heads * head_dim * capacity, kv_heads * capacity * head_dim, heads * head_dim);
-    let parts: Vec<Mutex<Option<_>>> = keys
+    let parts: Vec<_> = keys
         .chunks_mut(per_task * key_row)
         .zip(values.chunks_mut(per_task * value_row))
         .zip(out.chunks_mut(per_task * out_row))
-        .map(|part| Mutex::new(Some(part)))
         .collect();
-    intra_op::parallel_for(parts.len(), threads, |task| {
-        let ((keys, values), out) = parts[task].lock().expect("attention part").take().expect("each part once");
+    intra_op::parallel_parts(parts, threads, |task, ((keys, values), out)| {
         attend_rows(shape, inputs, task * per_task, keys, values, out);
     });
 }
@@ -370,13 +361,14 @@ multiversioned! {
         let group = heads / kv_heads;
         let width = (heads + 2 * kv_heads) * d;
         let slots = slot + 1;
+        // Scores are computed for whole blocks of slots (capacities are multiples of the block).
+        let blocked = slots.next_multiple_of(SLOT_ALIGNMENT as usize);
         let scratch = &mut AttentionScratch {
             scale: (d as f32).powf(-0.5),
-            // Scores are computed for whole blocks of slots (capacities are multiples of the block).
-            blocked: slots.next_multiple_of(SLOT_ALIGNMENT as usize),
+            blocked,
             bias: vec![0f32; slots],
             queries: vec![0f32; MAX_HEADS_AT_ONCE * d],
-            scores: vec![0f32; MAX_HEADS_AT_ONCE * slots.next_multiple_of(SLOT_ALIGNMENT as usize)],
+            scores: vec![0f32; MAX_HEADS_AT_ONCE * blocked],
             weights: vec![0f32; MAX_HEADS_AT_ONCE * slots],
         };
         let mut queries = vec![0f32; heads * d];
@@ -468,7 +460,7 @@ fn heads_attend<const G: usize>(
         }
     }
     let scores = &mut scratch.scores[..G * scratch.blocked];
-    cpu_math::scores::<G>(interleaved, keys, capacity, scores);
+    cpu_math::head_group_products::<G>(interleaved, keys, capacity, scores);
     let weights = &mut scratch.weights[..G * slots];
     for (h, head_scores) in scores.chunks_exact_mut(scratch.blocked).enumerate() {
         let head_scores = &mut head_scores[..slots];
@@ -481,7 +473,7 @@ fn heads_attend<const G: usize>(
             weights[s * G + h] = e * inverse_total;
         }
     }
-    cpu_math::weighted_values::<G>(weights, values, out);
+    cpu_math::head_group_products::<G>(weights, values, d, out);
 }
 
 /// Rotate-half RoPE of one head `x` (after an optional per-head RMSNorm into `normed`):
