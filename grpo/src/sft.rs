@@ -332,7 +332,8 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
         let rows: Vec<(&[u32], &[u32], bool)> =
             chunk.iter().map(|e| (&e.prompt_ids[..], &e.target_ids[..], true)).collect();
         let layout = CompletionLayout::new(&rows, model.device())?;
-        let (logprobs, _) = layout.logprobs(model, 1.0, false);
+        let scored = layout.scored(model, 1.0, false);
+        let logprobs = &scored.logprobs;
         let mask = layout.loss_mask.to_device(logprobs.device());
         let masked = logprobs.where_self(&mask, &logprobs.zeros_like());
         let micro_loss = -masked.sum(Kind::Float) / tokens as f64;
@@ -342,7 +343,7 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
         }
         loss += value;
         if backward {
-            micro_loss.backward();
+            scored.backward(model, &micro_loss);
         }
     }
     Ok(SftPass { loss, tokens })

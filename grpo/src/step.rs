@@ -23,7 +23,7 @@
 //! the first update, and the step makes mu updates on the same batch. The reference log-probs
 //! (beta > 0) are computed once as well.
 
-use aha_model::{CausalLM, PaddedBatch};
+use aha_model::{CausalLM, CompletionPass, PaddedBatch};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -132,6 +132,8 @@ pub struct StepStats {
 /// micro-batches and of `aha sft`'s (where the "completion" is what the loss is on), so that both
 /// score tokens the same way.
 pub(crate) struct CompletionLayout {
+    /// Each row's prompt and completion, for the model's fused training pass.
+    rows: Vec<(Vec<u32>, Vec<u32>)>,
     input: LayoutInput,
     /// Longest completion, C.
     width: i64,
@@ -211,6 +213,7 @@ impl CompletionLayout {
             LayoutInput::Whole(PaddedBatch::left_padded(&full, 0, device)?)
         };
         Ok(Self {
+            rows: rows.iter().map(|(prompt, completion, _)| (prompt.to_vec(), completion.to_vec())).collect(),
             input,
             width: width as i64,
             targets: Tensor::from_slice(&targets).view(shape).to_device(device),
@@ -218,9 +221,30 @@ impl CompletionLayout {
         })
     }
 
-    /// Forward pass on `model` (moved to its device): completion log-probs `[b, C]` at
-    /// `temperature` and, if asked, entropies.
+    /// Forward pass on `model` (moved to its device) for values only (old and reference
+    /// log-probs, losses for checks): completion log-probs `[b, C]` at `temperature` and, if
+    /// asked, entropies.
     pub(crate) fn logprobs(&self, model: &CausalLM, temperature: f64, entropy: bool) -> (Tensor, Option<Tensor>) {
+        let scored = self.scored(model, temperature, entropy);
+        (scored.logprobs.detach(), scored.entropies)
+    }
+
+    /// The forward pass of a training step: as `logprobs`, and the way back for a loss's
+    /// gradient. A model that trains fused (`CausalLM::trains_fused`: small, fp32, CPU) runs its
+    /// own pass, whose log-probs are a leaf here; others go through autograd.
+    pub(crate) fn scored(&self, model: &CausalLM, temperature: f64, entropy: bool) -> ScoredPass {
+        if model.trains_fused() {
+            let rows: Vec<(&[u32], &[u32])> = self.rows.iter().map(|(p, c)| (&p[..], &c[..])).collect();
+            let mut pass = model.completion_pass(&rows, temperature, entropy);
+            let logprobs = std::mem::replace(&mut pass.logprobs, Tensor::new()).set_requires_grad(true);
+            let entropies = pass.entropies.take();
+            return ScoredPass { logprobs, entropies, fused: Some(pass) };
+        }
+        let (logprobs, entropies) = self.autograd_logprobs(model, temperature, entropy);
+        ScoredPass { logprobs, entropies, fused: None }
+    }
+
+    fn autograd_logprobs(&self, model: &CausalLM, temperature: f64, entropy: bool) -> (Tensor, Option<Tensor>) {
         let device = model.device();
         let on_device = |batch: &PaddedBatch| {
             (
@@ -258,6 +282,23 @@ impl CompletionLayout {
             }
         };
         logprobs_and_entropy(model, &hidden, &self.targets.to_device(device), temperature, entropy)
+    }
+}
+
+/// Log-probs (and entropies) of a micro-batch, and the pass that computed them.
+pub(crate) struct ScoredPass {
+    pub(crate) logprobs: Tensor,
+    pub(crate) entropies: Option<Tensor>,
+    fused: Option<CompletionPass>,
+}
+
+impl ScoredPass {
+    /// Adds the gradient of `loss` (a function of `logprobs`) to the model's `.grad`.
+    pub(crate) fn backward(self, model: &CausalLM, loss: &Tensor) {
+        loss.backward();
+        if let Some(fused) = self.fused {
+            fused.backward(model, &self.logprobs.grad());
+        }
     }
 }
 
@@ -472,19 +513,20 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
     }
     let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
     for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width > 0) {
-        let (logprobs, entropies) = mb.layout.logprobs(policy, settings.temperature, true);
+        let scored = mb.layout.scored(policy, settings.temperature, true);
+        let logprobs = &scored.logprobs;
         let inputs = LossInputs {
-            logprobs: &logprobs,
+            logprobs,
             old_logprobs: mb.old.as_ref(),
             ref_logprobs: mb.reference.as_ref(),
             advantages: &mb.advantages,
             mask: &mb.layout.loss_mask,
-            entropies: entropies.as_ref(),
+            entropies: scored.entropies.as_ref(),
         };
         let out = policy_loss(&inputs, &settings.loss, &batch.normalizer)?;
         if let Some((sampled, given)) = &mb.sampling {
             tch::no_grad(|| {
-                let diff = (logprobs.detach() - sampled).abs().where_self(given, &Tensor::zeros_like(&logprobs));
+                let diff = (logprobs.detach() - sampled).abs().where_self(given, &Tensor::zeros_like(logprobs));
                 pass.sampling_diff_sum += diff.sum(Kind::Double).double_value(&[]);
                 pass.sampling_tokens += given.sum(Kind::Double).double_value(&[]);
             });
@@ -495,7 +537,7 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
         }
         pass.loss += value;
         pass.stats.add(&out.stats);
-        out.loss.backward();
+        scored.backward(policy, &out.loss);
     }
     // Nothing ran (every advantage 0): the gradient is still defined, and zero, so that AdamW
     // moves exactly as it would have after running them (a resumed run must not differ).

@@ -146,10 +146,9 @@ pub(crate) fn head_group_products<const G: usize>(coefficients: &[f32], rows: &[
     }
 }
 
-/// `out[i] = weight[i] * (x[i] / sqrt(mean(x^2) + eps))`: RMSNorm with transformers' order of
-/// operations (normalise, then multiply by the weight).
+/// `1 / sqrt(mean(x^2) + eps)`: RMSNorm's factor.
 #[inline(always)]
-pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn inverse_rms(x: &[f32], eps: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -159,10 +158,60 @@ pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         }
     }
     let squares = lanes.iter().sum::<f32>() + rest.iter().map(|v| v * v).sum::<f32>();
-    let inverse_rms = 1.0 / (squares / x.len() as f32 + eps).sqrt();
+    1.0 / (squares / x.len() as f32 + eps).sqrt()
+}
+
+/// `out[i] = weight[i] * (x[i] / sqrt(mean(x^2) + eps))`: RMSNorm with transformers' order of
+/// operations (normalise, then multiply by the weight). Returns the factor (`inverse_rms`).
+#[inline(always)]
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) -> f32 {
+    let inverse_rms = inverse_rms(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = w * (v * inverse_rms);
     }
+    inverse_rms
+}
+
+/// The gradient of RMSNorm (`rms_norm` of one row `x` with factor `inverse_rms`) given the
+/// gradient `dy` of its output: `dx += r w dy - x r^3 / n * sum(w dy x)`, `dweight += dy x r`.
+#[inline(always)]
+pub(crate) fn rms_norm_backward(
+    x: &[f32],
+    inverse_rms: f32,
+    weight: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dweight: &mut [f32],
+) {
+    let r = inverse_rms;
+    let mut lanes = [0.0f32; LANES];
+    let (chunks, dys, ws) = (x.chunks_exact(LANES), dy.chunks_exact(LANES), weight.chunks_exact(LANES));
+    let rest: f32 =
+        chunks.remainder().iter().zip(dys.remainder()).zip(ws.remainder()).map(|((x, g), w)| x * g * w).sum();
+    for ((x, g), w) in chunks.zip(dys).zip(ws) {
+        for (((s, &x), &g), &w) in lanes.iter_mut().zip(x).zip(g).zip(w) {
+            *s += x * g * w;
+        }
+    }
+    let c = (lanes.iter().sum::<f32>() + rest) * r * r * r / x.len() as f32;
+    for ((((dx, dw), &x), &g), &w) in dx.iter_mut().zip(dweight.iter_mut()).zip(x).zip(dy).zip(weight) {
+        *dx += r * w * g - x * c;
+        *dw += g * x * r;
+    }
+}
+
+/// `sum a[i] b[i]`.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in ac.zip(bc) {
+        for ((s, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *s += a * b;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 multiversioned! {

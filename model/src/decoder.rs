@@ -18,9 +18,12 @@ use crate::cache::KvCache;
 use crate::checkpoint::{torch_dtype_name, write_safetensors, Checkpoint};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::{io_error, ModelError, Result};
-use crate::packed_gemm::Packed;
+use crate::mkl_gemm::Packed;
 
 mod fused_decode;
+mod fused_train;
+
+pub use fused_train::CompletionPass;
 
 /// Files copied next to the weights when a model is saved, so that transformers and vLLM load
 /// the folder unchanged.
@@ -75,7 +78,7 @@ struct Linear {
     weight: Weight,
     bias: Option<Weight>,
     /// MKL's packed copy of an fp32 weight for the fused decode step, and the weight's version
-    /// when it was packed (see `packed_gemm`).
+    /// when it was packed (see `mkl_gemm`).
     packed: Mutex<Option<(i64, Arc<Packed>)>>,
 }
 
@@ -402,6 +405,8 @@ pub struct CausalLM {
     /// models of up to `PACKED_WEIGHTS_UP_TO_BYTES` of fp32 weights, since the copies double
     /// the memory the layers take.
     packs_weights: bool,
+    /// Whether training passes may run fused (`CausalLM::trains_fused`).
+    fused_training: bool,
 }
 
 /// Largest fp32 model whose fused decode step keeps packed copies of its weights (2 GiB:
@@ -543,6 +548,7 @@ impl CausalLM {
             kind,
             compute,
             packs_weights: weight_bytes <= PACKED_WEIGHTS_UP_TO_BYTES,
+            fused_training: true,
         })
     }
 

@@ -23,7 +23,7 @@ pub mod cpu_math;
 pub mod decoder;
 pub mod error;
 mod intra_op;
-mod packed_gemm;
+mod mkl_gemm;
 pub mod tokenizer;
 
 pub use architecture::Architecture;
@@ -31,7 +31,7 @@ pub use batch::{positions_from_mask, PaddedBatch};
 pub use cache::KvCache;
 pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
 pub use config::{ModelConfig, RopeConfig, RopeScaling};
-pub use decoder::{CausalLM, LoadOptions, SaveOptions};
+pub use decoder::{CausalLM, CompletionPass, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
 pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 

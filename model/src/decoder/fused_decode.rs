@@ -479,7 +479,14 @@ fn heads_attend<const G: usize>(
 /// Rotate-half RoPE of one head `x` (after an optional per-head RMSNorm into `normed`):
 /// `x * cos + (x2, x1) * sin` with the sign-folded sin.
 #[inline(always)]
-fn rotate(x: &[f32], norm: Option<(&[f32], f32)>, normed: &mut [f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+pub(super) fn rotate(
+    x: &[f32],
+    norm: Option<(&[f32], f32)>,
+    normed: &mut [f32],
+    cos: &[f32],
+    sin: &[f32],
+    out: &mut [f32],
+) {
     let x = match norm {
         Some((weight, eps)) => {
             cpu_math::rms_norm(x, weight, eps, normed);
