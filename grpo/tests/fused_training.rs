@@ -5,10 +5,13 @@
 //! moved policy (ratios off 1, clipping) and a KL term; and on one thread and two (where the
 //! groups are shared out).
 
+mod common;
+
 use std::path::PathBuf;
 
 use aha_grpo::{accumulate_gradients, prepare_batch, LossParams, LossType, StepSettings, TrainBatch, TrainSequence};
 use aha_model::{CausalLM, LoadOptions};
+use common::tokens;
 use tch::{Device, Kind, Tensor};
 
 fn load(name: &str, kind: Kind, fused: bool) -> CausalLM {
@@ -18,17 +21,6 @@ fn load(name: &str, kind: Kind, fused: bool) -> CausalLM {
     model.set_fused_training(fused);
     assert_eq!(model.trains_fused(), fused);
     model
-}
-
-/// Deterministic token ids below the fixtures' vocabulary (400).
-fn tokens(seed: u64, n: usize) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((x >> 33) % 390) as u32
-        })
-        .collect()
 }
 
 /// Groups of 3 to 6 completions (0 to 47 tokens, some truncated) after prompts of 1 to 40

@@ -3,6 +3,8 @@
 //! agreement with finite differences, the direction of an update, lr = 0, the alignment of
 //! completion log-probs with the model's own, and the step's checks.
 
+mod common;
+
 use std::path::PathBuf;
 
 use aha_grpo::{
@@ -10,6 +12,7 @@ use aha_grpo::{
     StepSettings, TrainBatch, TrainSequence,
 };
 use aha_model::{CausalLM, LoadOptions};
+use common::tokens;
 use tch::{Device, Kind, Tensor};
 
 fn model_dir() -> PathBuf {
@@ -18,17 +21,6 @@ fn model_dir() -> PathBuf {
 
 fn load(kind: Kind) -> CausalLM {
     CausalLM::load(&model_dir(), LoadOptions { device: Device::Cpu, kind, compute: None, trainable: true }).unwrap()
-}
-
-/// Deterministic token ids below the fixture's vocabulary (400).
-fn tokens(seed: u64, n: usize) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((x >> 33) % 390) as u32
-        })
-        .collect()
 }
 
 fn sequence(seed: u64, prompt: usize, completion: usize, advantage: f32, truncated: bool) -> TrainSequence {

@@ -5,11 +5,14 @@
 //! It runs forward passes (batched, left-padded, with a preallocated KV cache; in the weights'
 //! dtype or, mixed precision, in bf16 over fp32 weights) and computes per-token log-probs in fp32
 //! without ever materialising a `[batch x len x vocab]` tensor. Single-token decode steps of fp32
-//! models on the CPU run fused: libtorch for the GEMMs, Rust ([`cpu_math`]) for the rest.
-//! It does not sample (that is `aha-rollout`) and does not train (that is `aha-grpo`): it gives
-//! both the same logits.
+//! models on the CPU run fused: libtorch for the GEMMs, Rust ([`cpu_math`]) for the rest. So do
+//! the training passes of small fp32 models on the CPU ([`CausalLM::completion_pass`]): the model
+//! gives completion log-probs and takes their gradient back into the weights' `.grad`.
+//! It does not sample (that is `aha-rollout`), nor hold a loss or an optimizer (that is
+//! `aha-grpo`): it gives both the same logits.
 //!
-//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save), [`ModelConfig`],
+//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save), [`CompletionPass`],
+//! [`ModelConfig`],
 //! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ChatTemplate`] (the tokenizer's chat template, rendered as
 //! transformers renders it), [`ModelError`].
 

@@ -1,5 +1,6 @@
-//! What the run-level tests (`train.rs`, `sft.rs`) share: the fixture model and how a run's
-//! metrics and weights are read back for comparison.
+//! What the tests share: the fixture model, deterministic token ids, and how a run's metrics and
+//! weights are read back for comparison. (Each test file compiles its own copy and uses part.)
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,17 @@ use serde_json::Value;
 /// The tiny random Qwen2 checkpoint.
 pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/qwen2")
+}
+
+/// Deterministic token ids below the fixtures' vocabulary (400).
+pub fn tokens(seed: u64, n: usize) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) % 390) as u32
+        })
+        .collect()
 }
 
 /// The lines of a run's metrics.jsonl.
