@@ -303,7 +303,11 @@ impl ScoredPass {
     pub(crate) fn backward(self, model: &CausalLM, loss: &Tensor) {
         loss.backward();
         if let Some(fused) = self.fused {
-            fused.backward(model, &self.logprobs.grad());
+            // No gradient reached the log-probs (a loss that does not use them): nothing to add.
+            let grad = self.logprobs.grad();
+            if grad.defined() {
+                fused.backward(model, &grad);
+            }
         }
     }
 }
