@@ -7,7 +7,8 @@
 //! The batch: `--sequences` completions of exactly `--completion-tokens` random tokens, in groups
 //! of `--group-size` that answer the same `--prompt-tokens` random prompt tokens (as in GRPO),
 //! advantages +1 and -1 alternately, dapo, beta 0, one micro-batch of `--micro-batch` completions
-//! at a time. Prints one JSON line: the
+//! at a time. A small fp32 model trains through its fused pass (`CausalLM::trains_fused`) unless
+//! `--autograd` is given. Prints one JSON line: the
 //! best of `--repeats` passes after a warm-up, and the tokens per second it trains on.
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ struct Args {
     micro_batch: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Train through autograd even where the model could train fused.
+    #[arg(long)]
+    autograd: bool,
     /// cargo bench passes --bench; ignore it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -54,7 +58,8 @@ fn main() {
         trainable: true,
         ..LoadOptions::default()
     };
-    let model = CausalLM::load(&args.model, options).expect("load the model");
+    let mut model = CausalLM::load(&args.model, options).expect("load the model");
+    model.set_fused_training(!args.autograd);
     let vocab = model.config().vocab_size as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut tokens = |n: usize| (0..n).map(|_| rng.random_range(0..vocab)).collect::<Vec<u32>>();
@@ -103,6 +108,7 @@ fn main() {
             "compute_dtype": args.compute_dtype.unwrap_or(args.dtype.clone()),
             "sequences": args.sequences, "group_size": args.group_size, "prompt_tokens": args.prompt_tokens,
             "completion_tokens": args.completion_tokens, "micro_batch": args.micro_batch,
+            "fused": model.trains_fused(),
             "best_s": (best * 1e4).round() / 1e4,
             "all_s": times.iter().map(|t| (t * 1e3).round() / 1e3).collect::<Vec<_>>(),
             "tokens_per_s": (trained / best).round(),
