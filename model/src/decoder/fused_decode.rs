@@ -171,7 +171,6 @@ impl DecodeStep<'_> {
         for ((layer, keys), values) in model.layers.iter().zip(rows.keys).zip(rows.values) {
             let attn = &layer.self_attn;
             let qkv = self.project(&attn.qkv.fused, &norm_rows(&x, &layer.input_layernorm, n));
-            let attended = Tensor::empty([n as i64, (heads * head_dim) as i64], (Kind::Float, Device::Cpu));
             let inputs = AttentionInputs {
                 qkv: host(&qkv),
                 positions: rows.positions,
@@ -181,16 +180,13 @@ impl DecodeStep<'_> {
                 k_norm: attn.k_norm.as_ref().map(norm_weight),
                 key_mask: rows.key_mask,
             };
-            // SAFETY: `attended` is a fresh contiguous fp32 CPU tensor, not shared.
-            attend(&shape, inputs, keys, values, unsafe { host_mut(&attended) }, threads);
+            let attended = matrix(n, heads * head_dim, |out| attend(&shape, inputs, keys, values, out, threads));
             add_rows(&mut x, &self.project(&attn.o_proj, &attended));
 
             let mlp = &layer.mlp;
             let gate_up = self.project(&mlp.gate_up.fused, &norm_rows(&x, &layer.post_attention_layernorm, n));
-            let intermediate = c.intermediate_size;
-            let activated = Tensor::empty([n as i64, intermediate], (Kind::Float, Device::Cpu));
-            // SAFETY: `activated` is a fresh contiguous fp32 CPU tensor, not shared.
-            silu_times_up(host(&gate_up), intermediate as usize, unsafe { host_mut(&activated) });
+            let intermediate = c.intermediate_size as usize;
+            let activated = matrix(n, intermediate, |out| silu_times_up(host(&gate_up), intermediate, out));
             add_rows(&mut x, &self.project(&mlp.down_proj, &activated));
         }
         let (weight, eps) = norm_weight(&model.norm);
@@ -203,11 +199,9 @@ impl DecodeStep<'_> {
         let rows = x.size()[0];
         let packed = if self.model.packs_weights { linear.packed(rows as usize) } else { None };
         let Some(packed) = packed else { return linear.forward(x, false) };
-        let out = Tensor::empty([rows, linear.weight.stored.size()[0]], (Kind::Float, Device::Cpu));
         let bias = linear.bias.as_ref().map(|b| host(&b.stored));
-        // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
-        packed.multiply(host(x), bias, unsafe { host_mut(&out) });
-        out
+        let outputs = linear.weight.stored.size()[0] as usize;
+        matrix(rows as usize, outputs, |out| packed.multiply(host(x), bias, out))
     }
 
     /// Runs `rows` in `threads` parts, one per libtorch thread, each part through every layer.
@@ -243,23 +237,21 @@ impl DecodeStep<'_> {
 /// RMSNorm of each row of `x` (`rows` of them), as a new `[rows, hidden]` tensor.
 fn norm_rows(x: &[f32], norm: &RmsNorm, rows: usize) -> Tensor {
     let (weight, eps) = norm_weight(norm);
-    let out = Tensor::empty([rows as i64, weight.len() as i64], (Kind::Float, Device::Cpu));
-    // SAFETY: `out` is a fresh contiguous fp32 CPU tensor, not shared.
-    rms_norm_rows(x, weight, eps, unsafe { host_mut(&out) });
-    out
+    matrix(rows, weight.len(), |out| rms_norm_rows(x, weight, eps, out))
 }
 
-fn norm_weight(norm: &RmsNorm) -> (&[f32], f32) {
+/// An RMSNorm's weight as a slice, and its epsilon.
+pub(super) fn norm_weight(norm: &RmsNorm) -> (&[f32], f32) {
     (host(&norm.weight.stored), norm.eps as f32)
 }
 
 /// `x += y` for the rows of a linear layer's output.
-fn add_rows(x: &mut [f32], y: &Tensor) {
+pub(super) fn add_rows(x: &mut [f32], y: &Tensor) {
     add_in_place(x, host(y));
 }
 
 multiversioned! {
-    fn add_in_place(x: &mut [f32], y: &[f32]) {
+    pub(super) fn add_in_place(x: &mut [f32], y: &[f32]) {
         assert_eq!(x.len(), y.len());
         for (x, &y) in x.iter_mut().zip(y) {
             *x += y;
@@ -279,7 +271,7 @@ multiversioned! {
 multiversioned! {
     /// `out = silu(gate) * up` for rows of `[gate (intermediate), up (intermediate)]`, with
     /// silu(g) = g / (1 + e^-g) as libtorch computes it.
-    fn silu_times_up(gate_up: &[f32], intermediate: usize, out: &mut [f32]) {
+    pub(super) fn silu_times_up(gate_up: &[f32], intermediate: usize, out: &mut [f32]) {
         for (gate_up, out) in gate_up.chunks_exact(2 * intermediate).zip(out.chunks_exact_mut(intermediate)) {
             let (gate, up) = gate_up.split_at(intermediate);
             for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
@@ -515,6 +507,14 @@ pub(super) fn host(t: &Tensor) -> &[f32] {
     // SAFETY: the tensor is contiguous fp32 on the CPU, so `numel` floats start at `data_ptr`;
     // they live as long as the borrow of `t`.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+/// A fresh contiguous fp32 `[rows, cols]` CPU tensor, filled by `fill`.
+pub(super) fn matrix(rows: usize, cols: usize, fill: impl FnOnce(&mut [f32])) -> Tensor {
+    let t = Tensor::empty([rows as i64, cols as i64], (Kind::Float, Device::Cpu));
+    // SAFETY: `t` is a fresh contiguous fp32 CPU tensor that nothing else refers to yet.
+    fill(unsafe { host_mut(&t) });
+    t
 }
 
 /// The bytes (0 or 1) of a contiguous bool CPU tensor.

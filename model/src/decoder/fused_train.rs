@@ -30,7 +30,7 @@ use std::ops::Range;
 
 use tch::{Device, Kind, Tensor};
 
-use super::fused_decode::{host, rotate};
+use super::fused_decode::{add_in_place, add_rows, host, matrix, norm_weight, rotate, silu_times_up};
 use super::{Attention, CausalLM, FusedLinear, Linear, RmsNorm};
 use crate::cpu_math::{self, multiversioned};
 use crate::intra_op;
@@ -372,14 +372,14 @@ impl<'a> PassShape<'a> {
                 attention_forward(&self.attention_shape(), &part.groups, &rotated, out, &mut log_totals)
             });
             let input = x.clone();
-            add_in_place(&mut x, host(&attn.o_proj.forward(&attended, false)));
+            add_rows(&mut x, &attn.o_proj.forward(&attended, false));
 
             let mlp = &layer.mlp;
             let (mid_inverse_rms, mid_normed) = norm_rows(&x, &layer.post_attention_layernorm);
             let gate_up = mlp.gate_up.fused.forward(&mid_normed, false);
             let activated = matrix(n, self.intermediate, |out| silu_times_up(host(&gate_up), self.intermediate, out));
             let mid = x.clone();
-            add_in_place(&mut x, host(&mlp.down_proj.forward(&activated, false)));
+            add_rows(&mut x, &mlp.down_proj.forward(&activated, false));
             layers.push(LayerActivations {
                 input,
                 input_inverse_rms,
@@ -505,16 +505,6 @@ impl<'a> PassShape<'a> {
     }
 }
 
-/// A fresh contiguous fp32 `[rows, cols]` tensor, filled by `fill`.
-fn matrix(rows: usize, cols: usize, fill: impl FnOnce(&mut [f32])) -> Tensor {
-    let t = Tensor::empty([rows as i64, cols as i64], (Kind::Float, Device::Cpu));
-    if rows * cols > 0 {
-        // SAFETY: `t` is a fresh contiguous fp32 CPU tensor that nothing else refers to yet.
-        fill(unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, rows * cols) });
-    }
-    t
-}
-
 /// `[rows, cols]` copy of `data`.
 fn tensor_of(data: &[f32], cols: usize) -> Tensor {
     matrix(data.len() / cols, cols, |out| out.copy_from_slice(data))
@@ -543,10 +533,6 @@ fn fused_linear_backward(linear: &FusedLinear, x: &Tensor, dy: &Tensor, grads: &
         row += rows;
     }
     dy.mm(&linear.fused.weight.stored)
-}
-
-fn norm_weight(norm: &RmsNorm) -> (&[f32], f32) {
-    (host(&norm.weight.stored), norm.eps as f32)
 }
 
 /// RMSNorm of each row of `x`: the factors and the normed rows.
@@ -587,26 +573,6 @@ multiversioned! {
 multiversioned! {
     fn norm_backward(x: &[f32], factor: f32, weight: &[f32], dy: &[f32], dx: &mut [f32], dweight: &mut [f32]) {
         cpu_math::rms_norm_backward(x, factor, weight, dy, dx, dweight);
-    }
-}
-
-multiversioned! {
-    fn add_in_place(x: &mut [f32], y: &[f32]) {
-        for (x, &y) in x.iter_mut().zip(y) {
-            *x += y;
-        }
-    }
-}
-
-multiversioned! {
-    /// `out = silu(gate) * up` for rows of `[gate, up]`, silu(g) = g / (1 + e^-g).
-    fn silu_times_up(gate_up: &[f32], intermediate: usize, out: &mut [f32]) {
-        for (gate_up, out) in gate_up.chunks_exact(2 * intermediate).zip(out.chunks_exact_mut(intermediate)) {
-            let (gate, up) = gate_up.split_at(intermediate);
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = g / (1.0 + cpu_math::exp(-g)) * u;
-            }
-        }
     }
 }
 
