@@ -1,5 +1,6 @@
 //! Parallel loops on libtorch's own intra-op threads (its OpenMP team), for the Rust kernels that
-//! run between libtorch operations (`decoder/fused_decode.rs`).
+//! run between libtorch operations (`decoder/fused_decode.rs`, `decoder/fused_train.rs`) and for
+//! the rollout engine's sampler.
 //!
 //! Threads of our own would compete for the cores with the OpenMP workers, which spin for a while
 //! after every libtorch operation before they sleep: on 2 cores, the fused decode's attention on
@@ -36,7 +37,7 @@ fn gomp_parallel() -> Option<GompParallel> {
 /// Runs `task(i)` for every `i` in `0..tasks` on up to `threads` of libtorch's intra-op threads
 /// (the calling thread is one of them), each taking the next task until none is left. Returns
 /// when all are done; panics if a task panicked.
-pub(crate) fn parallel_for(tasks: usize, threads: usize, task: impl Fn(usize) + Sync) {
+pub fn parallel_for(tasks: usize, threads: usize, task: impl Fn(usize) + Sync) {
     let threads = threads.min(tasks);
     let parallel = match gomp_parallel() {
         Some(parallel) if threads > 1 => parallel,
@@ -72,7 +73,7 @@ pub(crate) fn parallel_for(tasks: usize, threads: usize, task: impl Fn(usize) + 
 /// Runs `task(i, part)` for every part of `parts`, each moved to whichever of up to `threads`
 /// of libtorch's threads takes it (see `parallel_for`): disjoint pieces of memory worked on in
 /// parallel.
-pub(crate) fn parallel_parts<T: Send>(parts: Vec<T>, threads: usize, task: impl Fn(usize, T) + Sync) {
+pub fn parallel_parts<T: Send>(parts: Vec<T>, threads: usize, task: impl Fn(usize, T) + Sync) {
     let parts: Vec<Mutex<Option<T>>> = parts.into_iter().map(|part| Mutex::new(Some(part))).collect();
     parallel_for(parts.len(), threads, |i| {
         let part = parts[i].lock().expect("a part").take().expect("each part once");

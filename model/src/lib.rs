@@ -25,7 +25,7 @@ pub mod config;
 pub mod cpu_math;
 pub mod decoder;
 pub mod error;
-mod intra_op;
+pub mod intra_op;
 mod mkl_gemm;
 pub mod tokenizer;
 

@@ -26,9 +26,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use aha_model::{CausalLM, KvCache, PaddedBatch, Tokenizer};
+use aha_model::{intra_op, CausalLM, KvCache, PaddedBatch, Tokenizer};
 
-use crate::sampling::{sample_token, SamplingParams};
+use crate::sampling::{sample_token, SampledToken, SamplingParams};
 use crate::stop::StopStrings;
 use crate::{Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId, RolloutError};
 
@@ -71,6 +71,34 @@ pub struct EngineStats {
     /// Row-steps spent on sequences that had finished but not yet left the batch.
     pub idle_row_steps: u64,
     pub peak_kv_cache_bytes: u64,
+}
+
+/// Rows' work (rows x vocabulary) below which sampling stays on the calling thread: waking
+/// libtorch's other threads costs a few microseconds, a 400-token row about one.
+const PARALLEL_SAMPLING_WORK: usize = 1 << 14;
+
+/// The next token of every row that is not done (`None` for those that are), from `logits`
+/// `[rows, vocab]`. Rows are shared out among libtorch's intra-op threads when there is enough
+/// work; each draws from its own generator, so the tokens do not depend on the split.
+fn sample_rows(rows: &mut [Row], logits: &[f32], vocab: usize, params: &SamplingParams) -> Vec<Option<SampledToken>> {
+    let sample = |rows: &mut [Row], logits: &[f32], out: &mut [Option<SampledToken>]| {
+        for ((row, logits), out) in rows.iter_mut().zip(logits.chunks_exact(vocab)).zip(out) {
+            if !row.done {
+                *out = Some(sample_token(logits, params, &mut row.rng));
+            }
+        }
+    };
+    let mut tokens = vec![None; rows.len()];
+    let threads = tch::get_num_threads().max(1) as usize;
+    if threads == 1 || rows.len() * vocab < PARALLEL_SAMPLING_WORK {
+        sample(rows, logits, &mut tokens);
+        return tokens;
+    }
+    let per_task = rows.len().div_ceil(threads);
+    let parts: Vec<_> =
+        rows.chunks_mut(per_task).zip(logits.chunks(per_task * vocab)).zip(tokens.chunks_mut(per_task)).collect();
+    intra_op::parallel_parts(parts, threads, |_, ((rows, logits), out)| sample(rows, logits, out));
+    tokens
 }
 
 /// One sequence of the batch (a row of the cache).
@@ -332,12 +360,10 @@ impl<'m> Engine<'m> {
         let logits = self.logits.take().expect("a batch has logits").to_device(Device::Cpu);
         let vocab = logits.size()[1] as usize;
         let host: Vec<f32> = Vec::try_from(logits.view([-1])).expect("fp32 logits");
+        let tokens = sample_rows(&mut self.rows, &host, vocab, &self.params);
         let mut finished = Vec::new();
-        for (r, row) in self.rows.iter_mut().enumerate() {
-            if row.done {
-                continue;
-            }
-            let token = sample_token(&host[r * vocab..(r + 1) * vocab], &self.params, &mut row.rng);
+        for (row, token) in self.rows.iter_mut().zip(tokens) {
+            let Some(token) = token else { continue };
             row.completion.token_ids.push(token.id);
             row.completion.logprobs.push(token.logprob);
             self.stats.completion_tokens += 1;
