@@ -21,8 +21,9 @@
 
 use std::path::Path;
 
+use aha_model::intra_op;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{GrpoError, Result};
 
@@ -50,6 +51,10 @@ pub fn decays(name: &str) -> bool {
     let last = module.rsplit('.').next().unwrap_or("");
     !(name.ends_with("bias") || last.ends_with("norm"))
 }
+
+/// Parameters (elements, all tensors together) up to which an update shares its tensors out among
+/// libtorch's threads (see `AdamW::step`); a larger model's operations are split instead.
+const SPLIT_TENSORS_UP_TO: i64 = 1 << 22;
 
 struct ParamState {
     name: String,
@@ -167,33 +172,43 @@ impl AdamW {
         let bias_correction2 = 1.0 - beta2.powf(t);
         let step_size = lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.powf(0.5);
-        tch::no_grad(|| {
-            for p in &mut self.params {
-                let grad = p.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let state_kind = p.exp_avg.kind();
-                let grad = grad.to_kind(state_kind);
-                // Lower-precision weights are updated in fp32 and written back.
-                let mut param = p.param.to_kind(state_kind);
-                if weight_decay != 0.0 && p.decay {
-                    let _ = param.g_mul_scalar_(1.0 - lr * weight_decay);
-                }
-                let _ = p.exp_avg.lerp_(&grad, 1.0 - beta1);
-                // torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2), whose kernel
-                // computes v + ((1 - beta2) * g) * g; tch's addcmul_ has no `value`, so the scalar
-                // is folded into the first factor (same roundings).
-                let scaled = &grad * (1.0 - beta2);
-                let _ = p.exp_avg_sq.g_mul_scalar_(beta2).addcmul_(&scaled, &grad);
-                let denom = (p.exp_avg_sq.sqrt() / bias_correction2_sqrt) + eps;
-                // torch: param.addcdiv_(exp_avg, denom, value=-step_size): p + ((-s) * m) / denom.
-                let _ = param.addcdiv_(&(&p.exp_avg * (-step_size)), &denom);
-                if param.kind() != p.param.kind() {
-                    let _ = p.param.copy_(&param);
-                }
+        let update = |p: &mut ParamState| {
+            let grad = p.param.grad();
+            if !grad.defined() {
+                return;
             }
-        });
+            let state_kind = p.exp_avg.kind();
+            let grad = grad.to_kind(state_kind);
+            // Lower-precision weights are updated in fp32 and written back.
+            let mut param = p.param.to_kind(state_kind);
+            if weight_decay != 0.0 && p.decay {
+                let _ = param.g_mul_scalar_(1.0 - lr * weight_decay);
+            }
+            let _ = p.exp_avg.lerp_(&grad, 1.0 - beta1);
+            // torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2), whose kernel
+            // computes v + ((1 - beta2) * g) * g; tch's addcmul_ has no `value`, so the scalar
+            // is folded into the first factor (same roundings).
+            let scaled = &grad * (1.0 - beta2);
+            let _ = p.exp_avg_sq.g_mul_scalar_(beta2).addcmul_(&scaled, &grad);
+            let denom = (p.exp_avg_sq.sqrt() / bias_correction2_sqrt) + eps;
+            // torch: param.addcdiv_(exp_avg, denom, value=-step_size): p + ((-s) * m) / denom.
+            let _ = param.addcdiv_(&(&p.exp_avg * (-step_size)), &denom);
+            if param.kind() != p.param.kind() {
+                let _ = p.param.copy_(&param);
+            }
+        };
+        // A small model's update is a few hundred libtorch calls on tensors too small to split,
+        // so the tensors are shared out among libtorch's threads instead (tiny model: 1.35 ms ->
+        // 1.05 ms a step). Every operation is elementwise: the result is the same either way.
+        let threads = tch::get_num_threads().max(1) as usize;
+        let elements: i64 = self.params.iter().map(|p| p.param.numel() as i64).sum();
+        let on_cpu = self.params.iter().all(|p| p.param.device() == Device::Cpu);
+        if threads > 1 && on_cpu && elements <= SPLIT_TENSORS_UP_TO {
+            let params: Vec<&mut ParamState> = self.params.iter_mut().collect();
+            intra_op::parallel_parts(params, threads, |_, p| tch::no_grad(|| update(p)));
+        } else {
+            tch::no_grad(|| self.params.iter_mut().for_each(update));
+        }
     }
 
     /// The optimizer state as named tensors: `step` (int64 scalar), and for every parameter
