@@ -13,18 +13,20 @@ const LANES: usize = 16;
 
 /// Defines a function whose body is compiled for the baseline target and for AVX2 + FMA; each
 /// call runs the best version this CPU supports. Helpers the body calls should be
-/// `#[inline(always)]` so that they are compiled into both versions.
+/// `#[inline(always)]` so that they are compiled into both versions. The body may read the
+/// const `FMA`: whether the version it is compiled into has fused multiply-add instructions (see
+/// `multiply_add`). Closures in the body are compiled once, for the baseline: use loops.
 macro_rules! multiversioned {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            fn portable<const FMA: bool>($($arg: $ty),*) $(-> $ret)? $body
 
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                portable($($arg),*)
+                portable::<true>($($arg),*)
             }
 
             #[cfg(target_arch = "x86_64")]
@@ -32,7 +34,8 @@ macro_rules! multiversioned {
                 // SAFETY: this CPU has the features `avx2` was compiled for.
                 return unsafe { avx2($($arg),*) };
             }
-            portable($($arg),*)
+            // Every aarch64 CPU has FMA; the x86-64 baseline does not.
+            portable::<{ cfg!(target_arch = "aarch64") }>($($arg),*)
         }
     };
 }
@@ -73,6 +76,17 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
+/// `a * b + c`: in one rounding (`f32::mul_add`) where `FMA` says the CPU has the instruction,
+/// else in two (there `mul_add` would be a slow library call).
+#[inline(always)]
+pub(crate) fn multiply_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// The largest element (-inf for an empty slice; NaNs are skipped, as `f32::max` does).
 #[inline(always)]
 pub(crate) fn max(xs: &[f32]) -> f32 {
@@ -84,7 +98,18 @@ pub(crate) fn max(xs: &[f32]) -> f32 {
             *m = if x > *m { x } else { *m };
         }
     }
-    rest.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+    for &x in rest {
+        lanes[0] = if x > lanes[0] { x } else { lanes[0] };
+    }
+    // Halves folded onto halves: vector maxima, not a scalar chain (exact in any order).
+    let mut half = LANES;
+    while half > 1 {
+        half /= 2;
+        for i in 0..half {
+            lanes[i] = if lanes[i + half] > lanes[i] { lanes[i + half] } else { lanes[i] };
+        }
+    }
+    lanes[0]
 }
 
 /// The sum of the elements.
@@ -110,26 +135,29 @@ pub(crate) fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
     sum(xs)
 }
 
-/// `out[h * width + c] = sum_i coefficients[i * G + h] * rows[i * stride + c]` for `G` heads
-/// that share one kv head: coefficients interleaved `[count, G]`, `count` rows of at least
+/// `out[h * width + c] = sum_i coefficients[h][i] * rows[i * stride + c]` for `G` heads that
+/// share one kv head: `count` coefficients per head, `count` rows of at least
 /// `width = out.len() / G` columns, `stride` apart; out `[G, width]`. Both products of attention
 /// are this one: the scores (rows: the kv head's transposed keys, `[head_dim, capacity]`;
 /// coefficients: the queries) and the outputs (rows: its values, `[slots, head_dim]`;
 /// coefficients: the softmax weights). `LANES` columns at a time, each row read once for all `G`
 /// heads, the sums held in registers.
 #[inline(always)]
-pub(crate) fn head_group_products<const G: usize>(coefficients: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+pub(crate) fn head_group_products<const G: usize, const FMA: bool>(coefficients: [&[f32]; G], rows: &[f32], stride: usize, out: &mut [f32]) {
     let width = out.len() / G;
+    let count = coefficients[0].len();
+    assert!(coefficients.iter().all(|c| c.len() == count), "as many coefficients for every head");
     assert!(width <= stride, "rows of {width} columns at a stride of {stride}");
-    let rows = rows.chunks(stride);
+    assert!(count == 0 || (count - 1) * stride + width <= rows.len(), "{count} rows of {width} columns");
     let mut start = 0;
     while start + LANES <= width {
         let mut sums = [[0.0f32; LANES]; G];
-        for (a, row) in coefficients.chunks_exact(G).zip(rows.clone()) {
-            let block: &[f32; LANES] = row[start..start + LANES].try_into().expect("a block");
-            for (sum, &a) in sums.iter_mut().zip(a) {
+        for (i, row) in rows[start..].chunks(stride).take(count).enumerate() {
+            let block: &[f32; LANES] = row[..LANES].try_into().expect("a block");
+            for (sum, head) in sums.iter_mut().zip(&coefficients) {
+                let a = head[i];
                 for (x, &v) in sum.iter_mut().zip(block) {
-                    *x += a * v;
+                    *x = multiply_add::<FMA>(a, v, *x);
                 }
             }
         }
@@ -139,9 +167,8 @@ pub(crate) fn head_group_products<const G: usize>(coefficients: &[f32], rows: &[
         start += LANES;
     }
     for c in start..width {
-        for h in 0..G {
-            out[h * width + c] =
-                coefficients.chunks_exact(G).zip(rows.clone()).fold(0.0, |total, (a, row)| total + a[h] * row[c]);
+        for (h, head) in coefficients.iter().enumerate() {
+            out[h * width + c] = head.iter().zip(rows.chunks(stride)).fold(0.0, |total, (a, row)| total + a * row[c]);
         }
     }
 }
@@ -284,28 +311,34 @@ mod tests {
         assert_eq!(sums, want);
     }
 
+    /// Both versions: fused multiply-adds and separate ones.
     #[test]
     fn scores_and_weighted_values_of_head_groups() {
+        head_group_products_by_hand::<true>();
+        head_group_products_by_hand::<false>();
+    }
+
+    fn head_group_products_by_hand<const FMA: bool>() {
         // Two heads of dimension 20 (a block of 16 and 4 left over), 32 slots in a stride of 48.
         let (d, n, stride) = (20, 32, 48);
         let value = |i: usize| ((i * 7 % 11) as f32 - 5.0) / 4.0;
         let queries: Vec<f32> = (0..d * 2).map(|i| value(i + 3)).collect();
         let keys: Vec<f32> = (0..d * stride).map(value).collect();
         let mut got = vec![0.0; 2 * n];
-        head_group_products::<2>(&queries, &keys, stride, &mut got);
+        head_group_products::<2, FMA>([&queries[..d], &queries[d..]], &keys, stride, &mut got);
         for h in 0..2 {
             for s in 0..n {
-                let want: f32 = (0..d).map(|j| queries[j * 2 + h] * keys[j * stride + s]).sum();
+                let want: f32 = (0..d).map(|j| queries[h * d + j] * keys[j * stride + s]).sum();
                 assert!((got[h * n + s] - want).abs() < 1e-5, "score {h} {s}");
             }
         }
         let weights: Vec<f32> = (0..n * 2).map(|i| value(i + 5)).collect();
         let values: Vec<f32> = (0..n * d).map(|i| value(i + 1)).collect();
         let mut got = vec![0.0; 2 * d];
-        head_group_products::<2>(&weights, &values, d, &mut got);
+        head_group_products::<2, FMA>([&weights[..n], &weights[n..]], &values, d, &mut got);
         for h in 0..2 {
             for c in 0..d {
-                let want: f32 = (0..n).map(|s| weights[s * 2 + h] * values[s * d + c]).sum();
+                let want: f32 = (0..n).map(|s| weights[h * n + s] * values[s * d + c]).sum();
                 assert!((got[h * d + c] - want).abs() < 1e-5, "output {h} {c}");
             }
         }

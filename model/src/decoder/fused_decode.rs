@@ -355,13 +355,12 @@ multiversioned! {
         let slots = slot + 1;
         // Scores are computed for whole blocks of slots (capacities are multiples of the block).
         let blocked = slots.next_multiple_of(SLOT_ALIGNMENT as usize);
+        let scale = (d as f32).powf(-0.5);
         let scratch = &mut AttentionScratch {
-            scale: (d as f32).powf(-0.5),
             blocked,
             bias: vec![0f32; slots],
-            queries: vec![0f32; MAX_HEADS_AT_ONCE * d],
+            masked: false,
             scores: vec![0f32; MAX_HEADS_AT_ONCE * blocked],
-            weights: vec![0f32; MAX_HEADS_AT_ONCE * slots],
         };
         let mut queries = vec![0f32; heads * d];
         let mut key = vec![0f32; d];
@@ -374,6 +373,10 @@ multiversioned! {
             let (cos, sin) = (&inputs.cos[position * d..][..d], &inputs.sin[position * d..][..d]);
             for (head, query) in queries.chunks_exact_mut(d).enumerate() {
                 rotate(&qkv[head * d..][..d], inputs.q_norm, &mut normed, cos, sin, query);
+                // Scaled here rather than every score (exact where head_dim is a power of 4).
+                for q in query.iter_mut() {
+                    *q *= scale;
+                }
             }
             let row_keys = &mut keys[local * kv_heads * d * capacity..][..kv_heads * d * capacity];
             let row_values = &mut values[local * kv_heads * capacity * d..][..kv_heads * capacity * d];
@@ -388,8 +391,11 @@ multiversioned! {
             // Padding is hidden; a row may always attend its own slot, so that a padding row never
             // has an empty softmax (its output is never used).
             let mask = &inputs.key_mask[row * capacity..][..slots];
+            scratch.masked = false;
             for (s, (bias, &real)) in scratch.bias.iter_mut().zip(mask).enumerate() {
-                *bias = if real != 0 || s == slot { 0.0 } else { f32::NEG_INFINITY };
+                let hidden = real == 0 && s != slot;
+                *bias = if hidden { f32::NEG_INFINITY } else { 0.0 };
+                scratch.masked |= hidden;
             }
             let row_out = &mut out[local * heads * d..][..heads * d];
             for g in 0..kv_heads {
@@ -401,10 +407,10 @@ multiversioned! {
                     let queries = &queries[head * d..][..count * d];
                     let out = &mut row_out[head * d..][..count * d];
                     match count {
-                        4 => heads_attend::<4>(queries, keys, capacity, values, scratch, out),
-                        3 => heads_attend::<3>(queries, keys, capacity, values, scratch, out),
-                        2 => heads_attend::<2>(queries, keys, capacity, values, scratch, out),
-                        _ => heads_attend::<1>(queries, keys, capacity, values, scratch, out),
+                        4 => heads_attend::<4, FMA>(queries, keys, capacity, values, scratch, out),
+                        3 => heads_attend::<3, FMA>(queries, keys, capacity, values, scratch, out),
+                        2 => heads_attend::<2, FMA>(queries, keys, capacity, values, scratch, out),
+                        _ => heads_attend::<1, FMA>(queries, keys, capacity, values, scratch, out),
                     }
                     head += count;
                 }
@@ -418,24 +424,20 @@ const MAX_HEADS_AT_ONCE: usize = 4;
 
 /// Working memory of `attend_rows`, reused for every row and head.
 struct AttentionScratch {
-    /// head_dim^-0.5.
-    scale: f32,
     /// The filled slots rounded up to whole blocks.
     blocked: usize,
     /// Per slot of the current row: 0, or -inf where the slot is hidden.
     bias: Vec<f32>,
-    /// Up to `MAX_HEADS_AT_ONCE` queries, interleaved `[head_dim, heads]`.
-    queries: Vec<f32>,
-    /// `[heads, blocked]`.
+    /// Whether the current row hides any slot (else `bias` is all 0 and is not added).
+    masked: bool,
+    /// `[heads, blocked]`: the scores, then their exponentials.
     scores: Vec<f32>,
-    /// The softmax of the scores, interleaved `[slots, heads]`.
-    weights: Vec<f32>,
 }
 
-/// Attention of `G` query heads (`queries` `[G, d]`, rotated) of one row over one kv head's
-/// keys (`[d, capacity]`) and values (`[slots, d]`); `out` `[G, d]`.
+/// Attention of `G` query heads (`queries` `[G, d]`, rotated and scaled) of one row over one kv
+/// head's keys (`[d, capacity]`) and values (`[slots, d]`); `out` `[G, d]`.
 #[inline(always)]
-fn heads_attend<const G: usize>(
+fn heads_attend<const G: usize, const FMA: bool>(
     queries: &[f32],
     keys: &[f32],
     capacity: usize,
@@ -444,28 +446,28 @@ fn heads_attend<const G: usize>(
     out: &mut [f32],
 ) {
     let d = queries.len() / G;
-    let slots = scratch.bias.len();
-    let interleaved = &mut scratch.queries[..G * d];
-    for (h, query) in queries.chunks_exact(d).enumerate() {
-        for (j, &q) in query.iter().enumerate() {
-            interleaved[j * G + h] = q;
-        }
-    }
-    let scores = &mut scratch.scores[..G * scratch.blocked];
-    cpu_math::head_group_products::<G>(interleaved, keys, capacity, scores);
-    let weights = &mut scratch.weights[..G * slots];
-    for (h, head_scores) in scores.chunks_exact_mut(scratch.blocked).enumerate() {
+    let (slots, blocked) = (scratch.bias.len(), scratch.blocked);
+    let scores = &mut scratch.scores[..G * blocked];
+    cpu_math::head_group_products::<G, FMA>(std::array::from_fn(|h| &queries[h * d..][..d]), keys, capacity, scores);
+    let mut inverse_totals = [0f32; G];
+    for (head_scores, inverse_total) in scores.chunks_exact_mut(blocked).zip(&mut inverse_totals) {
         let head_scores = &mut head_scores[..slots];
-        for (score, &bias) in head_scores.iter_mut().zip(&scratch.bias) {
-            *score = *score * scratch.scale + bias;
+        if scratch.masked {
+            for (score, &bias) in head_scores.iter_mut().zip(&scratch.bias) {
+                *score += bias;
+            }
         }
         let highest = cpu_math::max(head_scores);
-        let inverse_total = 1.0 / cpu_math::exp_shifted_in_place(head_scores, highest);
-        for (s, &e) in head_scores.iter().enumerate() {
-            weights[s * G + h] = e * inverse_total;
+        *inverse_total = 1.0 / cpu_math::exp_shifted_in_place(head_scores, highest);
+    }
+    let weights: [&[f32]; G] = std::array::from_fn(|h| &scores[h * blocked..][..slots]);
+    cpu_math::head_group_products::<G, FMA>(weights, values, d, out);
+    // The softmax's normalisation, on the outputs rather than on every weight.
+    for (out, inverse_total) in out.chunks_exact_mut(d).zip(inverse_totals) {
+        for o in out.iter_mut() {
+            *o *= inverse_total;
         }
     }
-    cpu_math::head_group_products::<G>(weights, values, d, out);
 }
 
 /// Rotate-half RoPE of one head `x` (after an optional per-head RMSNorm into `normed`):
