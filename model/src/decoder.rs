@@ -609,7 +609,7 @@ impl CausalLM {
         let grad_enabled = grad_enabled();
         if let Some(cache) = cache.as_deref_mut() {
             if self.decodes_fused(t, cache, grad_enabled) {
-                return self.forward_fused_decode(input_ids, positions, attention_mask, cache);
+                return self.forward_fused_decode(input_ids, positions, attention_mask, cache, false);
             }
         }
         // Casting the rows looked up is casting the table (exactly), for a fraction of the work.
@@ -635,6 +635,24 @@ impl CausalLM {
             cache.end_step(t);
         }
         self.norm.forward(&x, grad_enabled)
+    }
+
+    /// One step of generation: `forward` of one token per row (`input_ids`, `positions`
+    /// `[rows, 1]`, `step_mask` as `forward`'s mask) through `cache`, and the fp32 logits
+    /// `[rows, vocab]` of the token after it. The fused decode computes them with the rows.
+    pub fn next_token_logits(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        step_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let (_, t) = input_ids.size2().expect("input_ids are [batch, len]");
+        assert_eq!(t, 1, "next_token_logits takes one token per row");
+        if self.decodes_fused(t, cache, grad_enabled()) {
+            return self.forward_fused_decode(input_ids, positions, step_mask, cache, true);
+        }
+        self.logits(&self.forward(input_ids, positions, step_mask, Some(cache)).select(1, 0))
     }
 
     /// fp32 logits `[..., vocab]` of hidden states `[..., hidden]`. The product runs in the

@@ -413,8 +413,7 @@ impl<'m> Engine<'m> {
         let input = Tensor::from_slice(&tokens).view([b, 1]).to_device(device);
         let positions = Tensor::from_slice(&positions).view([b, 1]).to_device(device);
         let cache = self.cache.as_mut().expect("a batch has a cache");
-        let hidden = self.model.forward(&input, &positions, None, Some(cache));
-        self.logits = Some(self.model.logits(&hidden.select(1, 0)));
+        self.logits = Some(self.model.next_token_logits(&input, &positions, None, cache));
         self.stats.peak_kv_cache_bytes = self.stats.peak_kv_cache_bytes.max(cache.bytes() as u64);
         self.stats.decode_steps += 1;
         self.stats.decode_seconds += start.elapsed().as_secs_f64();

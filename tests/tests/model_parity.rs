@@ -106,8 +106,19 @@ fn left_padded_batch_equals_each_row_alone() {
 }
 
 /// The logits of `batch` through `cache`: its first `prefill` columns in one pass, then one
-/// column per step.
+/// column per step (through `forward`, then `logits`).
 fn decode_step_by_step(model: &CausalLM, batch: &aha_model::PaddedBatch, prefill: i64, cache: &mut KvCache) -> Tensor {
+    decode_steps(model, batch, prefill, cache, false)
+}
+
+/// `decode_step_by_step`, its one-token steps through `next_token_logits` if `next_token`.
+fn decode_steps(
+    model: &CausalLM,
+    batch: &aha_model::PaddedBatch,
+    prefill: i64,
+    cache: &mut KvCache,
+    next_token: bool,
+) -> Tensor {
     let columns = |start, len| {
         (
             batch.input_ids.narrow(1, start, len),
@@ -120,10 +131,13 @@ fn decode_step_by_step(model: &CausalLM, batch: &aha_model::PaddedBatch, prefill
         .chain((prefill..width).map(|t| (t, 1)))
         .map(|(start, len)| {
             let (ids, positions, mask) = columns(start, len);
-            model.forward(&ids, &positions, Some(&mask), Some(&mut *cache))
+            if next_token && len == 1 {
+                return model.next_token_logits(&ids, &positions, Some(&mask), cache).unsqueeze(1);
+            }
+            model.logits(&model.forward(&ids, &positions, Some(&mask), Some(&mut *cache)))
         })
         .collect();
-    model.logits(&Tensor::cat(&steps, 1))
+    Tensor::cat(&steps, 1)
 }
 
 #[test]
@@ -191,12 +205,16 @@ fn a_large_decode_batch_is_as_exact_as_the_full_forward() {
                 (error.max().double_value(&[]), error.mean(Kind::Double).double_value(&[]))
             };
             let (full_max, full_mean) = error(&full_forward(&model));
-            let (decoded_max, decoded_mean) = error(&decoded);
-            assert!(
-                decoded_max < 2.0 * full_max && decoded_mean < 1.5 * full_mean,
-                "{name}: decoded logits are {decoded_max} (mean {decoded_mean}) from the exact ones, the full \
-                 forward's {full_max} (mean {full_mean})"
-            );
+            // Also through `next_token_logits`, whose split steps compute the LM head with the rows.
+            let next_token = decode_steps(&model, &batch, 8, &mut model.new_cache(24, width), true);
+            for (how, decoded) in [("forward", &decoded), ("next_token_logits", &next_token)] {
+                let (decoded_max, decoded_mean) = error(decoded);
+                assert!(
+                    decoded_max < 2.0 * full_max && decoded_mean < 1.5 * full_mean,
+                    "{name}: logits decoded by {how} are {decoded_max} (mean {decoded_mean}) from the exact ones, \
+                     the full forward's {full_max} (mean {full_mean})"
+                );
+            }
         });
     }
 }

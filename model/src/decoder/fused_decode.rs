@@ -31,6 +31,7 @@ use super::{CausalLM, Linear, RmsNorm};
 use crate::cache::{KvCache, SLOT_ALIGNMENT};
 use crate::cpu_math::{self, multiversioned};
 use crate::intra_op;
+use crate::mkl_gemm::{sgemm, Operand};
 
 /// Multiply-adds of a layer's attention below which one thread does all rows: waking the other
 /// threads costs a few microseconds.
@@ -53,13 +54,16 @@ impl CausalLM {
 
     /// `forward` for one token per row through `cache` (see [`CausalLM::decodes_fused`]):
     /// `input_ids`, `positions` `[rows, 1]`, `step_mask` `[rows, 1]` (whether each new token is
-    /// real). Returns the final hidden states `[rows, 1, hidden]`.
+    /// real). Returns the final hidden states `[rows, 1, hidden]`, or with `logits` the fp32
+    /// logits `[rows, vocab]` (computed on the threads that computed the rows, where the step is
+    /// split).
     pub(super) fn forward_fused_decode(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
         step_mask: Option<&Tensor>,
         cache: &mut KvCache,
+        logits: bool,
     ) -> Tensor {
         let c = &self.config;
         let ids = Vec::<i64>::try_from(input_ids.reshape([-1])).expect("int64 token ids");
@@ -73,6 +77,8 @@ impl CausalLM {
         let _ = cache.begin_step(step_mask, 1);
         let (capacity, slot) = (cache.capacity() as usize, cache.len() as usize);
         let out = Tensor::empty([rows as i64, hidden as i64], (Kind::Float, Device::Cpu));
+        let vocab = c.vocab_size;
+        let mut split_logits = None;
         {
             let layers = (0..self.layers.len()).map(|index| cache.layer_tensors(index));
             // SAFETY: the cache's tensors and `out` are contiguous fp32 CPU tensors that nothing
@@ -87,6 +93,7 @@ impl CausalLM {
                 values,
                 // SAFETY: as above.
                 out: unsafe { host_mut(&out) },
+                logits: None,
             };
             let step = DecodeStep { model: self, cos: host(&cos), sin: host(&sin), capacity, slot };
             let threads = tch::get_num_threads().max(1) as usize;
@@ -94,13 +101,23 @@ impl CausalLM {
             let h = c.hidden_size;
             let layer_work = rows as i64 * (h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size);
             if threads > 1 && rows >= threads * MIN_ROWS_PER_PART && layer_work < SPLIT_ROWS_BELOW_LAYER_WORK {
+                // Each thread also takes its rows through the LM head: a serial product of the
+                // whole batch after the parallel region was a seventh of the tiny model's step.
+                let logits = logits.then(|| Tensor::empty([rows as i64, vocab], (Kind::Float, Device::Cpu)));
+                // SAFETY: a fresh contiguous fp32 CPU tensor, written only through this slice.
+                let rows_in = RowsOfStep { logits: logits.as_ref().map(|l| unsafe { host_mut(l) }), ..rows_in };
                 step.run_split(rows_in, threads);
+                split_logits = logits;
             } else {
                 step.run(rows_in, threads);
             }
         }
         cache.end_step(1);
-        out.view([rows as i64, 1, hidden as i64])
+        match (logits, split_logits) {
+            (false, _) => out.view([rows as i64, 1, hidden as i64]),
+            (true, Some(logits)) => logits,
+            (true, None) => self.logits(&out),
+        }
     }
 }
 
@@ -135,6 +152,8 @@ struct RowsOfStep<'a> {
     keys: Vec<&'a mut [f32]>,
     values: Vec<&'a mut [f32]>,
     out: &'a mut [f32],
+    /// Where the rows' logits go, `[rows, vocab]`, if the step computes them.
+    logits: Option<&'a mut [f32]>,
 }
 
 /// Lets the tasks of `run_split` share a `DecodeStep`.
@@ -191,6 +210,11 @@ impl DecodeStep<'_> {
         }
         let (weight, eps) = norm_weight(&model.norm);
         rms_norm_rows(&x, weight, eps, rows.out);
+        if let Some(logits) = rows.logits {
+            let lm_head = Operand::transposed(host(&model.lm_head.stored), hidden);
+            let vocab = c.vocab_size as usize;
+            sgemm(n, vocab, hidden, 1.0, Operand::plain(rows.out, hidden), lm_head, 0.0, logits, vocab);
+        }
     }
 
     /// `linear` of `x` (`[rows, in]`), through MKL's packed copy of the weight where the model
@@ -214,6 +238,7 @@ impl DecodeStep<'_> {
             rows.keys.into_iter().map(|k| k.chunks_mut(k.len() / rows.ids.len() * per_task)).collect();
         let mut values: Vec<_> =
             rows.values.into_iter().map(|v| v.chunks_mut(v.len() / rows.ids.len() * per_task)).collect();
+        let mut logits = rows.logits.map(|l| l.chunks_mut(l.len() / rows.ids.len() * per_task));
         let parts: Vec<RowsOfStep<'_>> = rows
             .ids
             .chunks(per_task)
@@ -227,6 +252,7 @@ impl DecodeStep<'_> {
                 keys: keys.iter_mut().map(|k| k.next().expect("a part per task")).collect(),
                 values: values.iter_mut().map(|v| v.next().expect("a part per task")).collect(),
                 out,
+                logits: logits.as_mut().map(|l| l.next().expect("a part per task")),
             })
             .collect();
         let step = SharedStep(self);
