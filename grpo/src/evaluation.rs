@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use aha_datasets::{Problem, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::CombinedChecker;
-use aha_rollout::{checker_sample, generate_all, Engine, EngineConfig, GenerationRequest, SamplingParams};
+use aha_rollout::{checker_sample, generate_all, EngineConfig, GenerationRequest, SamplingParams, ShardedEngine};
 
 use crate::error::{GrpoError, Result};
 
@@ -108,7 +108,7 @@ impl HeldOut {
             stop_token_ids: policy.config().eos_token_ids.clone(),
             ..Default::default()
         };
-        let mut engine = Engine::new(policy, params, EngineConfig::default())?
+        let mut engine = ShardedEngine::new(policy, params, EngineConfig::default())?
             .with_stop_strings(tokenizer, settings.stop_strings.clone())?;
         let samples = if greedy { 1 } else { settings.samples.max(1) };
         let requests: Vec<GenerationRequest> = self

@@ -200,7 +200,7 @@ impl AdamW {
         // A small model's update is a few hundred libtorch calls on tensors too small to split,
         // so the tensors are shared out among libtorch's threads instead (tiny model: 1.35 ms ->
         // 1.05 ms a step). Every operation is elementwise: the result is the same either way.
-        let threads = tch::get_num_threads().max(1) as usize;
+        let threads = intra_op::threads();
         let elements: i64 = self.params.iter().map(|p| p.param.numel() as i64).sum();
         let on_cpu = self.params.iter().all(|p| p.param.device() == Device::Cpu);
         if threads > 1 && on_cpu && elements <= SPLIT_TENSORS_UP_TO {

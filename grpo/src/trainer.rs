@@ -28,7 +28,7 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    Engine, EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
+    EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup, ShardedEngine,
     ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
@@ -124,7 +124,7 @@ pub fn train_with_checkers(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    let engine = Engine::new(&policy, params, EngineConfig::default())?
+    let engine = ShardedEngine::new(&policy, params, EngineConfig::default())?
         .with_stop_strings(&tokenizer, sampling.stop_strings.clone())?;
     let pool_config = PoolConfig {
         group_size: sampling.group_size,

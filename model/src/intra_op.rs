@@ -34,6 +34,21 @@ fn gomp_parallel() -> Option<GompParallel> {
     })
 }
 
+thread_local! {
+    /// Whether this thread is running a task of `parallel_for`.
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads a parallel loop started here may use: libtorch's intra-op threads, or 1 inside a task
+/// of `parallel_for` (the team is busy; libtorch's own operations run single-threaded there too).
+pub fn threads() -> usize {
+    if IN_TASK.get() {
+        1
+    } else {
+        tch::get_num_threads().max(1) as usize
+    }
+}
+
 /// Runs `task(i)` for every `i` in `0..tasks` on up to `threads` of libtorch's intra-op threads
 /// (the calling thread is one of them), each taking the next task until none is left. Returns
 /// when all are done; panics if a task panicked.
@@ -58,9 +73,11 @@ pub fn parallel_for(tasks: usize, threads: usize, task: impl Fn(usize) + Sync) {
                 break;
             }
             // A panic must not unwind into the OpenMP runtime.
+            let was_in_task = IN_TASK.replace(true);
             if catch_unwind(AssertUnwindSafe(|| (shared.task)(i))).is_err() {
                 shared.panicked.store(true, Ordering::Relaxed);
             }
+            IN_TASK.set(was_in_task);
         }
     }
     let shared = Shared { next: AtomicUsize::new(0), tasks, task: &task, panicked: AtomicBool::new(false) };

@@ -19,6 +19,7 @@
 //! moment). Logits are `[live sequences, vocab]`, never `[batch x length x vocab]`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -89,7 +90,7 @@ fn sample_rows(rows: &mut [Row], logits: &[f32], vocab: usize, params: &Sampling
         }
     };
     let mut tokens = vec![None; rows.len()];
-    let threads = tch::get_num_threads().max(1) as usize;
+    let threads = intra_op::threads();
     if threads == 1 || rows.len() * vocab < PARALLEL_SAMPLING_WORK {
         sample(rows, logits, &mut tokens);
         return tokens;
@@ -175,6 +176,23 @@ impl<'m> Engine<'m> {
     /// Requests queued or generating.
     pub fn in_flight(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Sequences queued or generating.
+    pub fn sequences_in_flight(&self) -> usize {
+        self.waiting.iter().map(|(_, r)| r.n).sum::<usize>() + self.rows.iter().filter(|r| !r.done).count()
+    }
+
+    /// [`Backend::poll`], which also returns (perhaps with nothing) after the step during which
+    /// `stop` was set: engines working side by side stop when any of them has finished requests.
+    pub fn poll_until(&mut self, stop: &AtomicBool) -> Result<Vec<GroupOutput>, RolloutError> {
+        while self.in_flight() > 0 {
+            let finished = self.step()?;
+            if !finished.is_empty() || stop.load(Ordering::Relaxed) {
+                return Ok(finished);
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Queues a request; its completions come out of [`Engine::step`] once all `n` are done.
@@ -426,13 +444,7 @@ impl Backend for Engine<'_> {
     }
 
     fn poll(&mut self) -> Result<Vec<GroupOutput>, RolloutError> {
-        while self.in_flight() > 0 {
-            let finished = self.step()?;
-            if !finished.is_empty() {
-                return Ok(finished);
-            }
-        }
-        Ok(Vec::new())
+        self.poll_until(&AtomicBool::new(false))
     }
 
     fn in_flight(&self) -> usize {

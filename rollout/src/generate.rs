@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use aha_model::CausalLM;
 
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::EngineConfig;
 use crate::sampling::SamplingParams;
+use crate::sharded::ShardedEngine;
 use crate::RolloutError;
 
 /// Identifies a submitted request within one backend.
@@ -50,7 +51,7 @@ pub struct GroupOutput {
     pub completions: Vec<Completion>,
 }
 
-/// Something that turns requests into completions: the local [`Engine`] today; a client of a
+/// Something that turns requests into completions: the local [`Engine`](crate::Engine) today; a client of a
 /// remote inference server (vLLM or SGLang, whose OpenAI-compatible completions API accepts
 /// token-id prompts, `n`, `seed` and returns per-token log-probs) tomorrow. Hence the plain-data
 /// types: token ids in, token ids and fp32 log-probs out, nothing that assumes a local model or a
@@ -70,13 +71,13 @@ pub trait Backend {
 }
 
 /// Generates `request.n` completions for every request; the result follows the requests' order.
-/// A convenience over [`Engine`] with its default limits.
+/// A convenience over [`ShardedEngine`] with the default limits.
 pub fn generate(
     model: &CausalLM,
     requests: &[GenerationRequest],
     params: &SamplingParams,
 ) -> Result<Vec<Vec<Completion>>, RolloutError> {
-    let mut engine = Engine::new(model, params.clone(), EngineConfig::default())?;
+    let mut engine = ShardedEngine::new(model, params.clone(), EngineConfig::default())?;
     generate_all(&mut engine, requests)
 }
 

@@ -6,6 +6,8 @@
 //! - [`Engine`]: the local generation backend. Continuous batching over one KV cache: each prompt
 //!   is prefilled once for its whole group, finished sequences leave the batch and waiting ones
 //!   join it, the cache is planned against a memory budget. Stop strings via [`StopStrings`].
+//! - [`ShardedEngine`]: several engines side by side on a CPU's threads, each running its own
+//!   requests without waiting for the others at every step.
 //! - [`Backend`]: the seam a remote inference server would plug into.
 //! - [`RolloutPool`]: prompts in, [`ScoredGroup`]s out; reward checkers run on worker threads
 //!   while the model thread keeps generating.
@@ -17,6 +19,7 @@ pub mod engine;
 pub mod generate;
 pub mod pool;
 pub mod sampling;
+pub mod sharded;
 pub mod stop;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
@@ -27,6 +30,7 @@ pub use pool::{
     checker_sample, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
 };
 pub use sampling::{sample_token, SampledToken, SamplingParams};
+pub use sharded::ShardedEngine;
 pub use stop::StopStrings;
 
 #[derive(Debug, thiserror::Error)]

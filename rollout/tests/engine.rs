@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aha_model::{CausalLM, KvCache, LoadOptions, Tokenizer};
 use aha_rewards::{Registry, RewardConfig};
 use aha_rollout::{
-    generate, generate_all, Completion, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig, RolloutPool,
-    RolloutPrompt, SamplingParams,
+    generate, generate_all, Backend, Completion, Engine, EngineConfig, FinishReason, GenerationRequest, PoolConfig,
+    RolloutPool, RolloutPrompt, SamplingParams, ShardedEngine,
 };
 use serde_json::json;
 
@@ -71,6 +71,31 @@ fn continuous_batching_gives_what_each_request_gives_alone() {
     // Fewer decode steps than running the requests one after another.
     let sequential: u64 = alone.iter().map(|g| g.iter().map(|c| c.token_ids.len()).max().unwrap() as u64 - 1).sum();
     assert!(stats.decode_steps < sequential, "{} decode steps, {sequential} one by one", stats.decode_steps);
+}
+
+/// Shards run side by side (each stopping when another has finished requests) and give what one
+/// engine gives: small groups, and groups of 8 whose steps one engine splits among threads.
+#[test]
+fn shards_give_what_one_engine_gives() {
+    let (model, tokenizer) = load();
+    let params = ragged_params();
+    let small = requests(&tokenizer);
+    let large: Vec<GenerationRequest> = small.iter().map(|r| GenerationRequest { n: 8, ..r.clone() }).collect();
+    for (what, requests) in [("small groups", small), ("groups of 8", large)] {
+        let mut one = Engine::new(&model, params.clone(), EngineConfig::default()).unwrap();
+        let want = generate_all(&mut one, &requests).unwrap();
+        for shards in [2, 3] {
+            let mut sharded =
+                ShardedEngine::with_shards(&model, params.clone(), EngineConfig::default(), shards).unwrap();
+            assert_eq!(sharded.shard_count(), shards);
+            let got = generate_all(&mut sharded, &requests).unwrap();
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert_same(a, b, &format!("{what}, {shards} shards, request {i}"));
+            }
+            assert_eq!(sharded.stats().completion_tokens, one.stats().completion_tokens, "{what}, {shards} shards");
+            assert_eq!(sharded.in_flight(), 0);
+        }
+    }
 }
 
 #[test]

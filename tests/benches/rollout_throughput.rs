@@ -3,6 +3,10 @@
 //! bench/transformers_rollout_bench.py; bench/compare_rollout.sh runs both side by side.
 //!
 //!   cargo bench -p aha-tests --bench rollout_throughput -- --model DIR [--threads N] [--ragged]
+//!       [--shards S]
+//!
+//! The engine is the one `aha train` and `generate` use: a `ShardedEngine`, by default one shard
+//! per thread on a CPU (`--shards 1`: a single engine whose steps use every thread).
 //!
 //! Without `--ragged` every sequence runs to exactly N tokens (no stop token: the same work for
 //! both implementations). With `--ragged` a set of stop tokens ends sequences at spread-out
@@ -10,13 +14,14 @@
 //!
 //! Prints one JSON line: completion tokens/s (best of R after a warm-up), the achieved GFLOP/s
 //! (matrix multiplications and attention of prefill and decode), peak RSS, the engine's peak KV
-//! cache, and the share of time in prefill, decode, sampling and cache re-packing.
+//! cache, and the share of time in prefill, decode, sampling and cache re-packing (of the
+//! shards' thread time).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use aha_model::{CausalLM, LoadOptions};
-use aha_rollout::{generate_all, Engine, EngineConfig, EngineStats, GenerationRequest, SamplingParams};
+use aha_rollout::{generate_all, EngineConfig, EngineStats, GenerationRequest, SamplingParams, ShardedEngine};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 
@@ -41,6 +46,9 @@ struct Args {
     repeats: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Engines side by side (default: one per thread on a CPU, `ShardedEngine::shards_for`).
+    #[arg(long)]
+    shards: Option<usize>,
     /// dtype of the forward passes over the fp32 weights (bf16: mixed precision).
     #[arg(long, default_value = "f32")]
     compute_dtype: String,
@@ -92,13 +100,15 @@ fn main() {
         ..Default::default()
     };
 
+    let shards = args.shards.unwrap_or_else(|| ShardedEngine::shards_for(&model));
     let run = || {
-        let mut engine = Engine::new(&model, params.clone(), EngineConfig::default()).expect("engine");
+        let mut engine =
+            ShardedEngine::with_shards(&model, params.clone(), EngineConfig::default(), shards).expect("engine");
         let start = Instant::now();
         let groups = generate_all(&mut engine, &requests).expect("generate");
         let seconds = start.elapsed().as_secs_f64();
         let lengths: Vec<usize> = groups.iter().flatten().map(|c| c.token_ids.len()).collect();
-        (seconds, lengths, engine.stats().clone())
+        (seconds, lengths, engine.stats())
     };
     run(); // warm-up
     let (seconds, lengths, stats): (f64, Vec<usize>, EngineStats) =
@@ -110,7 +120,8 @@ fn main() {
     // The last sampled token of a sequence is never fed back.
     let decode_flops: f64 = lengths.iter().map(|&n| (1..n).map(|t| flops_per_token(&model, p + t)).sum::<f64>()).sum();
     let accounted = stats.prefill_seconds + stats.decode_seconds + stats.sample_seconds + stats.repack_seconds;
-    let share = |s: f64| (s / seconds * 1000.0).round() / 1000.0;
+    let thread_seconds = seconds * shards as f64;
+    let share = |s: f64| (s / thread_seconds * 1000.0).round() / 1000.0;
     let round = |x: f64| (x * 10.0).round() / 10.0;
     println!(
         "{}",
@@ -118,6 +129,7 @@ fn main() {
             "impl": "aha",
             "model": args.model,
             "threads": args.threads,
+            "shards": shards,
             "compute_dtype": args.compute_dtype,
             "sequences": args.prompts * args.group_size,
             "completion_tokens": tokens,
@@ -133,7 +145,7 @@ fn main() {
                 "decode": share(stats.decode_seconds),
                 "sample": share(stats.sample_seconds),
                 "repack": share(stats.repack_seconds),
-                "other": share(seconds - accounted),
+                "other": share(thread_seconds - accounted),
             },
         })
     );

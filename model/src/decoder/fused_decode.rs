@@ -52,6 +52,26 @@ impl CausalLM {
             && cache.keys_are_transposed()
     }
 
+    /// Multiply-adds of one layer's products (projections and MLP) for one token.
+    pub(super) fn layer_macs_per_token(&self) -> i64 {
+        let c = &self.config;
+        let (h, q, kv) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size
+    }
+
+    /// Whether generation on the CPU is fastest with each thread taking whole sequences through
+    /// every step (the rollout's `ShardedEngine`): a model that decodes fused and whose steps
+    /// split their rows among threads at a batch of 64 (the tiny fixture, 37k multiply-adds a
+    /// layer and token, 1.16x faster sharded). A larger one (the 24.5M bench model, 3M) is faster
+    /// with each product on every thread: sharded, every thread reads every weight each step
+    /// (1.55 s against 1.33 s for 64 x 64 tokens).
+    pub fn decodes_rows_apart(&self) -> bool {
+        self.device() == Device::Cpu
+            && self.kind == Kind::Float
+            && self.compute == Kind::Float
+            && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
+    }
+
     /// `forward` for one token per row through `cache` (see [`CausalLM::decodes_fused`]):
     /// `input_ids`, `positions` `[rows, 1]`, `step_mask` `[rows, 1]` (whether each new token is
     /// real). Returns the final hidden states `[rows, 1, hidden]`, or with `logits` the fp32
@@ -78,7 +98,14 @@ impl CausalLM {
         let (capacity, slot) = (cache.capacity() as usize, cache.len() as usize);
         let out = Tensor::empty([rows as i64, hidden as i64], (Kind::Float, Device::Cpu));
         let vocab = c.vocab_size;
-        let mut split_logits = None;
+        let threads = intra_op::threads();
+        let layer_work = rows as i64 * self.layer_macs_per_token();
+        let split = threads > 1 && rows >= threads * MIN_ROWS_PER_PART && layer_work < SPLIT_ROWS_BELOW_LAYER_WORK;
+        // The rows' own threads take them through the LM head where each has whole rows (a
+        // serial product of the batch after the parallel region was a seventh of the tiny model's
+        // step); otherwise libtorch's product uses every thread.
+        let run_logits = (logits && (split || threads == 1))
+            .then(|| Tensor::empty([rows as i64, vocab], (Kind::Float, Device::Cpu)));
         {
             let layers = (0..self.layers.len()).map(|index| cache.layer_tensors(index));
             // SAFETY: the cache's tensors and `out` are contiguous fp32 CPU tensors that nothing
@@ -93,27 +120,18 @@ impl CausalLM {
                 values,
                 // SAFETY: as above.
                 out: unsafe { host_mut(&out) },
-                logits: None,
+                // SAFETY: a fresh contiguous fp32 CPU tensor, written only through this slice.
+                logits: run_logits.as_ref().map(|l| unsafe { host_mut(l) }),
             };
             let step = DecodeStep { model: self, cos: host(&cos), sin: host(&sin), capacity, slot };
-            let threads = tch::get_num_threads().max(1) as usize;
-            let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-            let h = c.hidden_size;
-            let layer_work = rows as i64 * (h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size);
-            if threads > 1 && rows >= threads * MIN_ROWS_PER_PART && layer_work < SPLIT_ROWS_BELOW_LAYER_WORK {
-                // Each thread also takes its rows through the LM head: a serial product of the
-                // whole batch after the parallel region was a seventh of the tiny model's step.
-                let logits = logits.then(|| Tensor::empty([rows as i64, vocab], (Kind::Float, Device::Cpu)));
-                // SAFETY: a fresh contiguous fp32 CPU tensor, written only through this slice.
-                let rows_in = RowsOfStep { logits: logits.as_ref().map(|l| unsafe { host_mut(l) }), ..rows_in };
+            if split {
                 step.run_split(rows_in, threads);
-                split_logits = logits;
             } else {
                 step.run(rows_in, threads);
             }
         }
         cache.end_step(1);
-        match (logits, split_logits) {
+        match (logits, run_logits) {
             (false, _) => out.view([rows as i64, 1, hidden as i64]),
             (true, Some(logits)) => logits,
             (true, None) => self.logits(&out),

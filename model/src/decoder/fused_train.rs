@@ -50,14 +50,11 @@ impl CausalLM {
     /// CPU, small enough (see `FUSED_TRAINING_UP_TO_LAYER_MACS`), every weight trainable, and
     /// fused training not switched off ([`CausalLM::set_fused_training`]).
     pub fn trains_fused(&self) -> bool {
-        let c = &self.config;
-        let (h, q, kv) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-        let layer_macs = h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size;
         self.fused_training
             && self.device() == Device::Cpu
             && self.kind == Kind::Float
             && self.compute == Kind::Float
-            && layer_macs <= FUSED_TRAINING_UP_TO_LAYER_MACS
+            && self.layer_macs_per_token() <= FUSED_TRAINING_UP_TO_LAYER_MACS
             && self.vars.variables().values().all(Tensor::requires_grad)
     }
 
@@ -76,7 +73,7 @@ impl CausalLM {
         assert!(self.trains_fused(), "completion_pass needs a model that trains fused");
         assert!(temperature > 0.0, "temperature must be positive for log-probs, got {temperature}");
         let width = rows.iter().map(|(_, completion)| completion.len()).max().unwrap_or(0);
-        let threads = tch::get_num_threads().max(1) as usize;
+        let threads = intra_op::threads();
         let parts = Part::split(rows, width, threads);
         let highest = rows.iter().map(|(prompt, completion)| prompt.len() - 1 + completion.len()).max().unwrap_or(0);
         let pass = PassShape::of(self, temperature as f32, highest);
