@@ -8,6 +8,8 @@
 //! models on the CPU run fused: libtorch for the GEMMs, Rust ([`cpu_math`]) for the rest. So do
 //! the training passes of small fp32 models on the CPU ([`CausalLM::completion_pass`]): the model
 //! gives completion log-probs and takes their gradient back into the weights' `.grad`.
+//! [`intra_op`] runs those kernels' parallel loops on libtorch's own threads, and lends them to
+//! the other crates (the rollout's shards and sampler, the optimizer).
 //! It does not sample (that is `aha-rollout`), nor hold a loss or an optimizer (that is
 //! `aha-grpo`): it gives both the same logits.
 //!

@@ -74,6 +74,23 @@ pub struct EngineStats {
     pub peak_kv_cache_bytes: u64,
 }
 
+impl EngineStats {
+    /// Adds another engine's statistics (the seconds become thread-seconds; the peak caches add
+    /// up, as engines side by side hold theirs at once).
+    pub fn add(&mut self, other: &EngineStats) {
+        self.prefill_seconds += other.prefill_seconds;
+        self.decode_seconds += other.decode_seconds;
+        self.sample_seconds += other.sample_seconds;
+        self.repack_seconds += other.repack_seconds;
+        self.prefill_tokens += other.prefill_tokens;
+        self.prefills += other.prefills;
+        self.completion_tokens += other.completion_tokens;
+        self.decode_steps += other.decode_steps;
+        self.idle_row_steps += other.idle_row_steps;
+        self.peak_kv_cache_bytes += other.peak_kv_cache_bytes;
+    }
+}
+
 /// Rows' work (rows x vocabulary) below which sampling stays on the calling thread: waking
 /// libtorch's other threads costs a few microseconds, a 400-token row about one.
 const PARALLEL_SAMPLING_WORK: usize = 1 << 14;

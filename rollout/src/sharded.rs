@@ -6,8 +6,9 @@
 //! For a small model that serial remainder was a third of generation. Shards share nothing but
 //! the weights, so each runs its own requests from start to finish on one thread, with no barrier
 //! until one of them has a finished request to hand back. A request's completions do not depend
-//! on its shard or on the number of shards (each sequence draws from its own generator; a step's
-//! rows are computed alone), so sharding changes speed, not results.
+//! on its shard or on the number of shards (each sequence draws from its own generator, and a
+//! step computes each row alone; the log-probs may differ in the last bits, as between batch
+//! sizes), so sharding changes speed, not what is generated (`rollout/tests/engine.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,21 +86,11 @@ impl<'m> ShardedEngine<'m> {
         self.shards.len()
     }
 
-    /// The shards' statistics added up (their seconds are thread-seconds; the peak cache is the
-    /// sum of the shards' peaks).
+    /// The shards' statistics added up ([`EngineStats::add`]).
     pub fn stats(&self) -> EngineStats {
         let mut total = EngineStats::default();
-        for s in self.shards.iter().map(Engine::stats) {
-            total.prefill_seconds += s.prefill_seconds;
-            total.decode_seconds += s.decode_seconds;
-            total.sample_seconds += s.sample_seconds;
-            total.repack_seconds += s.repack_seconds;
-            total.prefill_tokens += s.prefill_tokens;
-            total.prefills += s.prefills;
-            total.completion_tokens += s.completion_tokens;
-            total.decode_steps += s.decode_steps;
-            total.idle_row_steps += s.idle_row_steps;
-            total.peak_kv_cache_bytes += s.peak_kv_cache_bytes;
+        for shard in &self.shards {
+            total.add(shard.stats());
         }
         total
     }
