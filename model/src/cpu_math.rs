@@ -143,7 +143,12 @@ pub(crate) fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
 /// coefficients: the softmax weights). `LANES` columns at a time, each row read once for all `G`
 /// heads, the sums held in registers.
 #[inline(always)]
-pub(crate) fn head_group_products<const G: usize, const FMA: bool>(coefficients: [&[f32]; G], rows: &[f32], stride: usize, out: &mut [f32]) {
+pub(crate) fn head_group_products<const G: usize, const FMA: bool>(
+    coefficients: [&[f32]; G],
+    rows: &[f32],
+    stride: usize,
+    out: &mut [f32],
+) {
     let width = out.len() / G;
     let count = coefficients[0].len();
     assert!(coefficients.iter().all(|c| c.len() == count), "as many coefficients for every head");

@@ -102,7 +102,7 @@ impl CausalLM {
         let layer_work = rows as i64 * self.layer_macs_per_token();
         let split = threads > 1 && rows >= threads * MIN_ROWS_PER_PART && layer_work < SPLIT_ROWS_BELOW_LAYER_WORK;
         // The rows' own threads take them through the LM head where each has whole rows (a
-        // serial product of the batch after the parallel region was a seventh of the tiny model's
+        // serial product of the batch after the parallel region was an eighth of the tiny model's
         // step); otherwise libtorch's product uses every thread.
         let run_logits = (logits && (split || threads == 1))
             .then(|| Tensor::empty([rows as i64, vocab], (Kind::Float, Device::Cpu)));
