@@ -51,13 +51,13 @@ pub struct GroupOutput {
     pub completions: Vec<Completion>,
 }
 
-/// Something that turns requests into completions: the local [`Engine`](crate::Engine) today; a client of a
-/// remote inference server (vLLM or SGLang, whose OpenAI-compatible completions API accepts
-/// token-id prompts, `n`, `seed` and returns per-token log-probs) tomorrow. Hence the plain-data
-/// types: token ids in, token ids and fp32 log-probs out, nothing that assumes a local model or a
-/// tensor. The sampling parameters belong to the backend (set when it is built). A remote
-/// backend must also receive the policy's new weights after each optimizer step; the local one
-/// shares the trainer's tensors and sees every update at once.
+/// Something that turns requests into completions: the local [`Engine`](crate::Engine) today; a
+/// client of a remote inference server (vLLM or SGLang, whose OpenAI-compatible completions API
+/// accepts token-id prompts, `n`, `seed` and returns per-token log-probs) tomorrow. Hence the
+/// plain-data types: token ids in, token ids and fp32 log-probs out, nothing that assumes a local
+/// model or a tensor. The sampling parameters belong to the backend (set when it is built). A
+/// remote backend must also receive the policy's new weights after each optimizer step; the local
+/// one shares the trainer's tensors and sees every update at once.
 pub trait Backend {
     /// Queues a request; its completions come back from [`Backend::poll`].
     fn submit(&mut self, request: GenerationRequest) -> Result<RequestId, RolloutError>;

@@ -23,8 +23,8 @@ use crate::RolloutError;
 
 pub struct ShardedEngine<'m> {
     shards: Vec<Engine<'m>>,
-    /// Each request's shard and its id there.
-    routes: HashMap<RequestId, (usize, RequestId)>,
+    /// The id handed out for each (shard, the shard's own id) of a request in flight.
+    routes: HashMap<(usize, RequestId), RequestId>,
     next_id: RequestId,
 }
 
@@ -108,7 +108,7 @@ impl Backend for ShardedEngine<'_> {
         let local = engine.submit(request)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.routes.insert(id, (shard, local));
+        self.routes.insert((shard, local), id);
         Ok(id)
     }
 
@@ -144,13 +144,7 @@ impl Backend for ShardedEngine<'_> {
         let mut out = Vec::new();
         for (shard, groups) in finished {
             for group in groups {
-                let id = *self
-                    .routes
-                    .iter()
-                    .find(|(_, &(s, local))| s == shard && local == group.id)
-                    .map(|(id, _)| id)
-                    .expect("a finished request was routed");
-                self.routes.remove(&id);
+                let id = self.routes.remove(&(shard, group.id)).expect("a finished request was routed");
                 out.push(GroupOutput { id, completions: group.completions });
             }
         }

@@ -28,7 +28,7 @@
 
 use std::ops::Range;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::fused_decode::{add_in_place, add_rows, host, matrix, norm_weight, rotate, silu_times_up};
 use super::{Attention, CausalLM, FusedLinear, Linear, RmsNorm};
@@ -51,9 +51,7 @@ impl CausalLM {
     /// fused training not switched off ([`CausalLM::set_fused_training`]).
     pub fn trains_fused(&self) -> bool {
         self.fused_training
-            && self.device() == Device::Cpu
-            && self.kind == Kind::Float
-            && self.compute == Kind::Float
+            && self.is_fp32_on_cpu()
             && self.layer_macs_per_token() <= FUSED_TRAINING_UP_TO_LAYER_MACS
             && self.vars.variables().values().all(Tensor::requires_grad)
     }
