@@ -7,8 +7,9 @@
 //! The training loop ([`train`], `trainer.rs`) drives the others: problems from aha-datasets,
 //! groups from aha-rollout's pool (scored by aha-rewards), traces into aha-traces, checkpoints and
 //! metrics into the run directory ([`RunDir`]). It does not generate, score or parse data itself.
-//! The formulas are those of `shared/DESIGN.md`, "The algorithm"; each module says which paper and
-//! which TRL behaviour it follows, and where it deliberately differs.
+//! Each module starts with its formulas, the paper they come from, the TRL behaviour it follows
+//! and where it deliberately differs; docs/architecture.md ("Where each formula lives") lists them
+//! all.
 //!
 //! Supervised fine-tuning ([`sft`], `aha sft`) reuses the same machinery (run directory, AdamW,
 //! schedule, the micro-batch layout of `step.rs`) with a cross-entropy loss on given text: to
