@@ -32,8 +32,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "When multiplying by identity: $\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$",
         "no matrix arithmetic",
     ),
-    // In a sentence, the last math span ($n$) wins over a bare number after it.
-    ("$34$", "Final Answer: The largest $n$ is 34.", "the last math span is $n$"),
     // A set is not a tuple or an interval.
     ("$(1,3)$", "${1,3}$", "{1,3} is a set, (1,3) a tuple/interval"),
     // Several boxes in the gold: the last one is the answer.

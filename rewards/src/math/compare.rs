@@ -1,16 +1,17 @@
-//! Equivalence of two parsed answers: exact rationals, 1e-6 when a decimal literal is involved,
-//! numeric evaluation for radicals/π/e/functions, random points for expressions with variables,
+//! Equivalence of two parsed answers: exact rationals, 1e-6 relative when a decimal literal is
+//! involved, numeric evaluation for radicals/π/e/functions (1e-9 relative, and 0 only for a
+//! value that is 0 up to its rounding error), random points for expressions with variables,
 //! ordered tuples, unordered sets, intervals with their ends, equations and inequalities.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use num_complex::Complex64;
 use num_rational::BigRational;
-use num_traits::Signed;
+use num_traits::{Signed, Zero};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::eval::{exact, has_float, is_scalar, numeric, variables, Env};
+use super::eval::{approx, exact, has_float, is_scalar, numeric, variables, Approx, Env};
 use super::lex::{Const, Rel};
 use super::parse::Expr;
 
@@ -27,7 +28,7 @@ const MAX_PLUS_MINUS: usize = 4;
 #[derive(Debug, Clone, Copy)]
 pub struct Compare {
     pub seed: u64,
-    /// Absolute (and, above 1, relative) tolerance when a decimal literal appears.
+    /// Tolerance relative to the gold when a decimal literal appears.
     pub float_tolerance: f64,
     /// Relative tolerance of numeric evaluation when both sides are exact-looking.
     pub numeric_tolerance: f64,
@@ -210,6 +211,7 @@ impl Compare {
     /// Two arithmetic expressions.
     pub fn scalar(&self, gold: &Expr, pred: &Expr) -> bool {
         let float = has_float(gold) || has_float(pred);
+        let tolerance = if float { self.float_tolerance } else { self.numeric_tolerance };
         let mut vars = BTreeSet::new();
         variables(gold, &mut vars);
         variables(pred, &mut vars);
@@ -218,8 +220,8 @@ impl Compare {
                 return if float { within(&g, &p, self.float_tolerance) } else { g == p };
             }
             let env = Point(BTreeMap::new());
-            return match (numeric(gold, &env), numeric(pred, &env)) {
-                (Some(g), Some(p)) => self.close(g, p, float),
+            return match (approx(gold, &env), approx(pred, &env)) {
+                (Some(g), Some(p)) => close(g, p, tolerance),
                 _ => false,
             };
         }
@@ -227,11 +229,10 @@ impl Compare {
         let mut good = 0;
         for _ in 0..POINTS {
             let point = Point(vars.iter().map(|v| (v.clone(), rng.random_range(0.3..2.7))).collect());
-            let (Some(g), Some(p)) = (numeric(gold, &point), numeric(pred, &point)) else { return false };
-            let finite = |z: Complex64| z.re.is_finite() && z.im.is_finite();
-            match (finite(g), finite(p)) {
+            let (Some(g), Some(p)) = (approx(gold, &point), approx(pred, &point)) else { return false };
+            match (g.is_finite(), p.is_finite()) {
                 (true, true) => {
-                    if !self.close(g, p, float) {
+                    if !close(g, p, tolerance) {
                         return false;
                     }
                     good += 1;
@@ -242,23 +243,33 @@ impl Compare {
         }
         good >= MIN_GOOD_POINTS
     }
-
-    fn close(&self, g: Complex64, p: Complex64, float: bool) -> bool {
-        if g.re.is_nan() || g.im.is_nan() || p.re.is_nan() || p.im.is_nan() {
-            return false;
-        }
-        if g.re.is_infinite() || p.re.is_infinite() {
-            return g.re == p.re && g.im == p.im;
-        }
-        let tol = if float { self.float_tolerance } else { self.numeric_tolerance };
-        (g - p).norm() <= tol * g.norm().max(1.0)
-    }
 }
 
-fn within(a: &BigRational, b: &BigRational, tol: f64) -> bool {
-    let diff = super::eval::to_f64(&(a - b).abs());
-    let scale = super::eval::to_f64(&a.abs()).max(1.0);
-    diff <= tol * scale
+/// Equal to within `tolerance` relative to the gold. A value that is zero up to its rounding
+/// error equals only another such value: smallness alone (`e^{-40}`) never makes a number 0.
+fn close(g: Approx, p: Approx, tolerance: f64) -> bool {
+    if g.is_nan() || p.is_nan() {
+        return false;
+    }
+    if !g.is_finite() || !p.is_finite() {
+        return g.value == p.value;
+    }
+    if g.is_zero() || p.is_zero() {
+        return g.is_zero() && p.is_zero();
+    }
+    (g.value - p.value).norm() <= tolerance * g.value.norm() + g.error + p.error
+}
+
+/// Exact values, one of them written as a decimal: equal to within `tolerance` relative to the
+/// gold, and an exact 0 only to an exact 0.
+fn within(gold: &BigRational, pred: &BigRational, tolerance: f64) -> bool {
+    if gold.is_zero() || pred.is_zero() {
+        return gold == pred;
+    }
+    // The tolerance as the decimal it was written as (1e-6 is exactly 1/10^6, so 0.333333
+    // against 1/3, off by exactly 1e-6 of it, is in).
+    let Ok(tolerance) = super::parse::parse_decimal(&format!("{tolerance:e}")) else { return false };
+    (gold - pred).abs() <= tolerance * gold.abs()
 }
 
 struct Point(BTreeMap<String, f64>);

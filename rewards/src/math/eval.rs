@@ -180,75 +180,219 @@ pub trait Env {
     fn get(&self, name: &str) -> Option<Complex64>;
 }
 
+/// Rounding error one floating-point operation may add, relative to its result (complex
+/// operations lose a few ulps).
+const ROUNDING: f64 = 4.0 * f64::EPSILON;
+
+/// A floating-point value with a bound on the rounding error it has accumulated.
+///
+/// The bound is what lets a comparison tell a value that is zero up to rounding (`\sin\pi`,
+/// `x - x`) from one that is merely small (`e^{-40}`). A result that under- or overflowed (a
+/// product of nonzero numbers that came out 0, a power of finite numbers that came out infinite)
+/// is NaN: its size is unknown, so it equals nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Approx {
+    pub value: Complex64,
+    pub error: f64,
+}
+
+impl Approx {
+    fn exact(value: Complex64) -> Approx {
+        Approx { value, error: 0.0 }
+    }
+
+    fn invalid() -> Approx {
+        Approx { value: Complex64::new(f64::NAN, 0.0), error: 0.0 }
+    }
+
+    /// The result of one operation: the propagated error plus this operation's rounding.
+    fn rounded(value: Complex64, propagated: f64) -> Approx {
+        let error = propagated + ROUNDING * value.norm();
+        if value.re.is_nan() || value.im.is_nan() || error.is_nan() {
+            return Approx::invalid();
+        }
+        if error.is_infinite() && value.re.is_finite() && value.im.is_finite() {
+            return Approx::invalid(); // a finite value known to no digit
+        }
+        Approx { value, error }
+    }
+
+    pub fn is_finite(&self) -> bool {
+        self.value.re.is_finite() && self.value.im.is_finite()
+    }
+
+    pub fn is_nan(&self) -> bool {
+        self.value.re.is_nan() || self.value.im.is_nan()
+    }
+
+    /// Zero up to the rounding error it carries (an exact 0 included).
+    pub fn is_zero(&self) -> bool {
+        self.is_finite() && self.value.norm() <= self.error
+    }
+
+    fn norm(&self) -> f64 {
+        self.value.norm()
+    }
+}
+
+/// `result` of an operation on finite, nonzero operands: 0 there is an underflow and ±inf an
+/// overflow, never the true value.
+fn checked(result: Approx, operands: &[&Approx], nonzero_in_nonzero_out: bool) -> Approx {
+    let all_finite = operands.iter().all(|a| a.is_finite());
+    if all_finite && !result.is_finite() && !result.is_nan() {
+        return Approx::invalid();
+    }
+    if nonzero_in_nonzero_out
+        && all_finite
+        && operands.iter().all(|a| a.value != Complex64::zero())
+        && result.value == Complex64::zero()
+    {
+        return Approx::invalid();
+    }
+    result
+}
+
 /// The value as a complex number (`None` when a variable is unbound or a tuple appears).
 pub fn numeric(e: &Expr, env: &dyn Env) -> Option<Complex64> {
+    approx(e, env).map(|a| a.value)
+}
+
+/// The value with its rounding-error bound (`None` when a variable is unbound or a tuple
+/// appears).
+pub fn approx(e: &Expr, env: &dyn Env) -> Option<Approx> {
+    let real = |v: f64| Complex64::new(v, 0.0);
     Some(match e {
-        Expr::Num { value, .. } => Complex64::new(to_f64(value), 0.0),
-        Expr::Const(Const::Pi) => Complex64::new(std::f64::consts::PI, 0.0),
-        Expr::Const(Const::E) => Complex64::new(std::f64::consts::E, 0.0),
-        Expr::Const(Const::I) => Complex64::new(0.0, 1.0),
-        Expr::Const(Const::Infinity) => Complex64::new(f64::INFINITY, 0.0),
-        Expr::Const(Const::EmptySet) => return None,
-        Expr::Var(name) => env.get(name)?,
-        Expr::Neg(a) => -numeric(a, env)?,
-        Expr::Add(a, b) => numeric(a, env)? + numeric(b, env)?,
-        Expr::Sub(a, b) => numeric(a, env)? - numeric(b, env)?,
-        Expr::Mul(a, b) => numeric(a, env)? * numeric(b, env)?,
-        Expr::Div(a, b) => {
-            let d = numeric(b, env)?;
-            if d == Complex64::zero() {
-                return Some(Complex64::new(f64::NAN, 0.0));
-            }
-            numeric(a, env)? / d
-        }
-        Expr::Pow(a, b) => power(numeric(a, env)?, numeric(b, env)?, exact(b)),
-        Expr::Func(f, a) => {
-            let x = numeric(a, env)?;
-            match f {
-                Func::Sin => x.sin(),
-                Func::Cos => x.cos(),
-                Func::Tan => x.tan(),
-                Func::Cot => x.tan().inv(),
-                Func::Sec => x.cos().inv(),
-                Func::Csc => x.sin().inv(),
-                Func::Asin => x.asin(),
-                Func::Acos => x.acos(),
-                Func::Atan => x.atan(),
-                Func::Sinh => x.sinh(),
-                Func::Cosh => x.cosh(),
-                Func::Tanh => x.tanh(),
-                Func::Ln | Func::Log => x.ln(),
-                Func::Exp => x.exp(),
-                Func::Sqrt => x.sqrt(),
-                Func::Frac | Func::Binom => return None,
-            }
-        }
-        Expr::Log(base, a) => numeric(a, env)?.ln() / numeric(base, env)?.ln(),
-        Expr::Root(index, a) => {
-            let n = numeric(index, env)?;
-            let x = numeric(a, env)?;
-            let odd_integer = exact(index).is_some_and(|k| k.is_integer() && k.to_integer().is_odd());
-            if odd_integer && x.im == 0.0 && x.re < 0.0 {
-                Complex64::new(-(-x.re).powf(1.0 / n.re), 0.0)
+        Expr::Num { value, .. } => {
+            let v = real(to_f64(value));
+            let representable = value.is_integer() && value.numer().bits() <= f64::MANTISSA_DIGITS as u64;
+            if value.is_zero() || representable {
+                Approx::exact(v)
+            } else if v.re == 0.0 || v.re.is_infinite() {
+                Approx::invalid() // `10^{-400}` written out, or a 400-digit literal
             } else {
-                x.powc(n.inv())
+                Approx::rounded(v, 0.0)
             }
         }
-        Expr::Abs(a) => Complex64::new(numeric(a, env)?.norm(), 0.0),
+        Expr::Const(Const::Pi) => Approx::rounded(real(std::f64::consts::PI), 0.0),
+        Expr::Const(Const::E) => Approx::rounded(real(std::f64::consts::E), 0.0),
+        Expr::Const(Const::I) => Approx::exact(Complex64::new(0.0, 1.0)),
+        Expr::Const(Const::Infinity) => Approx::exact(real(f64::INFINITY)),
+        Expr::Const(Const::EmptySet) => return None,
+        Expr::Var(name) => Approx::exact(env.get(name)?),
+        Expr::Neg(a) => {
+            let a = approx(a, env)?;
+            Approx { value: -a.value, error: a.error }
+        }
+        Expr::Add(a, b) | Expr::Sub(a, b) => {
+            let (x, y) = (approx(a, env)?, approx(b, env)?);
+            let value = if matches!(e, Expr::Add(..)) { x.value + y.value } else { x.value - y.value };
+            checked(Approx::rounded(value, x.error + y.error), &[&x, &y], false)
+        }
+        Expr::Mul(a, b) => {
+            let (x, y) = (approx(a, env)?, approx(b, env)?);
+            let propagated = x.norm() * y.error + y.norm() * x.error + x.error * y.error;
+            checked(Approx::rounded(x.value * y.value, propagated), &[&x, &y], true)
+        }
+        Expr::Div(a, b) => {
+            let (x, y) = (approx(a, env)?, approx(b, env)?);
+            if y.value == Complex64::zero() {
+                return Some(Approx::invalid());
+            }
+            let q = x.value / y.value;
+            let propagated =
+                if y.error >= y.norm() { f64::INFINITY } else { (x.error + q.norm() * y.error) / (y.norm() - y.error) };
+            checked(Approx::rounded(q, propagated), &[&x, &y], x.value != Complex64::zero())
+        }
+        Expr::Pow(a, b) => {
+            let (x, y) = (approx(a, env)?, approx(b, env)?);
+            let exact_exponent = exact(b);
+            let value = power(x.value, y.value, exact_exponent.as_ref());
+            // d(x^y) = x^y (y/x dx + ln x dy)
+            let propagated = if x.error == 0.0 && y.error == 0.0 {
+                0.0
+            } else if x.value == Complex64::zero() {
+                f64::INFINITY
+            } else {
+                value.norm() * ((y.value / x.value).norm() * x.error + x.value.ln().norm() * y.error)
+            };
+            let result = Approx::rounded(value, propagated);
+            checked(result, &[&x, &y], x.value != Complex64::zero())
+        }
+        Expr::Func(f, a) => {
+            let x = approx(a, env)?;
+            let apply = |x: Complex64| -> Option<Complex64> {
+                Some(match f {
+                    Func::Sin => x.sin(),
+                    Func::Cos => x.cos(),
+                    Func::Tan => x.tan(),
+                    Func::Cot => x.tan().inv(),
+                    Func::Sec => x.cos().inv(),
+                    Func::Csc => x.sin().inv(),
+                    Func::Asin => x.asin(),
+                    Func::Acos => x.acos(),
+                    Func::Atan => x.atan(),
+                    Func::Sinh => x.sinh(),
+                    Func::Cosh => x.cosh(),
+                    Func::Tanh => x.tanh(),
+                    Func::Ln | Func::Log => x.ln(),
+                    Func::Exp => x.exp(),
+                    Func::Sqrt => x.sqrt(),
+                    Func::Frac | Func::Binom => return None,
+                })
+            };
+            let value = apply(x.value)?;
+            // The input's error, carried through f by evaluating at both ends of its range.
+            let propagated = if x.error == 0.0 {
+                0.0
+            } else {
+                let step = Complex64::new(x.error, 0.0);
+                let up = (apply(x.value + step)? - value).norm();
+                let down = (apply(x.value - step)? - value).norm();
+                up.max(down)
+            };
+            checked(Approx::rounded(value, propagated), &[&x], *f == Func::Exp)
+        }
+        Expr::Log(base, a) => {
+            let quotient =
+                Expr::Div(Box::new(Expr::Func(Func::Ln, a.clone())), Box::new(Expr::Func(Func::Ln, base.clone())));
+            approx(&quotient, env)?
+        }
+        Expr::Root(index, a) => {
+            let (n, x) = (approx(index, env)?, approx(a, env)?);
+            let odd_integer = exact(index).is_some_and(|k| k.is_integer() && k.to_integer().is_odd());
+            let value = if odd_integer && x.value.im == 0.0 && x.value.re < 0.0 {
+                real(-(-x.value.re).powf(1.0 / n.value.re))
+            } else {
+                x.value.powc(n.value.inv())
+            };
+            // d(x^{1/n}) = x^{1/n} / (n x) dx; the index is an exact integer in practice.
+            let propagated = if x.error == 0.0 {
+                0.0
+            } else if x.value == Complex64::zero() {
+                f64::INFINITY
+            } else {
+                value.norm() * x.error / (n.value * x.value).norm()
+            };
+            checked(Approx::rounded(value, propagated + n.error), &[&n, &x], x.value != Complex64::zero())
+        }
+        Expr::Abs(a) => {
+            let x = approx(a, env)?;
+            Approx { value: real(x.norm()), error: x.error }
+        }
         Expr::Factorial(a) => {
-            let x = numeric(a, env)?;
-            if x.im != 0.0 || x.re < 0.0 || x.re.fract() != 0.0 || x.re > 170.0 {
-                return Some(Complex64::new(f64::NAN, 0.0));
+            let x = approx(a, env)?;
+            if x.value.im != 0.0 || x.value.re < 0.0 || x.value.re.fract() != 0.0 || x.value.re > 170.0 {
+                return Some(Approx::invalid());
             }
-            Complex64::new((2..=x.re as u64).map(|k| k as f64).product(), 0.0)
+            Approx::rounded(real((2..=x.value.re as u64).map(|k| k as f64).product()), 0.0)
         }
-        Expr::Binom(..) => Complex64::new(to_f64(&exact(e)?), 0.0),
+        Expr::Binom(..) => Approx::rounded(real(to_f64(&exact(e)?)), 0.0),
         _ => return None,
     })
 }
 
 /// `base^exponent`, with real odd roots of negative numbers (`(-8)^{1/3} = -2`).
-fn power(base: Complex64, exponent: Complex64, exact_exponent: Option<BigRational>) -> Complex64 {
+fn power(base: Complex64, exponent: Complex64, exact_exponent: Option<&BigRational>) -> Complex64 {
     if exponent.im == 0.0 && base.im == 0.0 {
         if let Some(q) = exact_exponent {
             if q.is_integer() {

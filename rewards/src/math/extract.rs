@@ -1,13 +1,18 @@
-//! Finding the answer in a completion: the last `<answer>…</answer>`, the last `\boxed{}` /
-//! `\fbox{}` (brace-matched), "the final answer is …", the last number. Every search is linear
-//! in the completion's length.
+//! Finding the answer in a completion. The sources, in their default order (Math-Verify's
+//! priorities): the last `<answer>…</answer>`, the last `\boxed{}` / `\fbox{}` (brace-matched),
+//! the text after the last "answer is" / "answer:", the last LaTeX math environment (`$…$`,
+//! `$$…$$`, `\(…\)`, `\[…\]`), the last whole plain number or arithmetic expression. Every search
+//! is linear in the completion's length.
 
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-/// Where an answer may come from, in the order they are tried.
+use super::lex::is_unit_word;
+
+/// Where an answer may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -15,10 +20,23 @@ pub enum Source {
     AnswerTag,
     /// The last `\boxed{…}` or `\fbox{…}`.
     Boxed,
-    /// The text after the last "answer is" / "answer:" up to the end of its line.
+    /// The text after the last "answer is" / "answer:" up to the end of its sentence or line.
     FinalAnswer,
-    /// The last number (integer, decimal or `a/b`).
+    /// The content of the last `$…$`, `$$…$$`, `\(…\)` or `\[…\]` (inline ones on one line).
+    LatexMath,
+    /// The last whole number (`-17`, `.4`, `1,234.5`, `1e3`) or arithmetic expression (`3/4`,
+    /// `2^{10}` is LaTeX, `2^10` is not) standing on its own: never digits inside a word
+    /// (`AZYUK2A`) nor a piece of a larger expression (the `2` of `\frac{1+\sqrt5}{2}`).
     LastNumber,
+}
+
+impl Source {
+    /// Whether the writer marked this answer as the answer (a tag or a box): then it is judged
+    /// even when it does not parse. An answer found in prose only counts when it parses, and the
+    /// next candidate is tried otherwise.
+    pub fn is_marked(self) -> bool {
+        matches!(self, Source::AnswerTag | Source::Boxed)
+    }
 }
 
 /// What was extracted and from where.
@@ -30,6 +48,9 @@ pub struct Extracted {
 
 /// Candidates longer than this are cut (they cannot parse anyway; see the lexer's bound).
 const MAX_CANDIDATE: usize = 4096;
+/// Math environments offered per completion, the last first: enough to step over a `$` that was
+/// a currency sign, few enough that a page of `$x$` costs nothing.
+const MAX_MATH_SPANS: usize = 4;
 
 fn clip(s: &str) -> String {
     if s.len() <= MAX_CANDIDATE {
@@ -42,24 +63,54 @@ fn clip(s: &str) -> String {
     s[..end].trim().to_string()
 }
 
-/// One candidate per source that finds something, in `sources` order.
+/// The candidates of each source in `sources` order (a source may offer several, best first).
+///
+/// LaTeX math and plain numbers are one priority, as in Math-Verify: when both sources are
+/// asked for, next to each other, their candidates are tried from the one that ends last (`Let
+/// $x$ be … so 42 apples remain` answers 42).
 pub fn candidates(completion: &str, sources: &[Source]) -> Vec<Extracted> {
     let mut out = Vec::new();
-    for &source in sources {
-        let found = match source {
-            Source::AnswerTag => answer_tag(completion).map(|inner| last_boxed(inner).unwrap_or(inner)),
-            Source::Boxed => last_boxed(completion),
-            Source::FinalAnswer => final_answer(completion),
-            Source::LastNumber => last_number(completion),
-        };
-        if let Some(text) = found {
+    let mut k = 0;
+    while k < sources.len() {
+        let source = sources[k];
+        let mut found: Vec<(Source, &str)> = find(completion, source).into_iter().map(|t| (source, t)).collect();
+        let prose_math = [Source::LatexMath, Source::LastNumber];
+        if let Some(&next) = sources.get(k + 1) {
+            if prose_math.contains(&source) && prose_math.contains(&next) && source != next {
+                found.extend(find(completion, next).into_iter().map(|t| (next, t)));
+                // By end position, the last first; a number inside a span never competes with
+                // it (numbers need a space, `=` or the like before them, spans end with `$`).
+                found.sort_by_key(|(_, t)| std::cmp::Reverse(offset_in(completion, t) + t.len()));
+                k += 1;
+            }
+        }
+        for (source, text) in found {
             let text = clip(text);
             if !text.is_empty() {
                 out.push(Extracted { source, text });
             }
         }
+        k += 1;
     }
     out
+}
+
+/// What one source finds in `completion`, best first.
+fn find(completion: &str, source: Source) -> Vec<&str> {
+    match source {
+        Source::AnswerTag => {
+            answer_tag(completion).map(|inner| last_boxed(inner).unwrap_or(inner)).into_iter().collect()
+        }
+        Source::Boxed => last_boxed(completion).into_iter().collect(),
+        Source::FinalAnswer => final_answer(completion).into_iter().collect(),
+        Source::LatexMath => last_math_spans(completion, MAX_MATH_SPANS),
+        Source::LastNumber => last_number(completion).into_iter().collect(),
+    }
+}
+
+/// Where `part`, a slice of `text`, starts in it.
+fn offset_in(text: &str, part: &str) -> usize {
+    part.as_ptr() as usize - text.as_ptr() as usize
 }
 
 /// The content of the last `<answer>` … `</answer>` (to the end if unclosed).
@@ -72,28 +123,25 @@ pub fn answer_tag(text: &str) -> Option<&str> {
     })
 }
 
-/// The content of the last `\boxed{…}` / `\fbox{…}` (or `\boxed 5`).
+/// The content of the last `\boxed{…}` / `\fbox{…}` (nested braces matched, escaped `\{`/`\}`
+/// skipped, spaces before the brace allowed: `\boxed {5}`), or of `\boxed 5` (up to the next
+/// space or `$`). `None` when the last box is unclosed or empty.
+///
+/// This is the one reading of a box: the gold answers of MATH-style datasets (aha-datasets'
+/// `Boxed` format) and the completions are read by it alike.
 pub fn last_boxed(text: &str) -> Option<&str> {
-    let boxed = text.rfind("\\boxed");
-    let fbox = text.rfind("\\fbox");
-    let (at, len) = match (boxed, fbox) {
-        (Some(b), Some(f)) if f > b => (f, 5),
-        (Some(b), _) => (b, 6),
-        (None, Some(f)) => (f, 5),
-        (None, None) => return None,
-    };
-    let rest = &text[at + len..];
+    let boxed = text.rfind("\\boxed").map(|at| at + "\\boxed".len());
+    let fbox = text.rfind("\\fbox").map(|at| at + "\\fbox".len());
+    let rest = &text[boxed.max(fbox)?..];
     let trimmed = rest.trim_start();
     if let Some(inner) = trimmed.strip_prefix('{') {
         let mut depth = 1usize;
-        let mut escaped = false;
-        for (i, c) in inner.char_indices() {
-            if escaped {
-                escaped = false;
-                continue;
-            }
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
             match c {
-                '\\' => escaped = true,
+                '\\' => {
+                    chars.next();
+                }
                 '{' => depth += 1,
                 '}' => {
                     depth -= 1;
@@ -109,34 +157,33 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     if rest.len() == trimmed.len() {
         return None; // `\boxedfoo`
     }
-    // `\boxed 5`: up to the next space or `$`.
     let end = trimmed.find(|c: char| c.is_whitespace() || c == '$').unwrap_or(trimmed.len());
-    Some(&trimmed[..end])
+    (end > 0).then(|| &trimmed[..end])
 }
 
 fn final_answer_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"(?i)answer\s*(?:is|:)\s*:?").unwrap())
+    RE.get_or_init(|| Regex::new(r"(?i)answer\s*(?:\*\*)?\s*(?:is|:)\s*:?\s*(?:\*\*)?").unwrap())
 }
 
-fn number_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?").unwrap())
-}
-
-/// The text after the last "answer is" / "answer:", to the end of its line, `$…$` unwrapped and
-/// a final period dropped.
+/// The text after the last "answer is" / "answer:", to the end of its sentence or line, `$…$`
+/// unwrapped and a final period dropped.
 pub fn final_answer(text: &str) -> Option<&str> {
     let m = final_answer_regex().find_iter(text).last()?;
     let rest = &text[m.end()..];
     let line = rest.trim_start().lines().next().unwrap_or("").trim();
+    // The sentence ends at a period and a space (`4. Check: …`; `3.5` has no space).
+    let line = line.split_once(". ").map_or(line, |(sentence, _)| sentence);
     let line = line.strip_suffix('.').unwrap_or(line).trim();
+    let line = line.strip_suffix("**").unwrap_or(line).trim();
     // `$\frac12$` or `\( … \)`
     let unwrapped = if let Some(inner) = line.strip_prefix("$$").and_then(|l| l.find("$$").map(|e| &l[..e])) {
         inner
     } else if let Some(inner) = line.strip_prefix('$').and_then(|l| l.find('$').map(|e| &l[..e])) {
         inner
     } else if let Some(inner) = line.strip_prefix("\\(").and_then(|l| l.find("\\)").map(|e| &l[..e])) {
+        inner
+    } else if let Some(inner) = line.strip_prefix("\\[").and_then(|l| l.find("\\]").map(|e| &l[..e])) {
         inner
     } else {
         line
@@ -145,7 +192,304 @@ pub fn final_answer(text: &str) -> Option<&str> {
     (!unwrapped.is_empty()).then_some(unwrapped)
 }
 
-/// The last number in the text.
+/// The contents of the last `max` math environments, the last first. `$…$` and `\(…\)` end on
+/// their line; `$$…$$` and `\[…\]` may span lines; `\$` is a dollar sign, and so is a `$`
+/// right after a digit. One pass: an opener with no closer after it means no later opener of
+/// that kind closes either.
+pub fn last_math_spans(text: &str, max: usize) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut spans: VecDeque<&str> = VecDeque::with_capacity(max + 1);
+    let mut keep = |span| {
+        spans.push_back(span);
+        if spans.len() > max {
+            spans.pop_front();
+        }
+    };
+    // Past these positions an opener of that kind has no closer (its line, or the text, ran out).
+    let (mut dead_paren, mut dead_bracket, mut dead_display) = (0, 0, 0);
+    let line_end = |from: usize| text[from..].find('\n').map_or(text.len(), |n| from + n);
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'(')) if i >= dead_paren => {
+                let (body, end) = (i + 2, line_end(i + 2));
+                match text[body..end].find("\\)") {
+                    Some(len) => {
+                        keep(&text[body..body + len]);
+                        i = body + len + 2;
+                    }
+                    None => {
+                        dead_paren = end;
+                        i = body;
+                    }
+                }
+            }
+            (b'\\', Some(b'[')) if i >= dead_bracket => {
+                let body = i + 2;
+                match text[body..].find("\\]") {
+                    Some(len) => {
+                        keep(&text[body..body + len]);
+                        i = body + len + 2;
+                    }
+                    None => {
+                        dead_bracket = text.len();
+                        i = body;
+                    }
+                }
+            }
+            // An escaped character (`\$`, `\\`) or a command.
+            (b'\\', _) => i += 2,
+            (b'$', Some(b'$')) if i >= dead_display => {
+                let body = i + 2;
+                match text[body..].find("$$") {
+                    Some(len) => {
+                        keep(&text[body..body + len]);
+                        i = body + len + 2;
+                    }
+                    None => {
+                        dead_display = text.len();
+                        i = body;
+                    }
+                }
+            }
+            (b'$', Some(b'$')) => i += 2,
+            // `5$`: a currency sign after the amount.
+            (b'$', _) if i > 0 && bytes[i - 1].is_ascii_digit() => i += 1,
+            (b'$', _) => {
+                let body = i + 1;
+                let mut from = body;
+                let mut closed = None;
+                while let Some(n) = text[from..].find(['$', '\n']) {
+                    let at = from + n;
+                    if bytes[at] == b'\n' {
+                        break;
+                    }
+                    if bytes[at - 1] == b'\\' {
+                        from = at + 1; // `\$` inside
+                        continue;
+                    }
+                    closed = Some(at);
+                    break;
+                }
+                match closed {
+                    // `$5 for apples and $10`: two dollar signs around prose are no math.
+                    Some(at) if is_prose(&text[body..at]) => i = at,
+                    Some(at) => {
+                        keep(&text[body..at]);
+                        i = at + 1;
+                    }
+                    None => i = body,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    spans.into_iter().rev().collect()
+}
+
+/// Whether a `$…$` span (or a candidate found in prose) holds words rather than math: two or more words of three letters or
+/// more outside commands and `\text{}`-like groups.
+pub(crate) fn is_prose(span: &str) -> bool {
+    let bytes = span.as_bytes();
+    let (mut words, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let name_len = bytes[i + 1..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+            let name = &span[i + 1..i + 1 + name_len];
+            i += 1 + name_len.max(1);
+            let takes_words = matches!(
+                name,
+                "text" | "textbf" | "textit" | "textrm" | "mbox" | "mathrm" | "operatorname" | "begin" | "end"
+            );
+            if takes_words && bytes.get(i) == Some(&b'{') {
+                i += span[i..].find('}').map_or(span.len() - i, |n| n + 1);
+            }
+            continue;
+        }
+        let len = bytes[i..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        if len >= 3 {
+            words += 1;
+        }
+        i += len.max(1);
+    }
+    words >= 2
+}
+
+/// Characters a plain expression is made of (`,` only as a thousands separator, `e` only as a
+/// decimal exponent: both checked where they occur).
+fn in_plain_expression(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | '−' | '*' | '×' | '/' | '÷' | '^' | '(' | ')' | ' ')
+}
+
+/// What may stand right before a plain answer: nothing, a space, `=`, `:`, a currency sign, a
+/// quote or an opening bracket.
+fn opens_plain_answer(c: Option<char>) -> bool {
+    match c {
+        None => true,
+        Some(c) => c.is_whitespace() || matches!(c, '=' | ':' | '$' | '€' | '£' | '¥' | '"' | '\'' | '[' | '~' | '≈'),
+    }
+}
+
+/// The last whole plain number or arithmetic expression (see [`Source::LastNumber`]).
 pub fn last_number(text: &str) -> Option<&str> {
-    number_regex().find_iter(text).last().map(|m| m.as_str())
+    let mut best = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if !in_plain_expression(c) {
+            chars.next();
+            continue;
+        }
+        // One run of expression characters; `,` and `e` join it only inside a number.
+        let mut end = start;
+        let mut prev = None;
+        while let Some(&(at, c)) = chars.peek() {
+            let joins = in_plain_expression(c)
+                || (c == ',' && prev.is_some_and(|p: char| p.is_ascii_digit()) && thousands_group_at(text, at + 1))
+                || (matches!(c, 'e' | 'E')
+                    && prev.is_some_and(|p: char| p.is_ascii_digit())
+                    && exponent_at(text, at + 1));
+            if !joins {
+                break;
+            }
+            end = at + c.len_utf8();
+            prev = Some(c);
+            chars.next();
+        }
+        if let Some(found) = whole_expression(text, start, end) {
+            best = Some(found);
+        }
+        if end == start {
+            chars.next();
+        }
+    }
+    best
+}
+
+/// `ddd` then no digit: a thousands group after a comma.
+fn thousands_group_at(text: &str, at: usize) -> bool {
+    let rest = text.as_bytes().get(at..).unwrap_or(&[]);
+    rest.len() >= 3 && rest[..3].iter().all(u8::is_ascii_digit) && !rest.get(3).is_some_and(u8::is_ascii_digit)
+}
+
+/// `3`, `-7`, `+12` then no letter: a decimal exponent after `e`.
+fn exponent_at(text: &str, at: usize) -> bool {
+    let rest = text.as_bytes().get(at..).unwrap_or(&[]);
+    let sign = usize::from(matches!(rest.first(), Some(b'+' | b'-')));
+    let digits = rest[sign.min(rest.len())..].iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && !rest.get(sign + digits).is_some_and(u8::is_ascii_alphabetic)
+}
+
+/// The answer in the run `text[start..end]`, if it is one whole expression: trimmed of spaces,
+/// sentence punctuation and `**` bold; only its last piece when it holds two operands side by
+/// side (`step 2 3` -> `3`); nothing when it is glued to a word or to LaTeX on either side, or
+/// starts or ends with an operator that belongs to something outside it.
+fn whole_expression(text: &str, start: usize, end: usize) -> Option<&str> {
+    let run = &text[start..end];
+    if !run.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut lead = run.len() - run.trim_start().len();
+    let mut trail = run.len() - run.trim_end().len();
+    // Bold: `**42**`
+    if run[lead..].starts_with("**") && (lead > 0 || opens_plain_answer(text[..start].chars().next_back())) {
+        lead += 2;
+    }
+    while lead + trail < run.len() {
+        let body = &run[lead..run.len() - trail];
+        if let Some(stripped) = body.strip_suffix("**") {
+            trail += body.len() - stripped.len();
+        } else if body.ends_with(['.', ' ']) {
+            trail += 1;
+        } else {
+            break;
+        }
+    }
+    if lead + trail >= run.len() {
+        return None;
+    }
+    let (s, e) = (start + lead, end - trail);
+    let mut body = &text[s..e];
+    // An unmatched bracket at either end belongs to the sentence: `(so 5)`.
+    let depth = body.chars().fold(0i64, |d, c| d + i64::from(c == '(') - i64::from(c == ')'));
+    if depth < 0 && body.ends_with(')') {
+        body = body[..body.len() - 1].trim_end();
+    } else if depth > 0 && body.starts_with('(') {
+        body = body[1..].trim_start();
+    }
+    let body = last_operand_group(body);
+    if !body.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let body_start = offset_in(text, body);
+    let body_end = body_start + body.len();
+    // The left edge: a sign must be attached (`-17`, not the `- 3` of `x - 3`); other operators
+    // continue something before.
+    let mut chars = body.chars();
+    match chars.next()? {
+        '+' | '-' | '−' => {
+            if !chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '(') {
+                return None;
+            }
+        }
+        '*' | '×' | '/' | '÷' | '^' | ')' => return None,
+        _ => {}
+    }
+    // Whatever the run trimmed off its front (a space, `**`, `(`) separates the answer from what
+    // is before; otherwise the character before the run must.
+    if body_start == start && !opens_plain_answer(text[..start].chars().next_back()) {
+        return None;
+    }
+    if body.ends_with(['+', '-', '−', '*', '×', '/', '÷', '^', '(']) {
+        return None;
+    }
+    // The right edge: a unit may follow (`5cm`), a word or LaTeX may not (`2A`, `2^{`, `2}`).
+    let after = &text[body_end..];
+    match after.chars().next() {
+        Some(c) if c.is_alphabetic() => {
+            let word: String = after.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+            if !is_unit_word(&word) {
+                return None;
+            }
+        }
+        Some('{' | '}' | '\\' | '_') => return None,
+        _ => {}
+    }
+    Some(body)
+}
+
+/// `2 3` holds two operands side by side: a list written with spaces, or numbers from different
+/// sentences. Only the last group counts; `1 000` (thousands) stays whole.
+fn last_operand_group(body: &str) -> &str {
+    let mut group_start = 0;
+    let mut previous: Option<&str> = None;
+    let mut offset = 0;
+    let thousands = is_space_thousands(body);
+    for piece in body.split(' ') {
+        if !piece.is_empty() {
+            if let Some(prev) = previous {
+                let operand_end = prev.ends_with(|c: char| c.is_ascii_digit() || c == '.' || c == ')');
+                let operand_start = piece.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '(');
+                if operand_end && operand_start && !thousands {
+                    group_start = offset;
+                }
+            }
+            previous = Some(piece);
+        }
+        offset += piece.len() + 1;
+    }
+    &body[group_start..]
+}
+
+/// `1 000 000` or `12 345.5`: digits in groups of three after a first group of one to three.
+fn is_space_thousands(body: &str) -> bool {
+    let mut groups = body.split(' ');
+    let first = groups.next().unwrap_or("");
+    let rest: Vec<&str> = groups.collect();
+    if rest.is_empty() || !(1..=3).contains(&first.len()) || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    rest.iter().enumerate().all(|(k, g)| {
+        let digits = if k + 1 == rest.len() { g.split_once('.').map_or(*g, |(d, _)| d) } else { g };
+        digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }

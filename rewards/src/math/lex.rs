@@ -398,10 +398,27 @@ impl Lexer {
                 self.pos += 1;
             }
         }
+        self.scientific_exponent(&mut text);
         if text.len() > 400 {
             return Err(MathError::TooLong(text.len()));
         }
         self.push(Tok::Num(text))
+    }
+
+    /// `e3`, `E-7`, `e+12` right after a number's digits (`1e3` = 1000, `2.5e3` = 2500), when no
+    /// letter follows the exponent's digits (`2e3x` stays 2·e·3·x).
+    fn scientific_exponent(&mut self, text: &mut String) {
+        if !matches!(self.peek(), Some('e' | 'E')) {
+            return;
+        }
+        let sign = usize::from(matches!(self.peek_at(1), Some('+' | '-')));
+        let digits = (0..).take_while(|&k| matches!(self.peek_at(1 + sign + k), Some('0'..='9'))).count();
+        if digits == 0 || matches!(self.peek_at(1 + sign + digits), Some(c) if c.is_alphabetic()) {
+            return;
+        }
+        let end = self.pos + 1 + sign + digits;
+        text.extend(&self.chars[self.pos..end]);
+        self.pos = end;
     }
 
     /// The length of a thousands separator at the cursor: `,` (not followed by a space),
@@ -461,6 +478,10 @@ impl Lexer {
             "pi" => return self.push(Tok::Const(Const::Pi)),
             "inf" | "infty" | "infinity" => return self.push(Tok::Const(Const::Infinity)),
             _ => {}
+        }
+        // `AZYUK2A`: a digit glued to a word is part of a name, not a number (`cm2` is a unit).
+        if matches!(self.peek(), Some('0'..='9')) && !is_unit_word(&word) {
+            return Err(MathError::Syntax(format!("digits inside the word `{word}`")));
         }
         if word.len() == 2 && !is_unit_word(&word) && !matches!(word.as_str(), "or" | "and" | "is") {
             // `xy` in math mode is a product of two variables.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub use compare::Compare;
-pub use extract::{answer_tag, candidates, final_answer, last_boxed, last_number, Extracted, Source};
+pub use extract::{answer_tag, candidates, final_answer, last_boxed, last_math_spans, last_number, Extracted, Source};
 pub use parse::Expr;
 
 use crate::checker::{field, CheckError, Checker, Sample, Verdict};
@@ -40,14 +40,16 @@ pub enum MathError {
 pub struct MathOptions {
     /// The sample field holding the gold answer.
     pub answer_field: String,
-    /// Where to look for the answer, in order; the first source that finds a candidate decides
-    /// (a candidate that does not parse scores 0; later sources are not consulted).
+    /// Where to look for the answer, in order. A tag or a box decides even when it does not parse
+    /// (it scores 0 then); a candidate found in prose counts only when it parses, and otherwise
+    /// the next one is tried.
     pub sources: Vec<Source>,
     /// Only `answer_tag` and `boxed` count (overrides `sources`).
     pub strict: bool,
     /// Seed of the random points used for expressions with variables.
     pub seed: u64,
-    /// Tolerance when a decimal literal is involved (absolute; relative above 1).
+    /// Tolerance when a decimal literal is involved, relative to the gold (a gold 0 is matched
+    /// only by a value that is 0 up to rounding).
     pub float_tolerance: f64,
 }
 
@@ -55,7 +57,7 @@ impl Default for MathOptions {
     fn default() -> Self {
         MathOptions {
             answer_field: "answer".into(),
-            sources: vec![Source::AnswerTag, Source::Boxed, Source::FinalAnswer, Source::LastNumber],
+            sources: vec![Source::AnswerTag, Source::Boxed, Source::FinalAnswer, Source::LatexMath, Source::LastNumber],
             strict: false,
             seed: 0,
             float_tolerance: 1e-6,
@@ -115,50 +117,68 @@ impl MathChecker {
             }
         }
         let found = candidates(completion, &self.sources());
-        if found.is_empty() {
+        let Some(first) = found.first() else {
             return Verdict::reward(0.0, json!({ "gold": gold, "extracted": Value::Null, "why": "no answer found" }));
-        }
-        // The first source that finds something is the answer: a box that does not parse is a
-        // wrong answer, not a reason to go looking for some other number.
-        let candidate = &found[0];
-        let parsed = match (candidate.source, parse_answer(&candidate.text)) {
-            // A sentence in the answer tag: "The largest $n$ is 34." Look inside it.
-            (Source::AnswerTag, Err(e)) => inner_answer(&candidate.text).ok_or(e),
-            (_, result) => result,
         };
-        let error = match parsed {
-            Ok(pred) => {
-                let correct = answers_match(&self.compare, &gold_answer, &pred, &candidate.text);
-                return Verdict::reward(
-                    if correct { 1.0 } else { 0.0 },
-                    json!({
-                        "gold": gold,
-                        "extracted": candidate.text,
-                        "source": candidate.source,
-                        "why": if correct { "equivalent" } else { "not equivalent" },
-                    }),
-                );
+        let mut first_error = None;
+        for candidate in &found {
+            let reading = read_candidate(candidate, &gold_answer);
+            match reading {
+                Ok(pred) => {
+                    let correct = answers_match(&self.compare, &gold_answer, &pred, &candidate.text);
+                    return Verdict::reward(
+                        if correct { 1.0 } else { 0.0 },
+                        json!({
+                            "gold": gold,
+                            "extracted": candidate.text,
+                            "source": candidate.source,
+                            "why": if correct { "equivalent" } else { "not equivalent" },
+                        }),
+                    );
+                }
+                // A tag or a box is the answer the writer chose: one that does not parse is a
+                // wrong answer, not a reason to go looking for some other number.
+                Err(e) if candidate.source.is_marked() => return unparsable(gold, candidate, &e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            Err(e) => e,
-        };
-        // A gold multiple-choice letter can still be matched from an unparsable candidate.
-        if let Answer::Choice(letter) = gold_answer {
-            let correct = choice_of(&candidate.text) == Some(letter);
-            return Verdict::reward(
-                if correct { 1.0 } else { 0.0 },
-                json!({ "gold": gold, "extracted": candidate.text, "source": candidate.source,
-                        "why": if correct { "equivalent" } else { "not equivalent" } }),
-            );
         }
-        Verdict::reward(
-            0.0,
-            json!({
-                "gold": gold,
-                "extracted": candidate.text,
-                "source": candidate.source,
-                "why": format!("answer does not parse: {error}"),
-            }),
-        )
+        let error = first_error.unwrap_or_else(|| MathError::Syntax("no candidate parses".into()));
+        unparsable(gold, first, &error)
+    }
+}
+
+/// Reward 0 for an answer that does not parse.
+fn unparsable(gold: &str, candidate: &Extracted, error: &MathError) -> Verdict {
+    Verdict::reward(
+        0.0,
+        json!({
+            "gold": gold,
+            "extracted": candidate.text,
+            "source": candidate.source,
+            "why": format!("answer does not parse: {error}"),
+        }),
+    )
+}
+
+/// A candidate as an answer. A sentence in an answer tag ("The largest $n$ is 34.") is searched
+/// as a completion would be; a gold multiple-choice letter is matched by the letter a candidate
+/// starts with (`B) 42`) even when the rest does not parse.
+fn read_candidate(candidate: &Extracted, gold: &Answer) -> Result<Answer, MathError> {
+    let parsed = if !candidate.source.is_marked() && extract::is_prose(&candidate.text) {
+        // Words with a number among them ("we need 42 of them") would parse, words dropped.
+        Err(MathError::Syntax("a sentence, not an answer".into()))
+    } else {
+        parse_answer(&candidate.text)
+    };
+    let parsed = match (candidate.source, parsed) {
+        (Source::AnswerTag, Err(e)) => inner_answer(&candidate.text).ok_or(e),
+        (_, parsed) => parsed,
+    };
+    match (parsed, gold) {
+        (Err(e), Answer::Choice(_)) => choice_of(&candidate.text).map(Answer::Choice).ok_or(e),
+        (parsed, _) => parsed,
     }
 }
 
@@ -182,32 +202,12 @@ impl Checker for MathChecker {
     }
 }
 
-/// Within an answer tag that does not parse as a whole: the text after "answer is", else the
-/// last `$…$` / `\(…\)` span, else the last number; the first that parses.
+/// Within an answer tag that does not parse as a whole: the first candidate of the prose
+/// sources that parses.
 fn inner_answer(text: &str) -> Option<Answer> {
-    if let Some(rest) = final_answer(text) {
-        if let Ok(a) = parse_answer(rest) {
-            return Some(a);
-        }
-    }
-    if let Some(span) = last_math_span(text) {
-        if let Ok(a) = parse_answer(span) {
-            return Some(a);
-        }
-    }
-    last_number(text).and_then(|n| parse_answer(n).ok())
-}
-
-/// The last `$…$` or `\(…\)` span.
-fn last_math_span(text: &str) -> Option<&str> {
-    if let Some(end) = text.rfind("\\)") {
-        if let Some(start) = text[..end].rfind("\\(") {
-            return Some(&text[start + 2..end]);
-        }
-    }
-    let end = text.rfind('$')?;
-    let start = text[..end].trim_end_matches('$').rfind('$')?;
-    Some(text[start + 1..end].trim_matches('$'))
+    candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber])
+        .iter()
+        .find_map(|c| parse_answer(&c.text).ok())
 }
 
 /// Whether `pred` answers `gold` (pred's raw text is used for multiple-choice letters).

@@ -373,7 +373,7 @@ impl<'a> Parser<'a> {
         self.enter()?;
         let tok = self.next().ok_or_else(|| MathError::Syntax("unexpected end".into()))?;
         let e = match tok {
-            Tok::Num(text) => Expr::Num { value: parse_decimal(text)?, float: text.contains('.') },
+            Tok::Num(text) => Expr::Num { value: parse_decimal(text)?, float: text.contains(['.', 'e', 'E']) },
             Tok::Var(name) => Expr::Var(name.clone()),
             Tok::Const(c) => Expr::Const(*c),
             Tok::Func(Func::Frac) => {
@@ -534,12 +534,24 @@ fn is_int_lit(e: &Expr) -> bool {
     matches!(e, Expr::Num { value, float: false } if value.is_integer())
 }
 
-/// `"12.50"` -> 25/2, exactly.
+/// Largest decimal exponent of a literal in scientific notation (`1e300`).
+const MAX_DECIMAL_EXPONENT: u32 = 1000;
+
+/// `"12.50"` -> 25/2 and `"2.5e3"` -> 2500, exactly.
 pub fn parse_decimal(text: &str) -> Result<BigRational, MathError> {
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let bad = || MathError::Syntax(format!("bad number `{text}`"));
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().map_err(|_| bad())?),
+        None => (text, 0),
+    };
+    if exponent.unsigned_abs() > MAX_DECIMAL_EXPONENT {
+        return Err(MathError::TooLong(text.len()));
+    }
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{whole}{frac}");
     let digits = if digits.is_empty() { "0".to_string() } else { digits };
-    let numer: BigInt = digits.parse().map_err(|_| MathError::Syntax(format!("bad number `{text}`")))?;
-    let denom = num_traits::pow(BigInt::from(10u32), frac.len());
-    Ok(BigRational::new(numer, denom))
+    let numer: BigInt = digits.parse().map_err(|_| bad())?;
+    let shift = exponent - frac.len() as i32;
+    let scale = num_traits::pow(BigInt::from(10u32), shift.unsigned_abs() as usize);
+    Ok(if shift >= 0 { BigRational::from_integer(numer * scale) } else { BigRational::new(numer, scale) })
 }

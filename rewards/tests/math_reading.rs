@@ -1,0 +1,207 @@
+//! The `math` checker reading answers the way models write them (issue 20): where the answer is
+//! found, in which order, what is never an answer, and numbers compared neither too loosely nor
+//! too strictly.
+
+use aha_rewards::math::{candidates, last_boxed, last_math_spans, last_number, MathChecker, Source};
+use aha_rewards::Score;
+
+/// `Some(true)`: reward 1; `Some(false)`: reward 0; `None`: skip.
+fn outcome(completion: &str, gold: &str) -> Option<bool> {
+    match MathChecker::default().verdict(completion, gold).score {
+        Score::Reward { reward } => Some(reward == 1.0),
+        Score::Skip { .. } => None,
+    }
+}
+
+fn check_all(cases: &[(&str, &str, bool)]) {
+    let checker = MathChecker::default();
+    let failures: Vec<String> = cases
+        .iter()
+        .filter(|(completion, gold, expected)| outcome(completion, gold) != Some(*expected))
+        .map(|(completion, gold, expected)| {
+            format!("{completion:?} gold {gold:?}: expected {expected}, {}", checker.verdict(completion, gold).detail)
+        })
+        .collect();
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// A reward that pays for the last digit of a wrong expression teaches a policy to end wrong
+/// expressions with the right digit.
+#[test]
+fn false_positives_score_zero() {
+    check_all(&[
+        // digits inside words are no number
+        ("AZYUK2A", "2", false),
+        ("<answer>AZYUK2A</answer>", "2", false),
+        ("\\boxed{AZYUK2}", "2", false),
+        ("The code is X2", "2", false),
+        // never a fragment of a larger expression
+        ("$\\frac{1+\\sqrt{5}}{2}$", "2", false),
+        ("so x = \\frac{1+\\sqrt{5}}{2}", "2", false),
+        ("\\(\\frac{1+\\sqrt{5}}{2}\\)", "2", false),
+        ("we get x - 3", "3", false),
+        ("we get 2x", "2", false),
+        ("it is 2^{10}", "10", false),
+        ("so it is 3 + 4", "4", false),
+        // small is not zero
+        ("\\boxed{e^{-1000}}", "0", false),
+        ("\\boxed{0.1^{100}}", "0", false),
+        ("\\boxed{\\sin(\\sin(\\sin(x)))^{10^{9}}}", "0", false),
+        ("$e^{-1000}$", "0", false),
+        ("\\boxed{e^{-40}}", "0", false),
+        ("\\boxed{10^{-20}}", "0", false),
+        ("\\boxed{0.0000001}", "0", false),
+        ("\\boxed{1e-7}", "0", false),
+        ("\\boxed{2^{-2000}}", "0", false),
+        ("\\boxed{0}", "10^{-20}", false),
+        ("\\boxed{0}", "e^{-40}", false),
+        // nor is huge infinite
+        ("\\boxed{10^{10^{10}}}", "\\infty", false),
+        ("\\boxed{e^{1000}}", "\\infty", false),
+    ]);
+}
+
+#[test]
+fn zero_up_to_rounding_is_zero() {
+    check_all(&[
+        ("\\boxed{\\sin(\\pi)}", "0", true),
+        ("\\boxed{\\sin^2 x + \\cos^2 x - 1}", "0", true),
+        ("\\boxed{x - x}", "0", true),
+        ("\\boxed{\\ln 1}", "0", true),
+        ("\\boxed{0.0}", "0", true),
+        ("\\boxed{\\cos(\\pi/2)}", "0", true),
+        ("\\boxed{\\tan(\\pi)}", "0", true),
+    ]);
+}
+
+/// Relative where the gold is not zero: the same relative error counts the same at every scale.
+#[test]
+fn tolerance_is_relative() {
+    check_all(&[
+        ("\\boxed{0.333333}", "1/3", true),
+        ("\\boxed{0.33333}", "1/3", false),
+        ("\\boxed{0.0000012}", "0.0000011", false),
+        ("\\boxed{0.00000110000001}", "0.0000011", true),
+        ("\\boxed{123456700.1}", "123456700", true),
+        ("\\boxed{123456800}", "123456700", false),
+        ("\\boxed{1.0000001e-30}", "10^{-30}", true),
+        ("\\boxed{1.1e-30}", "10^{-30}", false),
+        ("\\boxed{3.1415926}", "\\pi", true),
+        ("\\boxed{3.1416}", "\\pi", false),
+    ]);
+}
+
+#[test]
+fn scientific_notation_is_its_value() {
+    check_all(&[
+        ("1e3", "1000", true),
+        ("2.5e3", "2500", true),
+        ("\\boxed{2.5e3}", "2500", true),
+        ("\\boxed{1E+3}", "1000", true),
+        ("\\boxed{1e-3}", "0.001", true),
+        ("\\boxed{6.02e23}", "6.02 \\times 10^{23}", true),
+        ("The answer is 1e3.", "1000", true),
+        ("1e3", "100", false),
+        ("\\boxed{2e}", "2e", true),
+        ("\\boxed{2e}", "2", false),
+    ]);
+}
+
+#[test]
+fn plain_numbers_are_read_whole() {
+    check_all(&[
+        (".4", "0.4", true),
+        ("so it is .4", "0.4", true),
+        ("-17", "-17", true),
+        ("The result is -17.", "-17", true),
+        ("The total is 1,234,567 apples", "1234567", true),
+        ("the number is not 10 which is 1,000.99€", "1000.99", true),
+        ("Hence the probability is 1/3.", "1/3", true),
+        ("x = 3 + 4", "7", true),
+        ("it costs $10", "10", true),
+        ("He pays $5 for apples and $10 for pears", "10", true),
+        ("**5**", "5", true),
+        ("The length is 5cm.", "5", true),
+        ("(so 5)", "5", true),
+        ("We compute 3 + 4 = 7 and then 7 * 6 = 42", "42", true),
+        ("page 2 3", "3", true),
+        ("1 000", "1000", true),
+    ]);
+}
+
+#[test]
+fn latex_math_environments_are_answers() {
+    check_all(&[
+        ("$\\frac13 $", "1/3", true),
+        ("So we get $\\frac{1}{3}$", "1/3", true),
+        ("So we get $$\\frac{1}{3}$$", "1/3", true),
+        ("So we get \\(\\frac{1}{3}\\)", "1/3", true),
+        ("So we get \\[\\frac{1}{3}\\]", "1/3", true),
+        ("So we get \\[\n\\frac{1}{3}\n\\]", "1/3", true),
+        ("first $1$ then $2$", "2", true),
+        ("first $1$ then $2$", "1", false),
+        ("$x = 5$", "5", true),
+        ("It costs \\$5 and we need $x = 7$", "7", true),
+        // The last of a span and a plain number wins, as in Math-Verify.
+        ("Let $x$ be the number of apples. So there are 42 apples.", "42", true),
+        ("We found 3 cases, so $n = 4$", "4", true),
+    ]);
+}
+
+/// Tags, then boxes, then "answer is", then the last of LaTeX math and plain numbers.
+#[test]
+fn extraction_order() {
+    check_all(&[
+        ("\\boxed{3} <answer>4</answer>", "4", true),
+        ("<answer>4</answer> \\boxed{3}", "4", true),
+        ("The answer is 5. $\\boxed{4}$", "4", true),
+        ("\\boxed{4} The answer is 5.", "4", true),
+        ("The answer is 4. Check: $2 + 2 = 4$, and $x = 9$.", "4", true),
+        ("Let $x$ be the number. The answer is 42.", "42", true),
+        ("The answer is **42**.", "42", true),
+        // a box that does not parse is a wrong answer, not a reason to look elsewhere
+        ("The answer is 4. \\boxed{4 +}", "4", false),
+        // prose that does not parse is: the next candidate is tried
+        ("The answer is that we need more apples, 42 of them", "42", true),
+    ]);
+    let found = candidates(
+        "<answer>1</answer> \\boxed{2} answer is 3. $4$ and 5",
+        &[Source::AnswerTag, Source::Boxed, Source::FinalAnswer, Source::LatexMath, Source::LastNumber],
+    );
+    let found: Vec<(Source, &str)> = found.iter().map(|e| (e.source, e.text.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (Source::AnswerTag, "1"),
+            (Source::Boxed, "2"),
+            (Source::FinalAnswer, "3"),
+            (Source::LastNumber, "5"),
+            (Source::LatexMath, "4"),
+        ]
+    );
+}
+
+#[test]
+fn the_extractors_on_their_own() {
+    assert_eq!(last_number("AZYUK2A"), None);
+    assert_eq!(last_number("x = \\frac{1+\\sqrt{5}}{2}"), None);
+    assert_eq!(last_number("a .4 b"), Some(".4"));
+    assert_eq!(last_number("is -1,234.5."), Some("-1,234.5"));
+    assert_eq!(last_number("in 1e3 steps"), Some("1e3"));
+    assert_eq!(last_number("(3 + 4) * 2 = 14"), Some("14"));
+    assert_eq!(last_number("(3 + 4) * 2"), Some("(3 + 4) * 2"));
+    assert_eq!(last_number(""), None);
+    assert_eq!(last_math_spans("$a$ $$b$$ \\(c\\) \\[d\\]", 4), ["d", "c", "b", "a"]);
+    assert_eq!(last_math_spans("$a$ $b$ $c$", 2), ["c", "b"]);
+    assert_eq!(last_math_spans("costs 5$ and $x$", 4), ["x"]);
+    assert_eq!(last_math_spans("\\$5 and \\$6", 4), Vec::<&str>::new());
+    assert_eq!(last_math_spans("$a\nb$", 4), Vec::<&str>::new());
+    assert_eq!(last_math_spans("$$a\nb$$", 4), ["a\nb"]);
+    assert_eq!(last_math_spans("$x$ \\( unclosed", 4), ["x"]);
+    // one reading of a box, for datasets' gold answers and for completions
+    assert_eq!(last_boxed("\\boxed {5}"), Some("5"));
+    assert_eq!(last_boxed("\\boxed 5$."), Some("5"));
+    assert_eq!(last_boxed("\\boxed{}"), Some(""));
+    assert_eq!(last_boxed("\\boxed "), None);
+    assert_eq!(last_boxed("\\boxedfoo"), None);
+}
