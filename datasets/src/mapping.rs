@@ -52,38 +52,9 @@ impl AnswerFormat {
     }
 }
 
-/// The content of the last `\boxed{...}` or `\fbox{...}` in `text` (nested braces matched,
-/// escaped `\{`/`\}` skipped), or of `\boxed 5` (up to the next space or `$`).
-pub fn last_boxed(text: &str) -> Option<&str> {
-    let start =
-        text.rfind("\\boxed").map(|i| i + "\\boxed".len()).max(text.rfind("\\fbox").map(|i| i + "\\fbox".len()))?;
-    let rest = &text[start..];
-    if let Some(inner) = rest.strip_prefix('{') {
-        let mut depth = 1usize;
-        let mut chars = inner.char_indices();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(&inner[..i]);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    } else if let Some(inner) = rest.strip_prefix(' ') {
-        let end = inner.find(|c: char| c.is_whitespace() || c == '$').unwrap_or(inner.len());
-        (end > 0).then(|| &inner[..end])
-    } else {
-        None
-    }
-}
+/// The content of the last `\boxed{...}` / `\fbox{...}`: the math checker's reading, so that a
+/// gold answer and a completion are read alike (`\boxed {5}` is 5 in both).
+pub use aha_rewards::math::last_boxed;
 
 /// One place the gold answer may come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +321,8 @@ mod tests {
         assert_eq!(last_boxed("so $\\boxed 5$."), Some("5"));
         assert_eq!(last_boxed("\\fbox{x^{2}}"), Some("x^{2}"));
         assert_eq!(last_boxed("\\boxed{unclosed"), None);
+        // The math checker's reading: a space before the brace is allowed.
+        assert_eq!(last_boxed("\\boxed {5}"), Some("5"));
         assert_eq!(last_boxed("no box"), None);
     }
 
