@@ -205,3 +205,53 @@ fn the_extractors_on_their_own() {
     assert_eq!(last_boxed("\\boxed "), None);
     assert_eq!(last_boxed("\\boxedfoo"), None);
 }
+
+/// The equivalences the issue names that Math-Verify accepts.
+#[test]
+fn equivalences_of_relations_sets_text_and_matrices() {
+    check_all(&[
+        // inequalities, normalised by direction
+        ("\\boxed{5 \\geq x}", "x \\leq 5", true),
+        ("\\boxed{5 > x}", "x < 5", true),
+        ("$5 \\geq x$", "x \\leq 5", true),
+        ("\\boxed{-2x \\le -10}", "x \\geq 5", true),
+        ("\\boxed{x \\geq 5}", "x \\leq 5", false),
+        ("\\boxed{5 \\leq x}", "x \\leq 5", false),
+        ("\\boxed{x < 5}", "x \\leq 5", false),
+        // \pm against the set it stands for
+        ("\\boxed{\\pm 1}", "\\{1,-1\\}", true),
+        ("\\boxed{\\{1,-1\\}}", "\\pm 1", true),
+        ("\\boxed{x = \\pm 1}", "x = 1, x = -1", true),
+        ("\\boxed{1 \\pm \\sqrt{2}}", "\\{1+\\sqrt{2}, 1-\\sqrt{2}\\}", true),
+        ("\\boxed{\\pm 1}", "\\{1, 2\\}", false),
+        ("\\boxed{\\pm 1}", "1", false),
+        // text answers in or out of \text{}
+        ("\\boxed{\\text{odd}}", "odd", true),
+        ("\\boxed{odd}", "\\text{odd}", true),
+        ("\\boxed{\\text{ odd }}", "\\text{odd}", true),
+        ("\\boxed{\\textbf{odd}}", "\\text{odd}", true),
+        ("$\\text{odd}$", "odd", true),
+        ("The answer is odd.", "\\text{odd}", true),
+        ("\\boxed{\\text{even}}", "odd", false),
+        // matrices in any bracket style
+        ("\\boxed{\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", true),
+        (
+            "\\boxed{\\left[\\begin{matrix}1&2\\\\3&4\\end{matrix}\\right]}",
+            "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+            true,
+        ),
+        (
+            "\\boxed{\\left(\\begin{array}{cc}1&2\\\\3&4\\end{array}\\right)}",
+            "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+            true,
+        ),
+        ("\\boxed{\\begin{Bmatrix}1&2\\\\3&4\\end{Bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", true),
+        ("\\boxed{\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", false),
+        ("\\boxed{\\begin{bmatrix}1&2&3&4\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", false),
+        // interval ends written as decimals: to the checker's precision, as Math-Verify's
+        ("\\boxed{[1.414214, 3.141593)}", "[\\sqrt{2}, \\pi)", true),
+        ("\\boxed{(1.0, 2.50]}", "(1, 2.5]", true),
+        ("\\boxed{[1.41, 3.14)}", "[\\sqrt{2}, \\pi)", false),
+        ("\\boxed{(1.0, 2.50)}", "(1, 2.5]", false),
+    ]);
+}

@@ -82,6 +82,23 @@ fn mathy() -> impl Strategy<Value = String> {
         "or",
         "\\binom",
         "99999999999999999999",
+        // the prose sources: math environments, scientific notation, bold, currency
+        "e3",
+        "E-7",
+        "\\(",
+        "\\)",
+        "\\[",
+        "\\]",
+        "$$",
+        "\\$",
+        "**",
+        ".4",
+        "1,000",
+        "answer:",
+        "AZ",
+        "\n",
+        "−",
+        "€",
     ]);
     prop::collection::vec(pieces, 0..40).prop_map(|v| v.concat())
 }
