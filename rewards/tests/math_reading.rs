@@ -145,6 +145,13 @@ fn latex_math_environments_are_answers() {
         // The last of a span and a plain number wins, as in Math-Verify.
         ("Let $x$ be the number of apples. So there are 42 apples.", "42", true),
         ("We found 3 cases, so $n = 4$", "4", true),
+        // a bare \frac of plain numbers is LaTeX too, when it stands alone
+        ("\\frac{10}{9}", "10/9", true),
+        ("so it is -\\frac{10}{9}", "-10/9", true),
+        ("so it is \\sqrt{\\frac{1}{2}}", "1/2", false),
+        ("so it is \\frac{1}{2}^3", "1/2", false),
+        // numbers inside LaTeX are pieces of it
+        ("$\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$", "0", false),
     ]);
 }
 
@@ -191,6 +198,8 @@ fn the_extractors_on_their_own() {
     assert_eq!(last_number("(3 + 4) * 2 = 14"), Some("14"));
     assert_eq!(last_number("(3 + 4) * 2"), Some("(3 + 4) * 2"));
     assert_eq!(last_number(""), None);
+    assert_eq!(last_number("$1 & 0 \\\\ 0 & 1$"), None);
+    assert_eq!(last_number("$x = 5$ and 6 more"), Some("6"));
     assert_eq!(last_math_spans("$a$ $$b$$ \\(c\\) \\[d\\]", 4), ["d", "c", "b", "a"]);
     assert_eq!(last_math_spans("$a$ $b$ $c$", 2), ["c", "b"]);
     assert_eq!(last_math_spans("costs 5$ and $x$", 4), ["x"]);

@@ -1,7 +1,8 @@
 //! Cases from Math-Verify's own test suite (`tests/fixtures/math_verify_cases.jsonl`, produced by
-//! `tests/fixtures/make_math_verify_cases.py`). Each prediction is scored as the content of an
-//! `<answer>` tag. We agree with Math-Verify on all of them except the few listed in
-//! [`KNOWN_DIFFERENCES`], each with the reason; the test fails if that list changes either way.
+//! `tests/fixtures/make_math_verify_cases.py`). Each prediction is scored twice: as the content of
+//! an `<answer>` tag, and bare, as a whole completion (the extraction order at work). We agree
+//! with Math-Verify on all of them except the few listed in [`KNOWN_DIFFERENCES`], each with the
+//! reason, the same in both ways; the test fails if that list changes either way.
 
 use aha_rewards::math::MathChecker;
 use aha_rewards::Score;
@@ -13,8 +14,8 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ("1,22", "1.22", "decimal comma"),
     ("2.74", "Soucis : 2,74 $ a..", "decimal comma"),
     ("0,111", "0.111", "decimal comma (0,111 reads as the list 0, 111)"),
-    // Inside an answer tag we accept an answer split over lines; Math-Verify rejects inline math
-    // that spans lines.
+    // Math-Verify rejects inline math that spans lines and then finds nothing; we read the 9
+    // (inside an answer tag: the tag's content; bare: a plain number, as no math encloses it).
     ("$9$", "Answer $ \n 9 \n $", "we accept multi-line inline math"),
     ("$9$", "Answer \\( \n 9 \n \\)", "we accept multi-line inline math"),
     // An approximation after `\approx` is dropped, so `x \approx 11` is just `x`.
@@ -40,8 +41,8 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ("$\text{13}$", "$13$", "text wrapping a number is the number"),
 ];
 
-#[test]
-fn agrees_with_math_verify_test_suite() {
+/// The cases where our verdict differs from Math-Verify's, with the checker's detail.
+fn differences(wrap: impl Fn(&str) -> String) -> (usize, Vec<(String, String, String)>) {
     let text = include_str!("fixtures/math_verify_cases.jsonl");
     let checker = MathChecker::default();
     let mut differences = Vec::new();
@@ -51,13 +52,17 @@ fn agrees_with_math_verify_test_suite() {
         let gold = case["gold"].as_str().unwrap();
         let pred = case["pred"].as_str().unwrap();
         let expected = case["expected"].as_i64().unwrap() == 1;
-        let verdict = checker.verdict(&format!("<answer>{pred}</answer>"), gold);
+        let verdict = checker.verdict(&wrap(pred), gold);
         let got = matches!(verdict.score, Score::Reward { reward } if reward == 1.0);
         total += 1;
         if got != expected {
             differences.push((gold.to_string(), pred.to_string(), format!("{}", verdict.detail)));
         }
     }
+    (total, differences)
+}
+
+fn assert_only_known_differences(total: usize, differences: &[(String, String, String)]) {
     assert!(total >= 100, "only {total} cases");
     let unexpected: Vec<_> = differences
         .iter()
@@ -73,4 +78,17 @@ fn agrees_with_math_verify_test_suite() {
         differences.len(),
         unexpected.iter().map(|(g, p, d)| format!("    ({g:?}, {p:?}, \"\"), // {d}")).collect::<Vec<_>>().join("\n")
     );
+}
+
+#[test]
+fn agrees_with_math_verify_test_suite_in_answer_tags() {
+    let (total, differences) = differences(|pred| format!("<answer>{pred}</answer>"));
+    assert_only_known_differences(total, &differences);
+}
+
+/// Bare predictions: every source of the extraction order, not only the answer tag.
+#[test]
+fn agrees_with_math_verify_test_suite_on_bare_predictions() {
+    let (total, differences) = differences(|pred| pred.to_string());
+    assert_only_known_differences(total, &differences);
 }

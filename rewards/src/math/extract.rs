@@ -103,7 +103,20 @@ fn find(completion: &str, source: Source) -> Vec<&str> {
         }
         Source::Boxed => last_boxed(completion).into_iter().collect(),
         Source::FinalAnswer => final_answer(completion).into_iter().collect(),
-        Source::LatexMath => last_math_spans(completion, MAX_MATH_SPANS),
+        Source::LatexMath => {
+            let mut found = last_math_spans(completion, MAX_MATH_SPANS);
+            if let Some(fraction) = last_bare_fraction(completion) {
+                let end = |t: &str| offset_in(completion, t) + t.len();
+                let inside_a_span = found
+                    .iter()
+                    .any(|t| offset_in(completion, t) <= offset_in(completion, fraction) && end(fraction) <= end(t));
+                if !inside_a_span {
+                    found.push(fraction);
+                    found.sort_by_key(|t| std::cmp::Reverse(end(t)));
+                }
+            }
+            found
+        }
         Source::LastNumber => last_number(completion).into_iter().collect(),
     }
 }
@@ -197,13 +210,22 @@ pub fn final_answer(text: &str) -> Option<&str> {
 /// right after a digit. One pass: an opener with no closer after it means no later opener of
 /// that kind closes either.
 pub fn last_math_spans(text: &str, max: usize) -> Vec<&str> {
-    let bytes = text.as_bytes();
     let mut spans: VecDeque<&str> = VecDeque::with_capacity(max + 1);
-    let mut keep = |span| {
-        spans.push_back(span);
+    for_each_math_span(text, |start, end| {
+        spans.push_back(&text[start..end]);
         if spans.len() > max {
             spans.pop_front();
         }
+    });
+    spans.into_iter().rev().collect()
+}
+
+/// Calls `found(start, end)` with the byte range of each math environment's content, in order.
+fn for_each_math_span(text: &str, mut found: impl FnMut(usize, usize)) {
+    let bytes = text.as_bytes();
+    let mut keep = |span: &str| {
+        let start = offset_in(text, span);
+        found(start, start + span.len());
     };
     // Past these positions an opener of that kind has no closer (its line, or the text, ran out).
     let (mut dead_paren, mut dead_bracket, mut dead_display) = (0, 0, 0);
@@ -284,7 +306,22 @@ pub fn last_math_spans(text: &str, max: usize) -> Vec<&str> {
             _ => i += 1,
         }
     }
-    spans.into_iter().rev().collect()
+}
+
+fn bare_fraction_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"-?\\[dt]?frac\{-?\d+(?:\.\d+)?\}\{-?\d+(?:\.\d+)?\}").unwrap())
+}
+
+/// The last `\frac{a}{b}` of plain numbers written outside any math environment (Math-Verify
+/// reads these too), unless it is part of something larger (`\sqrt{\frac{1}{2}}`, `\frac{1}{2}^3`).
+fn last_bare_fraction(text: &str) -> Option<&str> {
+    let m = bare_fraction_regex().find_iter(text).last()?;
+    let before = text[..m.start()].chars().next_back();
+    let after = text[m.end()..].chars().next();
+    let glued_before = before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '{' | '^' | '_' | '\\'));
+    let glued_after = after.is_some_and(|c| c.is_alphanumeric() || matches!(c, '}' | '^' | '_' | '{'));
+    (!glued_before && !glued_after).then_some(m.as_str())
 }
 
 /// Whether a `$…$` span (or a candidate found in prose) holds words rather than math: two or more words of three letters or
@@ -332,6 +369,13 @@ fn opens_plain_answer(c: Option<char>) -> bool {
 
 /// The last whole plain number or arithmetic expression (see [`Source::LastNumber`]).
 pub fn last_number(text: &str) -> Option<&str> {
+    // Numbers inside LaTeX math are pieces of it (`& 0 \\`), not plain answers.
+    let mut spans = Vec::new();
+    for_each_math_span(text, |start, end| spans.push((start, end)));
+    let in_math = |at: usize| {
+        let k = spans.partition_point(|&(start, _)| start <= at);
+        k > 0 && at < spans[k - 1].1
+    };
     let mut best = None;
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -356,7 +400,9 @@ pub fn last_number(text: &str) -> Option<&str> {
             chars.next();
         }
         if let Some(found) = whole_expression(text, start, end) {
-            best = Some(found);
+            if !in_math(offset_in(text, found)) {
+                best = Some(found);
+            }
         }
         if end == start {
             chars.next();
