@@ -215,7 +215,7 @@ fn the_extractors_on_their_own() {
     assert_eq!(last_boxed("\\boxedfoo"), None);
 }
 
-/// The equivalences the issue names that Math-Verify accepts.
+/// The equivalences the issue names, as Math-Verify 0.9.0 judges them.
 #[test]
 fn equivalences_of_relations_sets_text_and_matrices() {
     check_all(&[
@@ -257,6 +257,25 @@ fn equivalences_of_relations_sets_text_and_matrices() {
         ("\\boxed{\\begin{Bmatrix}1&2\\\\3&4\\end{Bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", true),
         ("\\boxed{\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", false),
         ("\\boxed{\\begin{bmatrix}1&2&3&4\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", false),
+        // assignments: by variable against assignments, in the order written against a tuple;
+        // `;` separates solutions when `,` separates values
+        ("\\boxed{p=5,q=2}", "(5,2)", true),
+        ("\\boxed{p=2,q=5}", "(5,2)", false),
+        ("\\boxed{(1,2)}", "x = 1, y = 2", true),
+        ("\\boxed{y = 2, x = 1}", "x = 1, y = 2", true),
+        ("\\boxed{x = 2, y = 1}", "x = 1, y = 2", false),
+        ("\\boxed{p=5,q=2;p=7,q=2}", "(5,2),(7,2)", true),
+        ("\\boxed{p=7, q=2; p=5, q=2}", "\\{(5,2),(7,2)\\}", true),
+        ("\\boxed{q=2,p=5;q=2,p=7}", "(5,2),(7,2)", false),
+        ("\\boxed{p=5,q=2;p=7,q=3}", "(5,2),(7,2)", false),
+        ("\\boxed{1;2;3}", "1,2,3", true),
+        ("\\boxed{x=2, x=1}", "x = 1 \\text{ or } x = 2", true),
+        // equations of the same line, identities
+        ("\\boxed{2x - y + 1 = 0}", "y = 2x + 1", true),
+        ("\\boxed{2x - y - 1 = 0}", "y = 2x + 1", false),
+        ("\\boxed{2\\sin x \\cos x}", "\\sin(2x)", true),
+        ("\\boxed{\\frac{\\sin x}{\\cos x}}", "\\tan x", true),
+        ("\\boxed{\\sin x \\cos x}", "\\sin(2x)", false),
         // interval ends written as decimals: to the checker's precision, as Math-Verify's
         ("\\boxed{[1.414214, 3.141593)}", "[\\sqrt{2}, \\pi)", true),
         ("\\boxed{(1.0, 2.50]}", "(1, 2.5]", true),

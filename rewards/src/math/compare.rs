@@ -49,6 +49,17 @@ impl Compare {
     }
 
     fn top(&self, gold: &Expr, pred: &Expr) -> bool {
+        // `p = 5, q = 2`: by variable against other assignments, in the order written against a
+        // tuple `(5, 2)`.
+        match (assignments(gold), assignments(pred)) {
+            (Some(g), Some(p)) => {
+                return g.len() == p.len()
+                    && g.iter().all(|(name, gv)| p.iter().any(|(pn, pv)| pn == name && self.same(gv, pv)))
+            }
+            (Some(g), None) => return self.top(&tuple_of(&g), pred),
+            (None, Some(p)) => return self.top(gold, &tuple_of(&p)),
+            (None, None) => {}
+        }
         // "x = 3" against "3" (either side), and equation chains "2 + 3 = 5".
         if let Some(rhs) = solved_value(gold) {
             if !matches!(pred, Expr::Relation(..)) || solved_value(pred).is_some() {
@@ -318,6 +329,29 @@ fn solved_value(e: &Expr) -> Option<&Expr> {
         }
         _ => None,
     }
+}
+
+/// `p = 5, q = 2`: two or more assignments to distinct variables, in the order written.
+fn assignments(e: &Expr) -> Option<Vec<(&str, &Expr)>> {
+    let Expr::List(items) = e else { return None };
+    if items.len() < 2 || items.len() > MAX_ITEMS {
+        return None;
+    }
+    let mut out: Vec<(&str, &Expr)> = Vec::with_capacity(items.len());
+    for item in items {
+        let Expr::Relation(lhs, Rel::Eq, rhs) = item else { return None };
+        let Expr::Var(name) = &**lhs else { return None };
+        if out.iter().any(|(n, _)| n == name) {
+            return None;
+        }
+        out.push((name.as_str(), &**rhs));
+    }
+    Some(out)
+}
+
+/// The values of assignments as a tuple.
+fn tuple_of(assignments: &[(&str, &Expr)]) -> Expr {
+    Expr::Group { open: '(', close: ')', items: assignments.iter().map(|(_, value)| (*value).clone()).collect() }
 }
 
 /// Items of a set-like answer: `{a, b}`, a bare list `a, b`, or a list of `x = a` items.

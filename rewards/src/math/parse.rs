@@ -2,7 +2,7 @@
 //!
 //! Grammar (lowest precedence first):
 //! ```text
-//! list     := relation ((',' | ';' | "or" | "and") relation)*
+//! list     := relation ((',' | ';' | "or" | "and") relation)*   (with both `,` and `;`: groups at `;`)
 //! relation := union (relop union)*
 //! union    := sum ('\cup' sum)*
 //! sum      := term (('+' | '-' | '\pm') term)*
@@ -173,18 +173,39 @@ impl<'a> Parser<'a> {
             self.depth -= 1;
             return Ok(first);
         }
-        let mut items = vec![first];
+        // `p = 5, q = 2; p = 7, q = 2`: where both `,` and `;` separate, `;` separates groups.
+        let mut groups = vec![vec![first]];
+        let (mut commas, mut semicolons) = (false, false);
         while self.is_separator() {
-            self.pos += 1;
+            let mut new_group = false;
             // "x = 1 or x = 2", "1, and 2"
             while self.is_separator() {
+                match self.peek() {
+                    Some(Tok::Semicolon) => {
+                        semicolons = true;
+                        new_group = true;
+                    }
+                    Some(Tok::Comma) => commas = true,
+                    _ => {}
+                }
                 self.pos += 1;
             }
-            items.push(self.relation()?);
+            if new_group {
+                groups.push(Vec::new());
+            }
+            groups.last_mut().expect("a group").push(self.relation()?);
             self.skip_units();
         }
         self.depth -= 1;
-        Ok(Expr::List(items))
+        if !(commas && semicolons) {
+            return Ok(Expr::List(groups.into_iter().flatten().collect()));
+        }
+        Ok(Expr::List(
+            groups
+                .into_iter()
+                .map(|mut group| if group.len() == 1 { group.pop().expect("one item") } else { Expr::List(group) })
+                .collect(),
+        ))
     }
 
     fn relation(&mut self) -> Result<Expr, MathError> {
