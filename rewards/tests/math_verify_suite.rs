@@ -92,3 +92,36 @@ fn agrees_with_math_verify_test_suite_on_bare_predictions() {
     let (total, differences) = differences(|pred| pred.to_string());
     assert_only_known_differences(total, &differences);
 }
+
+/// Cases of Math-Verify 0.9.0's whole test suite on which we agree with it, out of 275: every
+/// parametrised (gold, pred, expected) case of its tests directory
+/// (`fixtures/math_verify_suite_all.jsonl`, from `fixtures/make_math_verify_suite_all.py`),
+/// predictions scored bare, golds as the checker reads them. Per-case options of Math-Verify
+/// (`precision`, `strict = false`) are not ours to vary: we judge those cases as always. The
+/// number may only grow; the test prints every disagreement with the checker's detail.
+const WHOLE_SUITE_AGREEMENT: usize = 212;
+
+#[test]
+fn agreement_on_math_verify_whole_suite_does_not_drop() {
+    let text = include_str!("fixtures/math_verify_suite_all.jsonl");
+    let checker = MathChecker::default();
+    let (mut agree, mut total) = (0, 0);
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let gold = case["gold"].as_str().unwrap();
+        let pred = case["pred"].as_str().unwrap();
+        let expected = case["expected"].as_i64().unwrap() == 1;
+        let verdict = checker.verdict(pred, gold);
+        let got = matches!(verdict.score, Score::Reward { reward } if reward == 1.0);
+        total += 1;
+        if got == expected {
+            agree += 1;
+        } else {
+            let clip = |s: &str| s.chars().take(160).collect::<String>();
+            println!("differs ({}): gold {:?} pred {:?}: {}", case["test"], clip(gold), clip(pred), verdict.detail);
+        }
+    }
+    println!("agreement with Math-Verify's whole suite: {agree} of {total}");
+    assert_eq!(total, 275, "the fixture changed: regenerate it and update this test");
+    assert!(agree >= WHOLE_SUITE_AGREEMENT, "agreement dropped to {agree} of {total} (was {WHOLE_SUITE_AGREEMENT})");
+}
