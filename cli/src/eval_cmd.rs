@@ -185,7 +185,7 @@ fn load_problems(args: &EvalArgs, registry: &Registry) -> Result<(Vec<Problem>, 
         eprintln!("warning: {}: {} rows skipped{tail}; --strict makes them errors", args.data, dataset.skipped.len());
     }
     if dataset.is_empty() {
-        bail!("{}: no problems to evaluate", args.data);
+        bail!("{}: no problems to evaluate ({})", args.data, dataset.why_empty());
     }
     Ok((dataset.problems, dataset.skipped.len(), checker_name))
 }

@@ -35,7 +35,17 @@ pub fn run(args: RewardArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
     for (index, line) in stdin.lines().enumerate() {
-        let line = line.with_context(|| format!("reading stdin line {}", index + 1))?;
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                // As for any other bad line: every line before it is written first.
+                score_batch(&*checker, &batch, jobs, &mut out)?;
+                out.flush()?;
+                let what =
+                    if error.kind() == std::io::ErrorKind::InvalidData { "not UTF-8 text" } else { "unreadable" };
+                bail!("stdin line {}: {what} ({error})", index + 1);
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use serde_json::Value;
 
-use aha_grpo::{RunDir, TrainConfig, TrainOutcome};
+use aha_grpo::{changed_on_resume, RunDir, TrainConfig, TrainOutcome};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -32,10 +33,11 @@ impl TrainArgs {
     /// The configuration to run, read by `load` with the overrides, and whether it resumes: the
     /// file given, or the resumed run's config.toml with its `run.output_dir` (reached through
     /// `output_dir`) pointed at the run, wherever it was first written.
-    pub fn config<C>(
+    /// A resume that changes a setting the run's trajectory depends on says so, by name.
+    pub fn config<C: Serialize>(
         &self,
         load: impl Fn(&Path, &[String]) -> aha_grpo::Result<C>,
-        output_dir: impl FnOnce(&mut C) -> &mut PathBuf,
+        output_dir: impl Fn(&mut C) -> &mut PathBuf,
     ) -> Result<(C, bool)> {
         match (&self.config, &self.resume) {
             (Some(path), None) => Ok((load(path, &self.overrides)?, false)),
@@ -43,6 +45,16 @@ impl TrainArgs {
                 let run = RunDir::open(run_dir)?;
                 let mut config = load(&run.config_path(), &self.overrides)?;
                 *output_dir(&mut config) = run_dir.clone();
+                if !self.overrides.is_empty() {
+                    let mut stored = load(&run.config_path(), &[])?;
+                    *output_dir(&mut stored) = run_dir.clone();
+                    for (key, old, new) in changed_on_resume(&stored, &config) {
+                        tracing::warn!(
+                            "--resume: {key} changes from {old} to {new}; the run will not continue as it \
+                             would have without the change"
+                        );
+                    }
+                }
                 Ok((config, true))
             }
             _ => bail!("give a configuration file, or --resume RUN_DIR"),
@@ -90,11 +102,24 @@ pub fn number(metrics: &Value, key: &str) -> f64 {
 /// Clears the progress bar and says where the run is.
 pub fn finished(progress: Progress, outcome: TrainOutcome) {
     progress.bar.finish_and_clear();
+    let checkpoint = outcome.last_checkpoint.as_ref().map(|p| format!(", last checkpoint {}", p.display()));
+    if outcome.steps_trained() == 0 {
+        eprintln!(
+            "nothing to do: {} is at step {} and run.steps = {} (--set run.steps=N to train further){}",
+            outcome.run_dir.display(),
+            outcome.first_step,
+            outcome.steps,
+            checkpoint.unwrap_or_default()
+        );
+        return;
+    }
     eprintln!(
-        "trained {} steps; run directory {}{}",
+        "trained {} steps (steps {}-{}); run directory {}{}",
+        outcome.steps_trained(),
+        outcome.first_step + 1,
         outcome.steps,
         outcome.run_dir.display(),
-        outcome.last_checkpoint.map(|p| format!(", last checkpoint {}", p.display())).unwrap_or_default()
+        checkpoint.unwrap_or_default()
     );
 }
 

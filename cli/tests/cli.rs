@@ -276,7 +276,7 @@ fn sandbox_run_names_a_missing_program() {
     assert!(line.contains("/nonexistent/program.py"), "{line}");
 }
 
-fn aha_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+fn aha_with_stdin(args: &[&str], stdin: impl AsRef<[u8]>) -> std::process::Output {
     use std::io::Write as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_aha"))
         .args(args)
@@ -285,7 +285,7 @@ fn aha_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_ref()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -316,4 +316,26 @@ fn reward_names_the_line_and_field_of_bad_input_after_writing_the_good_lines() {
     let not_json = aha_with_stdin(&["reward", "--checker", "math"], "{\"completion\": \n");
     let stderr = String::from_utf8(not_json.stderr).unwrap();
     assert!(!not_json.status.success() && stderr.contains("line 1") && stderr.contains("JSON"), "{stderr}");
+}
+
+#[test]
+fn reward_writes_every_line_before_one_that_is_not_utf8() {
+    // 600 lines: more than one batch of 512, so a whole batch and part of the next come first.
+    for good in [4, 600] {
+        let mut input = Vec::new();
+        for i in 0..good {
+            input.extend_from_slice(
+                format!("{{\"id\": {i}, \"completion\": \"\\\\boxed{{2}}\", \"answer\": \"2\"}}\n").as_bytes(),
+            );
+        }
+        input.extend_from_slice(b"{\"completion\": \"\xff\", \"answer\": \"2\"}\n");
+        input.extend_from_slice(b"{\"completion\": \"\\\\boxed{2}\", \"answer\": \"2\"}\n");
+        let out = aha_with_stdin(&["reward", "--checker", "math"], &input);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(&format!("line {}", good + 1)) && stderr.contains("UTF-8"), "{stderr}");
+        let scored = json_lines(&out.stdout);
+        assert_eq!(scored.len(), good, "every line before the bad one is written");
+        assert!(scored.iter().enumerate().all(|(i, v)| v["id"] == i && v["reward"] == 1.0));
+    }
 }

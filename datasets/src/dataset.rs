@@ -83,6 +83,18 @@ impl Dataset {
         Dataset { problems, skipped: Vec::new() }
     }
 
+    /// Why a dataset has no problems, for the error that says so: no rows at all, or how many
+    /// were skipped and the first few reasons.
+    pub fn why_empty(&self) -> String {
+        const SHOWN: usize = 3;
+        if self.skipped.is_empty() {
+            return "no rows".into();
+        }
+        let first: Vec<String> =
+            self.skipped.iter().take(SHOWN).map(|s| format!("{}: {}", s.location, s.reason)).collect();
+        format!("all {} rows were skipped; first: {}", self.skipped.len(), first.join("; "))
+    }
+
     /// Reads `path` (format by extension) and maps each row to a problem. Rows that cannot be
     /// problems (not JSON, not an object, a missing or malformed field) are skipped and listed
     /// in `skipped`, or, with `options.strict`, are an error naming the row.

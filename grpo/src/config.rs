@@ -433,14 +433,12 @@ impl OptimConfig {
     /// Checks the ranges of `[optim]`; the first problem found, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
         let o = self;
-        check(o.lr >= 0.0 && o.lr.is_finite(), "optim.lr", || format!("must be >= 0, got {}", o.lr))?;
+        check_finite_non_negative(o.lr, "optim.lr")?;
         for (i, b) in o.betas.iter().enumerate() {
             check((0.0..1.0).contains(b), "optim.betas", || format!("must be in [0, 1), got beta{} = {b}", i + 1))?;
         }
-        check(o.eps > 0.0, "optim.eps", || format!("must be > 0, got {}", o.eps))?;
-        check(o.weight_decay >= 0.0 && o.weight_decay.is_finite(), "optim.weight_decay", || {
-            format!("must be >= 0, got {}", o.weight_decay)
-        })?;
+        check(o.eps > 0.0 && o.eps.is_finite(), "optim.eps", || format!("must be a finite number > 0, got {}", o.eps))?;
+        check_finite_non_negative(o.weight_decay, "optim.weight_decay")?;
         check((0.0..=1.0).contains(&o.min_lr_ratio), "optim.min_lr_ratio", || {
             format!("must be in [0, 1], got {}", o.min_lr_ratio)
         })?;
@@ -476,6 +474,11 @@ impl RewardsConfig {
 pub struct Invalid {
     pub key: String,
     pub message: String,
+}
+
+/// `value` must be finite and at least 0 (`inf` and `NaN` are no learning rate or weight).
+pub(crate) fn check_finite_non_negative(value: f64, key: &str) -> Result<(), Invalid> {
+    check(value.is_finite() && value >= 0.0, key, || format!("must be a finite number >= 0, got {value}"))
 }
 
 pub(crate) fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), Invalid> {
@@ -525,7 +528,7 @@ impl TrainConfig {
         })?;
         check(s.prompts_per_step >= 1, "sampling.prompts_per_step", || "must be at least 1".into())?;
         check(s.temperature > 0.0 && s.temperature.is_finite(), "sampling.temperature", || {
-            format!("must be > 0 (the loss needs log-probs at this temperature), got {}", s.temperature)
+            format!("must be a finite number > 0 (the loss needs log-probs at this temperature), got {}", s.temperature)
         })?;
         check(s.top_p > 0.0 && s.top_p <= 1.0, "sampling.top_p", || format!("must be in (0, 1], got {}", s.top_p))?;
         check((0.0..1.0).contains(&s.min_p), "sampling.min_p", || format!("must be in [0, 1), got {}", s.min_p))?;
@@ -540,16 +543,16 @@ impl TrainConfig {
 
         check(g.epsilon > 0.0 && g.epsilon < 1.0, "grpo.epsilon", || format!("must be in (0, 1), got {}", g.epsilon))?;
         let high = g.epsilon_high();
-        check(high > 0.0 && high.is_finite(), "grpo.epsilon_high", || format!("must be > 0, got {high}"))?;
-        check(g.beta >= 0.0 && g.beta.is_finite(), "grpo.beta", || format!("must be >= 0, got {}", g.beta))?;
+        check(high > 0.0 && high.is_finite(), "grpo.epsilon_high", || {
+            format!("must be a finite number > 0, got {high}")
+        })?;
+        check_finite_non_negative(g.beta, "grpo.beta")?;
         check(g.num_iterations >= 1, "grpo.num_iterations", || "must be at least 1".into())?;
         if let Some(p) = &g.overlong_penalty {
             check(p.cache_tokens <= s.max_new_tokens, "grpo.overlong_penalty.cache_tokens", || {
                 format!("({}) must not exceed sampling.max_new_tokens ({})", p.cache_tokens, s.max_new_tokens)
             })?;
-            check(p.factor >= 0.0 && p.factor.is_finite(), "grpo.overlong_penalty.factor", || {
-                format!("must be >= 0, got {}", p.factor)
-            })?;
+            check_finite_non_negative(p.factor, "grpo.overlong_penalty.factor")?;
         }
 
         self.optim.validate()?;
@@ -566,6 +569,47 @@ impl TrainConfig {
     pub fn to_toml_string(&self) -> String {
         toml::to_string(self).expect("every field of the configuration serialises to TOML")
     }
+}
+
+/// Settings a resumed run may change and still continue as a straight run with the new values
+/// would have: when to save, keep, evaluate and (under a schedule that does not depend on the
+/// run's length) stop.
+const RESUME_NEUTRAL_KEYS: [&str; 3] = ["run.save_every", "run.keep_last", "run.eval_every"];
+
+/// The settings that differ between a run's stored configuration and the one a resume runs
+/// with, as `(dotted key, stored value, new value)`, leaving out those that cannot change the
+/// training (`RESUME_NEUTRAL_KEYS`, and `run.steps` unless the schedule is cosine, whose decay
+/// depends on it). A resumed run that changes one of these does not continue exactly.
+pub fn changed_on_resume<C: Serialize>(stored: &C, resumed: &C) -> Vec<(String, String, String)> {
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    flatten(&key, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let flat = |config: &C| {
+        let mut out = BTreeMap::new();
+        flatten("", &toml::Value::try_from(config).expect("a configuration serialises to TOML"), &mut out);
+        out
+    };
+    let (stored, resumed) = (flat(stored), flat(resumed));
+    let cosine = resumed.get("optim.schedule").is_some_and(|s| s.contains("cosine"));
+    let keys: std::collections::BTreeSet<&String> = stored.keys().chain(resumed.keys()).collect();
+    keys.into_iter()
+        .filter(|key| !RESUME_NEUTRAL_KEYS.contains(&key.as_str()) && (key.as_str() != "run.steps" || cosine))
+        .filter_map(|key| {
+            let (old, new) = (stored.get(key), resumed.get(key));
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            (old != new).then(|| (key.clone(), show(old), show(new)))
+        })
+        .collect()
 }
 
 /// One `--set key=value`.
@@ -904,10 +948,12 @@ name = "countdown"
         let e = err(&format!("{MINIMAL}\n[model]\n"), &[]);
         assert!(e.contains("config.toml"), "{e}");
         for (set, needle) in [
-            ("sampling.temperature=0", "sampling.temperature must be > 0"),
+            ("sampling.temperature=0", "sampling.temperature must be a finite number > 0"),
+            ("optim.lr=inf", "optim.lr must be a finite number >= 0, got inf"),
+            ("optim.lr=nan", "optim.lr must be a finite number >= 0, got NaN"),
             ("optim.betas=[0.9, 1.0]", "optim.betas must be in [0, 1), got beta2 = 1"),
             ("optim.micro_batch_size=0", "optim.micro_batch_size must be at least 1"),
-            ("grpo.beta=-1", "grpo.beta must be >= 0"),
+            ("grpo.beta=-1", "grpo.beta must be a finite number >= 0, got -1"),
             ("model.dtype=f64", "model.dtype: "),
             ("model.compute_dtype=f8", "model.compute_dtype: "),
             ("grpo.overlong_penalty.cache_tokens=1000", "must not exceed sampling.max_new_tokens (256)"),

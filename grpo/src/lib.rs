@@ -39,8 +39,8 @@ pub mod trainer;
 
 pub use advantages::{compute_advantages, soft_overlong_penalty, Advantages, DynamicSampling, ScaleRewards};
 pub use config::{
-    CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig, OverlongPenalty, RewardsConfig,
-    RunConfig, SamplingConfig, TrainConfig,
+    changed_on_resume, CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig, OverlongPenalty,
+    RewardsConfig, RunConfig, SamplingConfig, TrainConfig,
 };
 pub use error::{GrpoError, Result};
 pub use evaluation::{EvalCompletion, EvalReport, EvalSettings, HeldOut};

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! RUN_DIR/config.toml          the resolved configuration (every default written out)
+//! RUN_DIR/run.lock             locked by the process training in the directory (its PID inside)
 //! RUN_DIR/metrics.jsonl        one JSON object per step
 //! RUN_DIR/traces.sqlite        every prompt and completion (aha-traces)
 //! RUN_DIR/report.html          charts and a trace browser, written at the end (`aha report`)
@@ -14,6 +15,9 @@
 //! (`trainer_state.json` last), so `checkpoints/step-N/` either exists whole or not at all; a
 //! leftover partial folder is removed at the next start. Only then are checkpoints beyond
 //! `keep_last` deleted, oldest first.
+//!
+//! One process at a time trains in a run directory: a second `aha train` (fresh or `--resume`)
+//! on a directory in use is refused with the holder's PID.
 
 use std::fs;
 use std::io::Write;
@@ -33,6 +37,7 @@ const CHECKPOINTS: &str = "checkpoints";
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const PARTIAL_PREFIX: &str = ".partial-";
+const LOCK_FILE: &str = "run.lock";
 
 /// What, besides the weights and the optimizer, a resumed run needs to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,16 +62,68 @@ impl TrainerState {
 
 pub struct RunDir {
     root: PathBuf,
+    /// Held by the process that trains in this directory (see [`RunLock`]); `None` for a
+    /// read-only view.
+    _lock: Option<RunLock>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> GrpoError + '_ {
     move |error| GrpoError::Io { path: path.to_path_buf(), error }
 }
 
+/// An advisory lock on `RUN_DIR/run.lock` (flock), held for as long as a process trains in the
+/// directory. The operating system releases it when the process ends, however it ends, so a
+/// kill -9 leaves no stale lock; the file itself stays, holding the last holder's PID.
+struct RunLock {
+    _file: fs::File,
+}
+
+impl RunLock {
+    fn acquire(root: &Path) -> Result<Self> {
+        let path = root.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let holder =
+                    if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+                return Err(GrpoError::Config(format!(
+                    "{} is in use by {holder} (aha train or aha sft); wait for it to finish or stop it",
+                    root.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(GrpoError::Io { path, error }),
+        }
+        file.set_len(0).and_then(|_| writeln!(file, "{}", std::process::id())).map_err(io(&path))?;
+        Ok(Self { _file: file })
+    }
+}
+
 impl RunDir {
+    /// Whether `root` holds a run that has made progress: a config.toml and a metrics line or a
+    /// complete checkpoint. A directory holding only what a failed start wrote is not one.
+    fn holds_progress(root: &Path) -> bool {
+        if !root.join(CONFIG_FILE).exists() {
+            return false;
+        }
+        let metrics = fs::metadata(root.join(METRICS_FILE)).is_ok_and(|m| m.len() > 0);
+        let view = Self { root: root.to_path_buf(), _lock: None };
+        metrics || view.checkpoints().is_ok_and(|found| !found.is_empty())
+    }
+
     /// A new run in `root`, which must not hold a run already (resume it instead).
-    pub fn create(root: &Path, resolved_config: &str) -> Result<Self> {
-        if root.join(CONFIG_FILE).exists() {
+    fn create(root: &Path, resolved_config: &str) -> Result<Self> {
+        fs::create_dir_all(root).map_err(io(root))?;
+        let lock = RunLock::acquire(root)?;
+        if Self::holds_progress(root) {
             return Err(GrpoError::Config(format!(
                 "{} already holds a run; continue it with `--resume {}` or choose another run.output_dir",
                 root.display(),
@@ -74,17 +131,25 @@ impl RunDir {
             )));
         }
         fs::create_dir_all(root.join(CHECKPOINTS)).map_err(io(root))?;
-        let run = Self { root: root.to_path_buf() };
+        let run = Self { root: root.to_path_buf(), _lock: Some(lock) };
         write_atomically(&run.root.join(CONFIG_FILE), resolved_config.as_bytes())?;
         Ok(run)
     }
 
-    /// An existing run, with its partial checkpoints (from a kill during a save) removed.
+    /// An existing run, to read (`aha report`, `--resume` reading its config): nothing is locked,
+    /// changed or removed.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join(CONFIG_FILE).is_file() {
             return Err(GrpoError::Config(format!("{}: not a run directory (no {CONFIG_FILE})", root.display())));
         }
-        let run = Self { root: root.to_path_buf() };
+        Ok(Self { root: root.to_path_buf(), _lock: None })
+    }
+
+    /// An existing run, locked for training in it, with its partial checkpoints (from a kill
+    /// during a save) removed.
+    fn open_to_train(root: &Path) -> Result<Self> {
+        let mut run = Self::open(root)?;
+        run._lock = Some(RunLock::acquire(root)?);
         let checkpoints = run.root.join(CHECKPOINTS);
         fs::create_dir_all(&checkpoints).map_err(io(&checkpoints))?;
         for entry in fs::read_dir(&checkpoints).map_err(io(&checkpoints))? {
@@ -97,15 +162,16 @@ impl RunDir {
         Ok(run)
     }
 
-    /// Where a run starts: a new run directory with `resolved_config` in `root`, or, when
-    /// `resume`, the existing one, its latest checkpoint (if any) and the state to continue from.
-    /// Metric lines of steps after that checkpoint (written before a kill) are dropped, since
-    /// the resumed run redoes those steps.
+    /// Where a run starts, with the directory locked for this process until the `RunDir` is
+    /// dropped: a new run directory with `resolved_config` in `root`, or, when `resume`, the
+    /// existing one, its latest checkpoint (if any) and the state to continue from. Metric lines
+    /// of steps after that checkpoint (written before a kill) are dropped, since the resumed run
+    /// redoes those steps.
     pub fn begin(root: &Path, resolved_config: &str, resume: bool) -> Result<(Self, Option<PathBuf>, TrainerState)> {
         if !resume {
             return Ok((Self::create(root, resolved_config)?, None, TrainerState::start()));
         }
-        let run = Self::open(root)?;
+        let run = Self::open_to_train(root)?;
         match run.latest_checkpoint()? {
             Some((dir, state)) => {
                 tracing::info!("resuming from {} (step {})", dir.display(), state.step);
@@ -246,4 +312,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::File::create(&temporary).map_err(io(&temporary))?;
     file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io(&temporary))?;
     fs::rename(&temporary, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_the_lock_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        let (first, _, _) = RunDir::begin(&root, "x = 1\n", false).unwrap();
+        let held = format!("in use by process {}", std::process::id());
+        for resume in [false, true] {
+            let error = RunDir::begin(&root, "x = 1\n", resume).err().unwrap().to_string();
+            assert!(error.contains(&held), "{error}");
+        }
+        // Reading is not holding.
+        assert!(RunDir::open(&root).is_ok());
+        drop(first);
+        // A directory whose run took no step (a failed start) is free for a new run; one with
+        // progress is not.
+        let (second, _, _) = RunDir::begin(&root, "x = 2\n", false).unwrap();
+        assert_eq!(fs::read_to_string(second.config_path()).unwrap(), "x = 2\n");
+        second.append_metrics(&serde_json::json!({"step": 1})).unwrap();
+        drop(second);
+        let error = RunDir::begin(&root, "x = 3\n", false).err().unwrap().to_string();
+        assert!(error.contains("already holds a run"), "{error}");
+        assert!(RunDir::begin(&root, "x = 3\n", true).is_ok());
+    }
 }

@@ -246,7 +246,14 @@ pub fn load_data(data: &SftDataConfig, tokenizer: &Tokenizer, eos: Option<u32>, 
         }
     }
     if examples.is_empty() {
-        return Err(GrpoError::Config(format!("{}: no examples to train on", path.display())));
+        let why = match out.skipped {
+            0 => "no text".to_string(),
+            n => format!(
+                "all {n} skipped: an empty completion, or a prompt of data.max_length = {} tokens or more",
+                data.max_length
+            ),
+        };
+        return Err(GrpoError::Config(format!("{}: no examples to train on ({why})", path.display())));
     }
     if data.eval_count >= examples.len() {
         return Err(GrpoError::Config(format!(
@@ -354,6 +361,9 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
 pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
     let started = Instant::now();
     let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
+    if let Some(done) = TrainOutcome::if_done(&run, &state, config.run.steps, &checkpoint) {
+        return Ok(done);
+    }
     let options = config.model.load_options(true)?;
     let model = match (&checkpoint, config.model.init) {
         (Some(dir), _) => CausalLM::load(dir, options)?,
@@ -432,7 +442,12 @@ pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -
             last_checkpoint = Some(run.save_checkpoint(&model, &optimizer, &state, config.run.keep_last)?);
         }
     }
-    Ok(TrainOutcome { run_dir: run.root().to_path_buf(), steps: config.run.steps, last_checkpoint })
+    Ok(TrainOutcome {
+        run_dir: run.root().to_path_buf(),
+        first_step: state.step,
+        steps: config.run.steps,
+        last_checkpoint,
+    })
 }
 
 /// Which training example the k-th drawn one is (k counts from the start of the run): epoch

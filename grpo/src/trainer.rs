@@ -28,8 +28,8 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    EngineConfig, FinishReason, PoolConfig, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup, ShardedEngine,
-    ROLLOUT_FIELDS,
+    EngineConfig, FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
+    ShardedEngine, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
@@ -45,8 +45,33 @@ use crate::step::{train_step, StepSettings, TrainBatch, TrainSequence};
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
     pub run_dir: PathBuf,
+    /// The step the run started from (0, or the checkpoint a resumed run continued from).
+    pub first_step: u64,
+    /// `run.steps`: the step it trained to, unless it was there already.
     pub steps: u64,
     pub last_checkpoint: Option<PathBuf>,
+}
+
+impl TrainOutcome {
+    /// Steps this process trained: none when a resumed run was already at `run.steps` or past it.
+    pub fn steps_trained(&self) -> u64 {
+        self.steps.saturating_sub(self.first_step)
+    }
+
+    /// The outcome of a resumed run with nothing left to do, if `state` is at `steps` already.
+    pub(crate) fn if_done(
+        run: &RunDir,
+        state: &TrainerState,
+        steps: u64,
+        checkpoint: &Option<PathBuf>,
+    ) -> Option<Self> {
+        (state.step >= steps).then(|| Self {
+            run_dir: run.root().to_path_buf(),
+            first_step: state.step,
+            steps,
+            last_checkpoint: checkpoint.clone(),
+        })
+    }
 }
 
 /// Trains as `config` says, in a new run directory, or continues the run in
@@ -65,6 +90,9 @@ pub fn train_with_checkers(
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
+    if let Some(done) = TrainOutcome::if_done(&run, &state, config.run.steps, &checkpoint) {
+        return Ok(done);
+    }
 
     let weights_dir = checkpoint.clone().unwrap_or_else(|| config.model.path.clone());
     let policy = CausalLM::load(&weights_dir, config.model.load_options(true)?)?;
@@ -131,6 +159,7 @@ pub fn train_with_checkers(
         seed: config.run.seed,
         reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_prompt_tokens: sampling.max_prompt_tokens,
+        distinct_prompts: Some(train_set.problems.len()),
     };
     // Greedy evaluation on the held-out problems every `run.eval_every` steps.
     let evaluation = if eval_set.is_empty() || config.run.eval_every == 0 {
@@ -171,7 +200,14 @@ pub fn train_with_checkers(
         let mut unjudged = 0;
         let mut all_judged = Vec::new();
         loop {
-            let batch = pool.next_groups(wanted)?;
+            let batch = pool.next_groups(wanted).map_err(|e| match e {
+                RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Config(format!(
+                    "{}: no usable problem: the prompts of all {distinct} are longer than \
+                     sampling.max_prompt_tokens = {limit} tokens (or empty)",
+                    config.data.source
+                )),
+                other => other.into(),
+            })?;
             if let Some(message) = template_error.take() {
                 return Err(GrpoError::Config(format!("data.template: {message}")));
             }
@@ -282,10 +318,23 @@ pub fn train_with_checkers(
             last_checkpoint = Some(run.save_checkpoint(&policy, &optimizer, &state, config.run.keep_last)?);
         }
     }
+    let skipped = pool.stats().skipped_long_prompts;
+    if skipped > 0 {
+        tracing::warn!(
+            "{}: {skipped} prompts skipped, longer than sampling.max_prompt_tokens = {} tokens (or empty)",
+            config.data.source,
+            sampling.max_prompt_tokens
+        );
+    }
     drop(pool);
     traces.close().map_err(trace_error)?;
     run.write_report()?;
-    Ok(TrainOutcome { run_dir: run.root().to_path_buf(), steps: config.run.steps, last_checkpoint })
+    Ok(TrainOutcome {
+        run_dir: run.root().to_path_buf(),
+        first_step: state.step,
+        steps: config.run.steps,
+        last_checkpoint,
+    })
 }
 
 /// The weighted checkers of `[rewards]`, built from `registry`.
@@ -309,7 +358,7 @@ pub fn load_problems(config: &TrainConfig, checker: &CombinedChecker) -> Result<
     };
     let dataset = source.load(required_fields, config.run.seed).map_err(data_error)?;
     if dataset.is_empty() {
-        return Err(GrpoError::Config(format!("{}: no problems", data.source)));
+        return Err(GrpoError::Config(format!("{}: no problems ({})", data.source, dataset.why_empty())));
     }
     match &data.eval_source {
         Some(eval) => {

@@ -95,11 +95,18 @@ fn pass(model: &CausalLM, reference: Option<&CausalLM>, s: &StepSettings) -> (Ve
 
 type Pass = (Vec<f64>, Vec<(String, Vec<f32>)>);
 
+/// Rounding in a gradient summed over every token, relative to the largest gradient, that the
+/// CPU's BLAS kernels alone may add: MKL's SSE4.2 path (no fused multiply-add, as another CPU
+/// may take) puts the fused pass's embedding gradient 5e-5 of the largest gradient from fp64,
+/// where autograd's is 1.2e-5. A wrong term is far above it: 0.1% off one term of attention's
+/// backward is 3e-3, a swapped RoPE sine 0.6.
+const GRADIENT_ROUNDING: f32 = 2e-4;
+
 /// The fused pass is as close to the fp64 one (`exact`) as autograd's fp32 pass is: its
 /// statistics within 1e-5 relative, each weight's gradient within twice autograd's largest
-/// error (plus 1e-6 of the largest gradient). In fp32 the two differ from fp64 and from each
-/// other by about 1e-5 of the largest gradient in the first layer's weights and the
-/// embeddings; the fused pass is usually the closer.
+/// error, or within [`GRADIENT_ROUNDING`] of the largest gradient. In fp32 the two differ from
+/// fp64 and from each other by about 1e-5 of the largest gradient in the first layer's weights
+/// and the embeddings; the fused pass is usually the closer.
 fn assert_as_exact(what: &str, fused: &Pass, autograd: &Pass, exact: &Pass) {
     for (i, (x, y)) in fused.0.iter().zip(&exact.0).enumerate() {
         assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}: statistic {i}: {x} against {y}");
@@ -109,7 +116,7 @@ fn assert_as_exact(what: &str, fused: &Pass, autograd: &Pass, exact: &Pass) {
     for (((name, f), (_, a)), (_, e)) in fused.1.iter().zip(&autograd.1).zip(&exact.1) {
         let (fused_error, autograd_error) = (error(f, e), error(a, e));
         assert!(
-            fused_error <= 2.0 * autograd_error + 1e-6 * scale,
+            fused_error <= (2.0 * autograd_error).max(GRADIENT_ROUNDING * scale),
             "{what}: {name} is {fused_error} from fp64, autograd in fp32 {autograd_error}"
         );
         assert!(f.iter().any(|&v| v != 0.0), "{what}: {name} has no gradient");

@@ -105,9 +105,11 @@ fn the_loss_is_the_masked_cross_entropy_of_the_completions() {
     let expected = -sum / count as f64;
     assert_eq!(pass.tokens, count);
     assert!((pass.loss - expected).abs() < 1e-5, "loss {} vs reference {expected}", pass.loss);
-    // The micro-batch size changes nothing.
+    // The micro-batch size changes nothing but rounding (rows in another number take other BLAS
+    // kernels on some CPUs: a few fp32 ulps of a loss near 5).
     let one_by_one = sft_loss(&model, &loaded.train, 1).unwrap();
-    assert!((one_by_one.loss - pass.loss).abs() < 1e-6);
+    let diff = (one_by_one.loss - pass.loss).abs();
+    assert!(diff < 1e-5, "one by one {} vs {}", one_by_one.loss, pass.loss);
 }
 
 #[test]

@@ -387,6 +387,10 @@ struct DecoderLayer {
 pub struct CausalLM {
     config: ModelConfig,
     source_dir: PathBuf,
+    /// The `COMPANION_FILES` of `source_dir`, read when the model is built: every save writes
+    /// them, even once that folder is gone (a resumed run loads a checkpoint that checkpoint
+    /// rotation deletes later).
+    companion_files: Vec<(&'static str, Vec<u8>)>,
     vars: VarStore,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
@@ -535,9 +539,17 @@ impl CausalLM {
         let rope_table = Mutex::new(rope_cos_sin(&Tensor::zeros([0], (Kind::Int64, Device::Cpu)), &inv_freq, compute));
         let inv_freq = inv_freq.to_device(device);
         let weight_bytes: i64 = vars.variables().values().map(|t| t.numel() as i64 * 4).sum();
+        let mut companion_files = Vec::new();
+        for name in COMPANION_FILES {
+            let path = dir.join(name);
+            if path.is_file() {
+                companion_files.push((name, std::fs::read(&path).map_err(io_error(&path))?));
+            }
+        }
         Ok(Self {
             config,
             source_dir: dir.to_path_buf(),
+            companion_files,
             vars,
             embed_tokens,
             layers,
@@ -724,7 +736,7 @@ impl CausalLM {
 
     /// Writes the model in Hugging Face format into `dir`: safetensors weights (the tied LM head
     /// omitted, as transformers does), config.json with its dtype updated, and the tokenizer and
-    /// generation files copied from the folder the model was loaded from.
+    /// generation files of the folder the model was loaded from (as they were when it loaded).
     pub fn save(&self, dir: &Path, options: SaveOptions) -> Result<()> {
         let kind = options.kind.unwrap_or(self.kind);
         let tensors: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
@@ -740,14 +752,9 @@ impl CausalLM {
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).expect("json") + "\n")
             .map_err(io_error(&config_path))?;
 
-        let same_dir = std::fs::canonicalize(dir).ok() == std::fs::canonicalize(&self.source_dir).ok();
-        if !same_dir {
-            for name in COMPANION_FILES {
-                let from = self.source_dir.join(name);
-                if from.is_file() {
-                    std::fs::copy(&from, dir.join(name)).map_err(io_error(&from))?;
-                }
-            }
+        for (name, bytes) in &self.companion_files {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(io_error(&path))?;
         }
         Ok(())
     }

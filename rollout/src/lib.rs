@@ -39,6 +39,8 @@ pub enum RolloutError {
     Params(String),
     #[error("generation backend: {0}")]
     Backend(String),
+    #[error("no usable prompt: all {distinct} are empty or longer than max_prompt_tokens ({limit})")]
+    NoUsablePrompt { distinct: usize, limit: usize },
     #[error("reward for prompt `{prompt}`: {message}")]
     Reward { prompt: String, message: String },
     #[error(transparent)]

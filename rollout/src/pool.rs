@@ -7,7 +7,7 @@
 //! Nothing is generated ahead of a request: GRPO is on-policy, and a group sampled before an
 //! optimizer step would come from an older policy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -83,14 +83,19 @@ pub struct PoolConfig {
     pub seed: u64,
     /// Threads running the reward checkers.
     pub reward_workers: usize,
-    /// Prompts longer than this many tokens are skipped (with a warning and a count), not cut:
+    /// Prompts longer than this many tokens are skipped (with one warning and a count), not cut:
     /// a truncated problem may no longer have its answer.
     pub max_prompt_tokens: usize,
+    /// How many distinct prompts the source cycles through (a dataset's size), when it repeats
+    /// them: once that many distinct prompts, or twice that many prompts, have been skipped in a
+    /// row, none is usable and `next_groups` fails instead of reading the source forever. `None`
+    /// for a source that ends by itself.
+    pub distinct_prompts: Option<usize>,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { group_size: 8, seed: 0, reward_workers: 2, max_prompt_tokens: 1024 }
+        Self { group_size: 8, seed: 0, reward_workers: 2, max_prompt_tokens: 1024, distinct_prompts: None }
     }
 }
 
@@ -127,6 +132,9 @@ pub struct RolloutPool<'p, B: Backend> {
     workers: Vec<JoinHandle<()>>,
     next_index: u64,
     stats: PoolStats,
+    /// Prompts skipped since the last usable one, and their distinct ids.
+    skipped_in_a_row: usize,
+    skipped_ids: HashSet<String>,
 }
 
 impl<'p, B: Backend> RolloutPool<'p, B> {
@@ -175,6 +183,8 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
             workers,
             next_index: first_index,
             stats: PoolStats::default(),
+            skipped_in_a_row: 0,
+            skipped_ids: HashSet::new(),
         })
     }
 
@@ -192,7 +202,8 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
     }
 
     /// Generates and scores groups for the next `count` prompts, in prompt order. Fewer come back
-    /// only when the prompts run out.
+    /// only when the prompts run out; an error when a repeating source has no usable prompt
+    /// (see [`PoolConfig::distinct_prompts`]).
     pub fn next_groups(&mut self, count: usize) -> Result<Vec<ScoredGroup>, RolloutError> {
         let start = Instant::now();
         let mut pending: HashMap<RequestId, (u64, RolloutPrompt, Vec<u32>, u64)> = HashMap::new();
@@ -200,15 +211,11 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
             let Some(prompt) = self.prompts.next() else { break };
             let prompt_ids = self.tokenizer.encode(&prompt.text)?;
             if prompt_ids.is_empty() || prompt_ids.len() > self.config.max_prompt_tokens {
-                self.stats.skipped_long_prompts += 1;
-                tracing::warn!(
-                    prompt = %prompt.id,
-                    tokens = prompt_ids.len(),
-                    limit = self.config.max_prompt_tokens,
-                    "skipping a prompt that is empty or longer than max_prompt_tokens"
-                );
+                self.skip(&prompt, prompt_ids.len())?;
                 continue;
             }
+            self.skipped_in_a_row = 0;
+            self.skipped_ids.clear();
             let index = self.next_index;
             self.next_index += 1;
             let seed = self.config.seed.wrapping_add(index);
@@ -255,6 +262,31 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
         groups.sort_by_key(|g| g.index);
         self.stats.groups += groups.len() as u64;
         Ok(groups)
+    }
+}
+
+impl<B: Backend> RolloutPool<'_, B> {
+    /// Counts a prompt that cannot be generated from (empty, or over `max_prompt_tokens`): the
+    /// first one is named in a warning, the rest only counted (`PoolStats::skipped_long_prompts`).
+    fn skip(&mut self, prompt: &RolloutPrompt, tokens: usize) -> Result<(), RolloutError> {
+        let limit = self.config.max_prompt_tokens;
+        if self.stats.skipped_long_prompts == 0 {
+            tracing::warn!(
+                "skipping prompts that are empty or longer than max_prompt_tokens ({limit}); the first is {} \
+                 ({tokens} tokens), the rest are only counted",
+                prompt.id
+            );
+        }
+        self.stats.skipped_long_prompts += 1;
+        self.skipped_in_a_row += 1;
+        self.skipped_ids.insert(prompt.id.clone());
+        if let Some(distinct) = self.config.distinct_prompts {
+            // Within any 2n prompts in a row of a source that repeats n prompts lies a whole pass.
+            if self.skipped_ids.len() >= distinct || self.skipped_in_a_row >= 2 * distinct.max(1) {
+                return Err(RolloutError::NoUsablePrompt { distinct, limit });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -27,7 +27,8 @@ pub fn render_report(title: &str, metrics_path: &Path, traces_path: &Path) -> Re
         Ok(text) => text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
         Err(_) => Vec::new(),
     };
-    let reader = TraceReader::open(traces_path).ok();
+    // Only a missing store is "no traces yet"; one that cannot be read is an error.
+    let reader = if traces_path.exists() { Some(TraceReader::open(traces_path)?) } else { None };
     let phrases: Vec<String> = REFLECTION_PHRASES.iter().map(|p| p.to_string()).collect();
     let statistics = match &reader {
         Some(reader) => reader.statistics(&phrases)?,

@@ -143,4 +143,16 @@ fn the_report_draws_the_metrics_and_cannot_be_injected_by_model_output() {
     // Without a store yet (a run that just started), the report still renders.
     let empty = aha_traces::render_report("new", &metrics, &dir.path().join("missing.sqlite")).unwrap();
     assert!(empty.contains("no trace store yet") && empty.contains("<svg"));
+    // A store that is there but damaged is an error naming it, never "no trace store yet".
+    let bytes = std::fs::read(&path).unwrap();
+    let damaged: [(&str, Vec<u8>); 2] = [
+        ("random.sqlite", (0..bytes.len()).map(|i| (i * 7919 % 251) as u8).collect()),
+        ("truncated.sqlite", bytes[..bytes.len() / 2].to_vec()),
+    ];
+    for (name, content) in damaged {
+        let damaged = dir.path().join(name);
+        std::fs::write(&damaged, content).unwrap();
+        let error = aha_traces::render_report("damaged", &metrics, &damaged).unwrap_err().to_string();
+        assert!(error.contains(name), "{name}: {error}");
+    }
 }
