@@ -2,7 +2,7 @@
 //! found, in which order, what is never an answer, and numbers compared neither too loosely nor
 //! too strictly.
 
-use aha_rewards::math::{candidates, last_boxed, last_math_spans, last_number, MathChecker, Source};
+use aha_rewards::math::{candidates, last_boxed, last_boxes, last_math_spans, last_number, MathChecker, Source};
 use aha_rewards::Score;
 
 /// `Some(true)`: reward 1; `Some(false)`: reward 0; `None`: skip.
@@ -168,6 +168,16 @@ fn extraction_order() {
         ("The answer is **42**.", "42", true),
         // a box that does not parse is a wrong answer, not a reason to look elsewhere
         ("The answer is 4. \\boxed{4 +}", "4", false),
+        // boxes joined only by commas, "and", "or" or spacing are one list
+        ("\\boxed{1}, \\boxed{2} \\text{ and } \\boxed{3}", "\\{1,2,3\\}", true),
+        ("$\\boxed{k = 45} \\quad \\text{and} \\quad \\boxed{n = 2}$", "k = 45, n = 2", true),
+        ("\\boxed{1} and \\boxed{2}", "2", false),
+        ("First \\boxed{3}, then corrected: \\boxed{4}", "4", true),
+        ("\\boxed{1} no no no \\boxed{2}", "2", true),
+        // a gold that is a worked solution is read like a completion
+        ("\\boxed{1,2}", "\\boxed{1}\\boxed{2}", true),
+        ("\\boxed{7}", "We add them up, so the total is $7$.", true),
+        ("\\boxed{8}", "We add them up, so the total is $7$.", false),
         // prose that does not parse is: the next candidate is tried
         ("The answer is that we need more apples, 42 of them", "42", true),
     ]);
@@ -213,6 +223,9 @@ fn the_extractors_on_their_own() {
     assert_eq!(last_boxed("\\boxed{}"), Some(""));
     assert_eq!(last_boxed("\\boxed "), None);
     assert_eq!(last_boxed("\\boxedfoo"), None);
+    assert_eq!(last_boxes("\\boxed{1} or \\boxed{2}").as_deref(), Some("1, 2"));
+    assert_eq!(last_boxes("\\boxed{1} so \\boxed{2}").as_deref(), Some("2"));
+    assert_eq!(last_boxes("none"), None);
 }
 
 /// The equivalences the issue names, as Math-Verify 0.9.0 judges them.

@@ -4,6 +4,7 @@
 //! `$$…$$`, `\(…\)`, `\[…\]`), the last whole plain number or arithmetic expression. Every search
 //! is linear in the completion's length.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
@@ -73,13 +74,20 @@ pub fn candidates(completion: &str, sources: &[Source]) -> Vec<Extracted> {
     let mut k = 0;
     while k < sources.len() {
         let source = sources[k];
+        if let Some(marked) = find_marked(completion, source) {
+            let text = clip(&marked);
+            if !text.is_empty() {
+                out.push(Extracted { source, text });
+            }
+            k += 1;
+            continue;
+        }
         let mut found: Vec<(Source, &str)> = find(completion, source).into_iter().map(|t| (source, t)).collect();
         let prose_math = [Source::LatexMath, Source::LastNumber];
         if let Some(&next) = sources.get(k + 1) {
             if prose_math.contains(&source) && prose_math.contains(&next) && source != next {
                 found.extend(find(completion, next).into_iter().map(|t| (next, t)));
-                // By end position, the last first; a number inside a span never competes with
-                // it (numbers need a space, `=` or the like before them, spans end with `$`).
+                // By end position, the last first (numbers inside a span are not offered).
                 found.sort_by_key(|(_, t)| std::cmp::Reverse(offset_in(completion, t) + t.len()));
                 k += 1;
             }
@@ -95,13 +103,19 @@ pub fn candidates(completion: &str, sources: &[Source]) -> Vec<Extracted> {
     out
 }
 
-/// What one source finds in `completion`, best first.
+/// What a tag or a box holds (`None` for the prose sources, and when there is none).
+fn find_marked(completion: &str, source: Source) -> Option<Cow<'_, str>> {
+    match source {
+        Source::AnswerTag => answer_tag(completion).map(|inner| last_boxes(inner).unwrap_or(Cow::Borrowed(inner))),
+        Source::Boxed => last_boxes(completion),
+        _ => None,
+    }
+}
+
+/// What one prose source finds in `completion`, best first.
 fn find(completion: &str, source: Source) -> Vec<&str> {
     match source {
-        Source::AnswerTag => {
-            answer_tag(completion).map(|inner| last_boxed(inner).unwrap_or(inner)).into_iter().collect()
-        }
-        Source::Boxed => last_boxed(completion).into_iter().collect(),
+        Source::AnswerTag | Source::Boxed => Vec::new(),
         Source::FinalAnswer => final_answer(completion).into_iter().collect(),
         Source::LatexMath => {
             let mut found = last_math_spans(completion, MAX_MATH_SPANS);
@@ -143,9 +157,15 @@ pub fn answer_tag(text: &str) -> Option<&str> {
 /// This is the one reading of a box: the gold answers of MATH-style datasets (aha-datasets'
 /// `Boxed` format) and the completions are read by it alike.
 pub fn last_boxed(text: &str) -> Option<&str> {
-    let boxed = text.rfind("\\boxed").map(|at| at + "\\boxed".len());
-    let fbox = text.rfind("\\fbox").map(|at| at + "\\fbox".len());
-    let rest = &text[boxed.max(fbox)?..];
+    last_box(text).map(|(_, content)| content)
+}
+
+/// Where the last box's command starts, and its content (see [`last_boxed`]).
+fn last_box(text: &str) -> Option<(usize, &str)> {
+    let boxed = text.rfind("\\boxed").map(|at| (at, at + "\\boxed".len()));
+    let fbox = text.rfind("\\fbox").map(|at| (at, at + "\\fbox".len()));
+    let (start, after) = boxed.max(fbox)?;
+    let rest = &text[after..];
     let trimmed = rest.trim_start();
     if let Some(inner) = trimmed.strip_prefix('{') {
         let mut depth = 1usize;
@@ -159,7 +179,7 @@ pub fn last_boxed(text: &str) -> Option<&str> {
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
-                        return Some(&inner[..i]);
+                        return Some((start, &inner[..i]));
                     }
                 }
                 _ => {}
@@ -171,7 +191,43 @@ pub fn last_boxed(text: &str) -> Option<&str> {
         return None; // `\boxedfoo`
     }
     let end = trimmed.find(|c: char| c.is_whitespace() || c == '$').unwrap_or(trimmed.len());
-    (end > 0).then(|| &trimmed[..end])
+    (end > 0).then(|| (start, &trimmed[..end]))
+}
+
+/// Most boxes read as one answer.
+const MAX_JOINED_BOXES: usize = 16;
+
+/// The last box, together with the boxes before it that only a comma, "and", "or" or spacing
+/// separates from it (`\boxed{1}, \boxed{2} \text{ and } \boxed{3}` is the list `1, 2, 3`, as
+/// Math-Verify reads it; `\boxed{3} then corrected: \boxed{4}` is 4).
+pub fn last_boxes(text: &str) -> Option<Cow<'_, str>> {
+    let (mut start, last) = last_box(text)?;
+    let mut items = vec![last];
+    while items.len() < MAX_JOINED_BOXES {
+        let Some((previous_start, previous)) = last_box(&text[..start]) else { break };
+        let previous_end = offset_in(text, previous) + previous.len();
+        let gap = text[previous_end..start].strip_prefix('}').unwrap_or(&text[previous_end..start]);
+        if !only_joins(gap) {
+            break;
+        }
+        items.push(previous);
+        start = previous_start;
+    }
+    if items.len() == 1 {
+        return Some(Cow::Borrowed(last));
+    }
+    items.reverse();
+    Some(Cow::Owned(items.iter().map(|item| item.trim()).collect::<Vec<_>>().join(", ")))
+}
+
+/// Whether the text between two boxes only joins them: punctuation, math delimiters, spacing
+/// commands and the words "and" / "or".
+fn only_joins(gap: &str) -> bool {
+    gap.len() <= 40
+        && gap
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .all(|word| matches!(word, "" | "and" | "or" | "quad" | "qquad" | "text" | "textrm" | "mathrm" | "mbox"))
+        && gap.chars().all(|c| c.is_ascii_alphabetic() || c.is_whitespace() || ",;$\\(){}[]&~".contains(c))
 }
 
 fn final_answer_regex() -> &'static Regex {
@@ -223,9 +279,12 @@ pub fn last_math_spans(text: &str, max: usize) -> Vec<&str> {
 /// Calls `found(start, end)` with the byte range of each math environment's content, in order.
 fn for_each_math_span(text: &str, mut found: impl FnMut(usize, usize)) {
     let bytes = text.as_bytes();
+    // An empty span (`$$$$`) holds no answer.
     let mut keep = |span: &str| {
         let start = offset_in(text, span);
-        found(start, start + span.len());
+        if !span.trim().is_empty() {
+            found(start, start + span.len());
+        }
     };
     // Past these positions an opener of that kind has no closer (its line, or the text, ran out).
     let (mut dead_paren, mut dead_bracket, mut dead_display) = (0, 0, 0);
@@ -235,7 +294,7 @@ fn for_each_math_span(text: &str, mut found: impl FnMut(usize, usize)) {
         match (bytes[i], bytes.get(i + 1)) {
             (b'\\', Some(b'(')) if i >= dead_paren => {
                 let (body, end) = (i + 2, line_end(i + 2));
-                match text[body..end].find("\\)") {
+                match find_pair(&bytes[body..end], *b"\\)") {
                     Some(len) => {
                         keep(&text[body..body + len]);
                         i = body + len + 2;
@@ -248,7 +307,7 @@ fn for_each_math_span(text: &str, mut found: impl FnMut(usize, usize)) {
             }
             (b'\\', Some(b'[')) if i >= dead_bracket => {
                 let body = i + 2;
-                match text[body..].find("\\]") {
+                match find_pair(&bytes[body..], *b"\\]") {
                     Some(len) => {
                         keep(&text[body..body + len]);
                         i = body + len + 2;
@@ -263,7 +322,7 @@ fn for_each_math_span(text: &str, mut found: impl FnMut(usize, usize)) {
             (b'\\', _) => i += 2,
             (b'$', Some(b'$')) if i >= dead_display => {
                 let body = i + 2;
-                match text[body..].find("$$") {
+                match find_pair(&bytes[body..], *b"$$") {
                     Some(len) => {
                         keep(&text[body..body + len]);
                         i = body + len + 2;
@@ -352,6 +411,12 @@ pub(crate) fn is_prose(span: &str) -> bool {
     words >= 2
 }
 
+/// Where the two-byte `pair` first occurs in `hay`. A plain scan: `str::find` prepares a
+/// searcher on every call, which a text of a million `$$` would pay a million times.
+fn find_pair(hay: &[u8], pair: [u8; 2]) -> Option<usize> {
+    hay.windows(2).position(|w| w == pair)
+}
+
 /// Characters a plain expression is made of (`,` only as a thousands separator, `e` only as a
 /// decimal exponent: both checked where they occur).
 fn in_plain_expression(c: char) -> bool {
@@ -369,10 +434,15 @@ fn opens_plain_answer(c: Option<char>) -> bool {
 
 /// The last whole plain number or arithmetic expression (see [`Source::LastNumber`]).
 pub fn last_number(text: &str) -> Option<&str> {
-    // Numbers inside LaTeX math are pieces of it (`& 0 \\`), not plain answers.
-    let mut spans = Vec::new();
-    for_each_math_span(text, |start, end| spans.push((start, end)));
-    let in_math = |at: usize| {
+    // Numbers inside LaTeX math are pieces of it (a matrix entry), not plain answers. The spans are
+    // found when the first number is.
+    let mut spans: Option<Vec<(usize, usize)>> = None;
+    let mut in_math = |at: usize| {
+        let spans = spans.get_or_insert_with(|| {
+            let mut all = Vec::new();
+            for_each_math_span(text, |start, end| all.push((start, end)));
+            all
+        });
         let k = spans.partition_point(|&(start, _)| start <= at);
         k > 0 && at < spans[k - 1].1
     };

@@ -11,6 +11,7 @@ mod extract;
 mod lex;
 mod parse;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -18,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub use compare::Compare;
-pub use extract::{answer_tag, candidates, final_answer, last_boxed, last_math_spans, last_number, Extracted, Source};
+pub use extract::{
+    answer_tag, candidates, final_answer, last_boxed, last_boxes, last_math_spans, last_number, Extracted, Source,
+};
 pub use parse::Expr;
 
 use crate::checker::{field, CheckError, Checker, Sample, Verdict};
@@ -33,6 +36,10 @@ pub enum MathError {
     #[error("{0}")]
     Syntax(String),
 }
+
+/// Longest gold answer searched as a worked solution when it does not parse as a whole: longer
+/// is no dataset's answer, and the search must stay within a verdict's budget.
+const MAX_GOLD_SOLUTION: usize = 64 * 1024;
 
 /// Options of the `math` checker (all optional in a config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,8 +105,13 @@ impl MathChecker {
 
     /// Judges `completion` against the gold answer text.
     pub fn verdict(&self, completion: &str, gold: &str) -> Verdict {
-        let gold_text = last_boxed(gold).unwrap_or(gold);
-        let gold_answer = match parse_answer(gold_text) {
+        // The gold is read as a completion is: its boxes, else the whole text, else (a worked
+        // solution) the answer its prose gives.
+        let gold_text = last_boxes(gold).unwrap_or(Cow::Borrowed(gold));
+        let gold_answer = match parse_answer(&gold_text).or_else(|e| {
+            let solution = gold.len() <= MAX_GOLD_SOLUTION;
+            solution.then(|| answer_in_prose(gold)).flatten().ok_or(e)
+        }) {
             Ok(a) => a,
             Err(e) => {
                 return Verdict::skip(
@@ -166,14 +178,10 @@ fn unparsable(gold: &str, candidate: &Extracted, error: &MathError) -> Verdict {
 /// as a completion would be; a gold multiple-choice letter is matched by the letter a candidate
 /// starts with (`B) 42`) even when the rest does not parse.
 fn read_candidate(candidate: &Extracted, gold: &Answer) -> Result<Answer, MathError> {
-    let parsed = if !candidate.source.is_marked() && extract::is_prose(&candidate.text) {
-        // Words with a number among them ("we need 42 of them") would parse, words dropped.
-        Err(MathError::Syntax("a sentence, not an answer".into()))
-    } else {
-        parse_answer(&candidate.text)
-    };
+    let parsed =
+        if candidate.source.is_marked() { parse_answer(&candidate.text) } else { parse_prose(&candidate.text) };
     let parsed = match (candidate.source, parsed) {
-        (Source::AnswerTag, Err(e)) => inner_answer(&candidate.text).ok_or(e),
+        (Source::AnswerTag, Err(e)) => answer_in_prose(&candidate.text).ok_or(e),
         (_, parsed) => parsed,
     };
     match (parsed, gold) {
@@ -202,12 +210,21 @@ impl Checker for MathChecker {
     }
 }
 
-/// Within an answer tag that does not parse as a whole: the first candidate of the prose
-/// sources that parses.
-fn inner_answer(text: &str) -> Option<Answer> {
+/// In text that does not parse as a whole (a sentence in an answer tag, a worked solution as
+/// the gold): the first candidate of the prose sources that parses.
+fn answer_in_prose(text: &str) -> Option<Answer> {
     candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber])
         .iter()
-        .find_map(|c| parse_answer(&c.text).ok())
+        .find_map(|c| parse_prose(&c.text).ok())
+}
+
+/// A candidate found in prose: words with a number among them ("we need 42 of them") would
+/// parse, words dropped, so a sentence is refused first.
+fn parse_prose(text: &str) -> Result<Answer, MathError> {
+    if extract::is_prose(text) {
+        return Err(MathError::Syntax("a sentence, not an answer".into()));
+    }
+    parse_answer(text)
 }
 
 /// Whether `pred` answers `gold` (pred's raw text is used for multiple-choice letters).
