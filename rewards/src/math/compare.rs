@@ -11,7 +11,7 @@ use num_traits::{Signed, Zero};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::eval::{approx, exact, has_float, is_scalar, numeric, variables, Approx, Env};
+use super::eval::{approx, exact, has_float, has_number, is_scalar, numeric, variables, Approx, Env};
 use super::lex::{Const, Rel};
 use super::parse::Expr;
 
@@ -71,6 +71,29 @@ impl Compare {
         } else if let Some(rhs) = solved_value(pred) {
             if !matches!(gold, Expr::Relation(..)) && self.same(gold, rhs) {
                 return true;
+            }
+        }
+        // `(p, q) = (3, 2)`, `f(x) = 3`, `x + y = 5` against a bare value: a left side without a
+        // number names the value on the right (`2x = 10` is an equation, as in Math-Verify).
+        if !matches!(pred, Expr::Relation(..)) {
+            if let Some(value) = named_value(gold) {
+                return self.top(value, pred);
+            }
+        }
+        if !matches!(gold, Expr::Relation(..)) {
+            if let Some(value) = named_value(pred) {
+                return self.top(gold, value);
+            }
+        }
+        // `0 < x \le 1` against `(0, 1]`, `x > 1` against `(1, \infty)`.
+        if is_interval_like(pred) {
+            if let Some(interval) = interval_of(gold) {
+                return self.same(&interval, pred);
+            }
+        }
+        if is_interval_like(gold) {
+            if let Some(interval) = interval_of(pred) {
+                return self.same(gold, &interval);
             }
         }
         // A bare list of "x = a" items against a set of values.
@@ -327,6 +350,72 @@ fn solved_value(e: &Expr) -> Option<&Expr> {
                 _ => None,
             }
         }
+        _ => None,
+    }
+}
+
+/// The right side of `lhs = value` when the left side names a quantity: it has variables and no
+/// number (`(p, q)`, `f(x)`, `|AB|`, `x + y`), and the right side has no variables.
+fn named_value(e: &Expr) -> Option<&Expr> {
+    let Expr::Relation(lhs, Rel::Eq, rhs) = e else { return None };
+    let (mut lhs_vars, mut rhs_vars) = (BTreeSet::new(), BTreeSet::new());
+    variables(lhs, &mut lhs_vars);
+    variables(rhs, &mut rhs_vars);
+    (!lhs_vars.is_empty() && rhs_vars.is_empty() && !has_number(lhs)).then_some(&**rhs)
+}
+
+/// A two-ended group (`(a, b)`, `[a, b)`) that an inequality may be written as.
+fn is_interval_like(e: &Expr) -> bool {
+    matches!(e, Expr::Group { items, .. } if items.len() == 2)
+}
+
+/// The interval an inequality in one quantity describes: `a < x \le b` is `(a, b]`, `x \ge a` is
+/// `[a, \infty)`, `b > x` is `(-\infty, b)`. The quantity has no number in it; the bounds have no
+/// variables.
+fn interval_of(e: &Expr) -> Option<Expr> {
+    let quantity = |x: &Expr| {
+        let mut vars = BTreeSet::new();
+        variables(x, &mut vars);
+        !vars.is_empty() && !has_number(x)
+    };
+    let bound = |x: &Expr| {
+        let mut vars = BTreeSet::new();
+        variables(x, &mut vars);
+        vars.is_empty() && is_scalar(x)
+    };
+    let infinity = || Expr::Const(Const::Infinity);
+    let interval = |low: Expr, low_closed: bool, high: Expr, high_closed: bool| Expr::Group {
+        open: if low_closed { '[' } else { '(' },
+        close: if high_closed { ']' } else { ')' },
+        items: vec![low, high],
+    };
+    let Expr::Relation(left, rel, right) = e else { return None };
+    // Chains: `a < x < b`, `b > x > a`.
+    if let Expr::Relation(low, first, middle) = &**left {
+        if !(quantity(middle) && bound(low) && bound(right)) {
+            return None;
+        }
+        return match (first, rel) {
+            (Rel::Lt | Rel::Le, Rel::Lt | Rel::Le) => {
+                Some(interval((**low).clone(), *first == Rel::Le, (**right).clone(), *rel == Rel::Le))
+            }
+            (Rel::Gt | Rel::Ge, Rel::Gt | Rel::Ge) => {
+                Some(interval((**right).clone(), *rel == Rel::Ge, (**low).clone(), *first == Rel::Ge))
+            }
+            _ => None,
+        };
+    }
+    // One side: `x < b`, `b > x`, ...
+    let (rel, end) = if quantity(left) && bound(right) {
+        (*rel, (**right).clone())
+    } else if quantity(right) && bound(left) {
+        (flip(*rel), (**left).clone())
+    } else {
+        return None;
+    };
+    match rel {
+        Rel::Lt | Rel::Le => Some(interval(Expr::Neg(Box::new(infinity())), false, end, rel == Rel::Le)),
+        Rel::Gt | Rel::Ge => Some(interval(end, rel == Rel::Ge, infinity(), false)),
         _ => None,
     }
 }

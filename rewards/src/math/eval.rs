@@ -28,6 +28,13 @@ pub fn has_float(e: &Expr) -> bool {
     found
 }
 
+/// Whether a number literal appears anywhere.
+pub fn has_number(e: &Expr) -> bool {
+    let mut found = false;
+    walk(e, &mut |x| found |= matches!(x, Expr::Num { .. }));
+    found
+}
+
 /// The free variables.
 pub fn variables(e: &Expr, out: &mut BTreeSet<String>) {
     walk(e, &mut |x| {
