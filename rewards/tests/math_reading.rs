@@ -307,10 +307,20 @@ fn equivalences_of_relations_sets_text_and_matrices() {
         ("\\boxed{[1, \\infty)}", "x > 1", false),
         ("\\boxed{0 < x < 2}", "(0,1)", false),
         ("\\boxed{(0,1)}", "0<x<1<y", false),
-        // interval ends written as decimals: to the checker's precision, as Math-Verify's
+        // ends and entries written as decimals of two or more places: to the precision given
+        // (Math-Verify's rule); a plain number keeps the relative tolerance (0.33 is not 1/3)
         ("\\boxed{[1.414214, 3.141593)}", "[\\sqrt{2}, \\pi)", true),
         ("\\boxed{(1.0, 2.50]}", "(1, 2.5]", true),
-        ("\\boxed{[1.41, 3.14)}", "[\\sqrt{2}, \\pi)", false),
+        ("\\boxed{[1.41, 3.14)}", "[\\sqrt{2}, \\pi)", true),
+        ("\\boxed{(0.6,2.6667]}", "(\\frac{3}{5},\\frac{8}{3}]", true),
+        (
+            "\\boxed{\\begin{pmatrix}0.33\\\\0.2 \\end{pmatrix}}",
+            "\\begin{pmatrix}\\frac{1}{3}\\\\ \\frac{1}{5} \\end{pmatrix}",
+            true,
+        ),
+        ("\\boxed{[1.42, 3.14)}", "[\\sqrt{2}, \\pi)", false),
+        ("\\boxed{[1.4, 3.1)}", "[\\sqrt{2}, \\pi)", false),
         ("\\boxed{(1.0, 2.50)}", "(1, 2.5]", false),
+        ("\\boxed{0.33}", "1/3", false),
     ]);
 }

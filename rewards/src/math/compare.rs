@@ -130,7 +130,7 @@ impl Compare {
                 if !interval && (go != po || gc != pc) && !(is_paren_like(*go, *gc) && is_paren_like(*po, *pc)) {
                     return false;
                 }
-                gi.iter().zip(pi).all(|(g, p)| self.same(g, p))
+                gi.iter().zip(pi).all(|(g, p)| self.same_entry(g, p))
             }
             (Expr::Set(g), Expr::Set(p)) | (Expr::Union(g), Expr::Union(p)) | (Expr::List(g), Expr::List(p)) => {
                 self.unordered(&g.iter().collect::<Vec<_>>(), &p.iter().collect::<Vec<_>>())
@@ -141,7 +141,7 @@ impl Compare {
                 g.len() == p.len()
                     && g.iter()
                         .zip(p)
-                        .all(|(gr, pr)| gr.len() == pr.len() && gr.iter().zip(pr).all(|(a, b)| self.same(a, b)))
+                        .all(|(gr, pr)| gr.len() == pr.len() && gr.iter().zip(pr).all(|(a, b)| self.same_entry(a, b)))
             }
             // A column vector written as a matrix against a tuple.
             (Expr::Matrix(m), Expr::Group { open: '(', close: ')', items })
@@ -153,7 +153,7 @@ impl Compare {
                 } else {
                     return false;
                 };
-                flat.len() == items.len() && flat.iter().zip(items).all(|(a, b)| self.same(a, b))
+                flat.len() == items.len() && flat.iter().zip(items).all(|(a, b)| self.same_entry(a, b))
             }
             (Expr::Relation(gl, gr, grr), Expr::Relation(pl, pr, prr)) => {
                 (gr == pr && self.same(gl, pl) && self.same(grr, prr))
@@ -169,6 +169,23 @@ impl Compare {
             _ if is_scalar(gold) && is_scalar(pred) => self.scalar(gold, pred),
             _ => false,
         }
+    }
+
+    /// An entry of a tuple, an interval or a matrix. A decimal written with two or more places
+    /// is compared to the precision given (Math-Verify's rule for approximate ends): `(0.6,
+    /// 2.6667]` is `(\frac35, \frac83]`, the gold rounded to four places.
+    fn same_entry(&self, gold: &Expr, pred: &Expr) -> bool {
+        if self.same(gold, pred) {
+            return true;
+        }
+        let Some(places) = decimal_places(pred).filter(|&k| k >= 2) else { return false };
+        let env = Point(BTreeMap::new());
+        let (Some(g), Some(p)) = (approx(gold, &env), approx(pred, &env)) else { return false };
+        if !g.is_finite() || g.value.im != 0.0 || p.value.im != 0.0 {
+            return false;
+        }
+        let half_unit = 0.5 * 10f64.powi(-(places as i32));
+        (g.value.re - p.value.re).abs() <= half_unit * (1.0 + 1e-9) + g.error + p.error
     }
 
     /// `2x + 4y - 3 = 0` against `y = -x/2 + 3/4`: (lhs - rhs) of one side is a constant non-zero
@@ -349,6 +366,26 @@ fn solved_value(e: &Expr) -> Option<&Expr> {
                 _ if vars.is_empty() && lhs_vars.is_empty() => Some(rhs),
                 _ => None,
             }
+        }
+        _ => None,
+    }
+}
+
+/// The places after the point of a decimal literal (`-2.6667`: 4), counted from its value, so
+/// trailing zeros do not count.
+fn decimal_places(e: &Expr) -> Option<u32> {
+    match e {
+        Expr::Neg(inner) => decimal_places(inner),
+        Expr::Num { value, float: true } => {
+            let denominator = value.denom();
+            let mut power = num_bigint::BigInt::from(1u32);
+            for places in 0..=30 {
+                if (&power % denominator).is_zero() {
+                    return Some(places);
+                }
+                power *= 10u32;
+            }
+            None
         }
         _ => None,
     }
