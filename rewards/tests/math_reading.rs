@@ -174,6 +174,9 @@ fn extraction_order() {
         ("\\boxed{1} and \\boxed{2}", "2", false),
         ("First \\boxed{3}, then corrected: \\boxed{4}", "4", true),
         ("\\boxed{1} no no no \\boxed{2}", "2", true),
+        // a letter read from a sentence in the answer tag
+        ("<answer>we check, so the answer is (A)</answer>", "(A)", true),
+        ("<answer>we check, so the answer is (B)</answer>", "(A)", false),
         // a gold that is a worked solution is read like a completion
         ("\\boxed{1,2}", "\\boxed{1}\\boxed{2}", true),
         ("\\boxed{7}", "We add them up, so the total is $7$.", true),

@@ -542,11 +542,7 @@ fn whole_expression(text: &str, start: usize, end: usize) -> Option<&str> {
     // continue something before.
     let mut chars = body.chars();
     match chars.next()? {
-        '+' | '-' | '−' => {
-            if !chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '(') {
-                return None;
-            }
-        }
+        '+' | '-' | '−' if !chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '(') => return None,
         '*' | '×' | '/' | '÷' | '^' | ')' => return None,
         _ => {}
     }

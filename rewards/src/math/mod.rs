@@ -230,6 +230,8 @@ fn parse_prose(text: &str) -> Result<Answer, MathError> {
 /// Whether `pred` answers `gold` (pred's raw text is used for multiple-choice letters).
 pub fn answers_match(compare: &Compare, gold: &Answer, pred: &Answer, pred_text: &str) -> bool {
     match (gold, pred) {
+        // A letter read from inside a sentence ("so the answer is (A)") is that letter.
+        (Answer::Choice(g), Answer::Choice(p)) => g == p,
         (Answer::Choice(g), _) => choice_of(pred_text) == Some(*g),
         (Answer::Text(g), Answer::Text(p)) => g == p,
         (Answer::Math(g), Answer::Math(p)) => compare.answers(g, p),
