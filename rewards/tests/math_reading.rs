@@ -327,3 +327,22 @@ fn equivalences_of_relations_sets_text_and_matrices() {
         ("\\boxed{0.33}", "1/3", false),
     ]);
 }
+
+/// Decimal commas, where configured: the completion and the gold read alike.
+#[test]
+fn decimal_commas_where_configured() {
+    use aha_rewards::math::MathOptions;
+    let comma = MathChecker::new(MathOptions { decimal_comma: true, ..MathOptions::default() });
+    let point = MathChecker::default();
+    let reward = |checker: &MathChecker, completion: &str, gold: &str| checker.verdict(completion, gold).reward_value();
+    assert_eq!(reward(&comma, "Soucis : 2,74 $ a..", "2.74"), Some(1.0));
+    assert_eq!(reward(&comma, "\\boxed{1000,99}", "1000.99"), Some(1.0));
+    assert_eq!(reward(&comma, "\\boxed{0.111}", "0,111"), Some(1.0));
+    assert_eq!(reward(&comma, "\\boxed{1,22}", "1.22"), Some(1.0));
+    assert_eq!(reward(&comma, "\\boxed{1,22}", "122"), Some(0.0));
+    assert_eq!(reward(&comma, "\\boxed{1, 2}", "\\{1, 2\\}"), Some(1.0));
+    // by default a comma is a thousands separator or separates items
+    assert_eq!(reward(&point, "\\boxed{1,000}", "1000"), Some(1.0));
+    assert_eq!(reward(&point, "\\boxed{1,22}", "1.22"), Some(0.0));
+    assert_eq!(reward(&comma, "\\boxed{1,000}", "1000"), Some(0.0));
+}

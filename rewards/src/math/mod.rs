@@ -58,6 +58,10 @@ pub struct MathOptions {
     /// Tolerance when a decimal literal is involved, relative to the gold (a gold 0 is matched
     /// only by a value that is 0 up to rounding).
     pub float_tolerance: f64,
+    /// A comma between digits is a decimal comma (`2,74` is 2.74), in the completion and the
+    /// gold alike; lists then need a space after their commas (`1, 2`). Off by default: `1,000`
+    /// is a thousand and `1,2` the list of 1 and 2.
+    pub decimal_comma: bool,
 }
 
 impl Default for MathOptions {
@@ -68,6 +72,7 @@ impl Default for MathOptions {
             strict: false,
             seed: 0,
             float_tolerance: 1e-6,
+            decimal_comma: false,
         }
     }
 }
@@ -105,6 +110,13 @@ impl MathChecker {
 
     /// Judges `completion` against the gold answer text.
     pub fn verdict(&self, completion: &str, gold: &str) -> Verdict {
+        if self.options.decimal_comma {
+            return self.read_verdict(&with_decimal_points(completion), &with_decimal_points(gold));
+        }
+        self.read_verdict(completion, gold)
+    }
+
+    fn read_verdict(&self, completion: &str, gold: &str) -> Verdict {
         // The gold is read as a completion is: its boxes, else the whole text, else (a worked
         // solution) the answer its prose gives.
         let gold_text = last_boxes(gold).unwrap_or(Cow::Borrowed(gold));
@@ -159,6 +171,20 @@ impl MathChecker {
         let error = first_error.unwrap_or_else(|| MathError::Syntax("no candidate parses".into()));
         unparsable(gold, first, &error)
     }
+}
+
+/// `2,74` -> `2.74`: every comma with a digit on both sides becomes a decimal point.
+fn with_decimal_points(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let decimal = |i: usize| {
+        bytes[i] == b',' && i > 0 && bytes[i - 1].is_ascii_digit() && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+    };
+    if !(0..bytes.len()).any(decimal) {
+        return Cow::Borrowed(text);
+    }
+    // Commas and digits are ASCII: replacing one byte by another keeps the text UTF-8.
+    let replaced: Vec<u8> = (0..bytes.len()).map(|i| if decimal(i) { b'.' } else { bytes[i] }).collect();
+    Cow::Owned(String::from_utf8(replaced).expect("ASCII replaced by ASCII"))
 }
 
 /// Reward 0 for an answer that does not parse.
