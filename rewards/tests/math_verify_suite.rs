@@ -9,7 +9,8 @@ use aha_rewards::Score;
 
 /// (gold, pred, why we differ from Math-Verify's expected verdict)
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
-    // A comma is a thousands separator (1,000) or a list separator (1,2), never a decimal comma.
+    // By default a comma is a thousands separator (1,000) or a list separator (1,2); decimal
+    // commas are read only with `decimal_comma = true`.
     ("1000.99", "1000,99", "decimal comma"),
     ("1,22", "1.22", "decimal comma"),
     ("2.74", "Soucis : 2,74 $ a..", "decimal comma"),

@@ -1,8 +1,9 @@
-//! Finding the answer in a completion. The sources, in their default order (Math-Verify's
-//! priorities): the last `<answer>…</answer>`, the last `\boxed{}` / `\fbox{}` (brace-matched),
-//! the text after the last "answer is" / "answer:", the last LaTeX math environment (`$…$`,
-//! `$$…$$`, `\(…\)`, `\[…\]`), the last whole plain number or arithmetic expression. Every search
-//! is linear in the completion's length.
+//! Finding the answer in a completion (or in a gold answer that is a worked solution). The
+//! sources, in their default order (Math-Verify's priorities): the last `<answer>…</answer>`, the
+//! last `\boxed{}` / `\fbox{}` (brace-matched; boxes joined by "and" or commas are one list), the
+//! text after the last "answer is" / "answer:", then whichever ends last of the last LaTeX math
+//! (`$…$`, `$$…$$`, `\(…\)`, `\[…\]`, a bare `\frac{a}{b}`) and the last whole plain number or
+//! arithmetic expression. Every search is linear in the completion's length.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -25,9 +26,9 @@ pub enum Source {
     FinalAnswer,
     /// The content of the last `$…$`, `$$…$$`, `\(…\)` or `\[…\]` (inline ones on one line).
     LatexMath,
-    /// The last whole number (`-17`, `.4`, `1,234.5`, `1e3`) or arithmetic expression (`3/4`,
-    /// `2^{10}` is LaTeX, `2^10` is not) standing on its own: never digits inside a word
-    /// (`AZYUK2A`) nor a piece of a larger expression (the `2` of `\frac{1+\sqrt5}{2}`).
+    /// The last whole number (`-17`, `.4`, `1,234.5`, `1e3`) or plain arithmetic expression
+    /// (`3/4`, `3 + 4`, `2^10`) standing on its own, outside LaTeX math: never digits inside a
+    /// word (`AZYUK2A`) nor a piece of a larger expression (the `2` of `\frac{1+\sqrt5}{2}`).
     LastNumber,
 }
 
