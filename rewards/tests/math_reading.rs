@@ -258,6 +258,9 @@ fn equivalences_of_relations_sets_text_and_matrices() {
         ("$\\text{odd}$", "odd", true),
         ("The answer is odd.", "\\text{odd}", true),
         ("\\boxed{\\text{even}}", "odd", false),
+        ("\\boxed{\\text{no}}", "\\text{no}", true),
+        ("$\\textbf{no}$", "\\text{no}", true),
+        ("\\boxed{\\text{no}}", "\\text{yes}", false),
         // matrices in any bracket style
         ("\\boxed{\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", true),
         (

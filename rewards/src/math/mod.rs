@@ -291,7 +291,8 @@ const NOT_TEXT: &[&str] = &[
 ];
 
 /// A word answer, if `text` is one: only letters, spaces, hyphens and apostrophes after removing
-/// `\text{}`-like wrappers, with a word of three or more letters that is not math.
+/// `\text{}`-like wrappers, with a word of three or more letters that is not math, or any word
+/// of two letters or more inside such a wrapper.
 fn as_text(text: &str) -> Option<String> {
     let stripped = wrappers_regex().replace_all(text, "");
     if stripped.contains('\\') {
@@ -306,7 +307,9 @@ fn as_text(text: &str) -> Option<String> {
         cleaned.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect();
     let wordy =
         words.iter().any(|w| w.chars().count() >= 3 && !NOT_TEXT.contains(&w.as_str()) && !lex::is_unit_word(w));
-    if !wordy {
+    // `\text{no}`: a short word is text when the writer said so.
+    let declared_text = wrappers_regex().is_match(text) && words.iter().any(|w| w.chars().count() >= 2);
+    if !wordy && !declared_text {
         return None;
     }
     let words: Vec<String> = words.into_iter().filter(|w| w != "the" && w != "a" && w != "an").collect();
