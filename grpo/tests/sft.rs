@@ -129,15 +129,18 @@ fn gradients_do_not_depend_on_the_micro_batch_size() {
     };
     let (one, a) = grads(1);
     let (four, b) = grads(4);
-    assert!((one.loss - four.loss).abs() < 1e-6, "{} vs {}", one.loss, four.loss);
-    let mut largest = 0.0f32;
+    // Equal up to rounding: rows in another number take other BLAS kernels on some CPUs, and a
+    // gradient sums every token's part in another order (measured: 1.2e-6, with a largest
+    // gradient of 1.02, under libtorch's portable kernels; a micro-batch of these five examples
+    // counted twice or left out is off by far more).
+    assert!((one.loss - four.loss).abs() < 1e-5, "{} vs {}", one.loss, four.loss);
+    let largest = a.iter().flat_map(|(_, g)| g).fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(largest > 1e-4, "the gradient is not trivially zero");
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         for (x, y) in x.iter().zip(y) {
-            assert!((x - y).abs() < 1e-6, "{name}: {x} vs {y}");
+            assert!((x - y).abs() <= 1e-5 * largest, "{name}: {x} vs {y}");
         }
-        largest = x.iter().fold(largest, |m, v| m.max(v.abs()));
     }
-    assert!(largest > 1e-4, "the gradient is not trivially zero");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! or compute dtype) a pass is transformers' model converted to bf16: log-probs agree with it as
 //! closely as its eager and SDPA attention agree with each other (tests/tests/model_parity.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tch::nn::VarStore;
@@ -386,10 +386,9 @@ struct DecoderLayer {
 /// A causal language model: embeddings, decoder layers, final norm and LM head.
 pub struct CausalLM {
     config: ModelConfig,
-    source_dir: PathBuf,
-    /// The `COMPANION_FILES` of `source_dir`, read when the model is built: every save writes
-    /// them, even once that folder is gone (a resumed run loads a checkpoint that checkpoint
-    /// rotation deletes later).
+    /// The `COMPANION_FILES` of the folder the model came from, read when it is built: every
+    /// save writes them, even once that folder is gone (a resumed run loads a checkpoint that
+    /// checkpoint rotation deletes later).
     companion_files: Vec<(&'static str, Vec<u8>)>,
     vars: VarStore,
     embed_tokens: Tensor,
@@ -548,7 +547,6 @@ impl CausalLM {
         }
         Ok(Self {
             config,
-            source_dir: dir.to_path_buf(),
             companion_files,
             vars,
             embed_tokens,
@@ -591,11 +589,6 @@ impl CausalLM {
     /// The weights, under their Hugging Face names (for optimisers and for saving).
     pub fn var_store(&self) -> &VarStore {
         &self.vars
-    }
-
-    /// The folder the model was loaded from.
-    pub fn source_dir(&self) -> &Path {
-        &self.source_dir
     }
 
     /// An empty KV cache for `batch` sequences of up to `capacity` tokens.

@@ -182,10 +182,6 @@ impl<'m> Engine<'m> {
         Ok(self)
     }
 
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
-    }
-
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }

@@ -192,10 +192,6 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
         &self.stats
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// Groups drawn so far (including those of earlier sessions of a resumed run).
     pub fn next_index(&self) -> u64 {
         self.next_index

@@ -42,10 +42,10 @@ fn requests(tokenizer: &Tokenizer) -> Vec<GenerationRequest> {
 /// The same completions from two schedules: the same tokens, log-probs equal up to rounding.
 ///
 /// Where the CPU's BLAS gives a row the same products whatever the number of rows (MKL's AVX2
-/// and AVX-512 paths), the tokens are identical. Where it does not (MKL's SSE4.2 path, which
-/// `scripts/test.sh` also runs), rounding may move a draw that lands within ~1e-6 of a boundary
-/// of the cumulative distribution to the token on the other side of it: with no top-k/p filter,
-/// the next token id. From there the two completions are different sequences, so the comparison
+/// and AVX-512 paths), the tokens are identical. Where it does not (MKL's SSE4.2 path,
+/// `MKL_ENABLE_INSTRUCTIONS=SSE4_2`), rounding may move a draw that lands within ~1e-6 of a
+/// boundary of the cumulative distribution to the token on the other side of it: with no
+/// top-k/p filter, the next token id. From there the two completions are different sequences, so the comparison
 /// stops. Any real difference (another row's logits, another random stream) changes tokens
 /// that are not neighbours, and in more than one completion of a group.
 fn assert_same(a: &[Completion], b: &[Completion], what: &str) {
