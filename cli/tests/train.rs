@@ -24,10 +24,7 @@ fn metric_steps(run: &Path) -> Vec<u64> {
 fn the_example_config_trains_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let config = repo("examples/configs/tiny-countdown.toml");
-    let model = format!("model.path={}", repo("tests/fixtures/models/qwen2").display());
-    let output = format!("run.output_dir={}", run.display());
-    let out = aha(&["train", config.to_str().unwrap(), "--set", &model, "--set", &output, "--set", "run.steps=2"]);
+    let out = aha_owned(&train_args(&run, &["run.steps=2"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("step 2/2") && stderr.contains("checkpoints/step-000002"), "{stderr}");
