@@ -210,8 +210,10 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
                 self.skip(&prompt, prompt_ids.len())?;
                 continue;
             }
-            self.skipped_in_a_row = 0;
-            self.skipped_ids.clear();
+            if self.skipped_in_a_row > 0 {
+                self.skipped_in_a_row = 0;
+                self.skipped_ids.clear();
+            }
             let index = self.next_index;
             self.next_index += 1;
             let seed = self.config.seed.wrapping_add(index);
@@ -259,9 +261,7 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
         self.stats.groups += groups.len() as u64;
         Ok(groups)
     }
-}
 
-impl<B: Backend> RolloutPool<'_, B> {
     /// Counts a prompt that cannot be generated from (empty, or over `max_prompt_tokens`): the
     /// first one is named in a warning, the rest only counted (`PoolStats::skipped_long_prompts`).
     fn skip(&mut self, prompt: &RolloutPrompt, tokens: usize) -> Result<(), RolloutError> {
