@@ -349,3 +349,64 @@ fn decimal_commas_where_configured() {
     assert_eq!(reward(&point, "\\boxed{1,22}", "1.22"), Some(0.0));
     assert_eq!(reward(&comma, "\\boxed{1,000}", "1000"), Some(0.0));
 }
+
+/// Math-Verify's `allow_set_relation_comp` and `strict` as options: a relation as the answer
+/// against a gold interval, and variables matched by position.
+#[test]
+fn relation_against_set_and_renamed_variables_where_configured() {
+    use aha_rewards::math::MathOptions;
+    let reward = |options: MathOptions, completion: &str, gold: &str| {
+        MathChecker::new(options).verdict(completion, gold).reward_value()
+    };
+    let no_relations = || MathOptions { relation_matches_set: false, ..MathOptions::default() };
+    // by default an inequality answers an interval and the other way round
+    assert_eq!(reward(MathOptions::default(), "$-2 \\le x \\le 7$", "$x \\in [-2,7]$"), Some(1.0));
+    assert_eq!(reward(MathOptions::default(), "$x \\in [-2,7]$", "$-2 \\le x \\le 7$"), Some(1.0));
+    // off: only a gold relation is read as its interval
+    assert_eq!(reward(no_relations(), "$-2 \\le x \\le 7$", "$x \\in [-2,7]$"), Some(0.0));
+    assert_eq!(reward(no_relations(), "$x \\in [-2,7]$", "$-2 \\le x \\le 7$"), Some(1.0));
+    assert_eq!(reward(no_relations(), "$[-2,7]$", "$-2 \\le x \\le 7$"), Some(1.0));
+    let renamed = || MathOptions { rename_variables: true, ..MathOptions::default() };
+    assert_eq!(reward(MathOptions::default(), "$f(y)$", "$f(x)$"), Some(0.0));
+    assert_eq!(reward(renamed(), "$f(y)$", "$f(x)$"), Some(1.0));
+    assert_eq!(reward(renamed(), "$a^2 + 2b$", "$x^2 + 2y$"), Some(1.0));
+    assert_eq!(reward(renamed(), "$a^2 + 2b$", "$y^2 + 2x$"), Some(0.0));
+    assert_eq!(reward(renamed(), "$a + b + c$", "$x + y$"), Some(0.0));
+}
+
+/// LaTeX as it reaches us: commands escaped twice (copied from JSON or Python strings), TeX's
+/// control space, spacing glued to a name, ratios, `\approx` after a name.
+#[test]
+fn latex_as_it_reaches_us() {
+    check_all(&[
+        // `\\frac` outside a matrix is `\frac`; in a matrix `\\` still ends a row
+        ("$\\\\left(\\\\frac{1}{5},\\\\frac{1}{6}\\\\right)$", "(\\frac15, \\frac16)", true),
+        ("$-2 \\\\le x \\\\le 7$", "[-2, 7]", true),
+        ("\\boxed{\\\\sqrt{2}}", "\\sqrt{2}", true),
+        ("\\boxed{\\\\sqrt{3}}", "\\sqrt{2}", false),
+        ("\\boxed{\\begin{pmatrix}1 \\\\ x\\end{pmatrix}}", "\\begin{pmatrix}1 \\\\ x\\end{pmatrix}", true),
+        // a backslash before a space, a tab or a form feed is a space
+        ("\\boxed{3\\\t4}", "34", false),
+        ("\\boxed{x\\\x0c+ 1}", "x + 1", true),
+        // `\quadx`: spacing glued to a name
+        ("\\boxed{x = 1,\\quadx = 2}", "\\{1, 2\\}", true),
+        // a ratio is a quotient; `12:00` has no value and so equals no number
+        ("\\boxed{3:4}", "\\frac34", true),
+        ("\\boxed{12:00}", "0", false),
+        // `x \approx 11` names the value; after a value an approximation is dropped
+        ("$x\\approx11$", "11", true),
+        ("$x \\approx 11$", "12", false),
+        ("\\boxed{\\frac{1}{3} \\approx 0.33}", "\\frac13", true),
+        ("\\boxed{2x \\approx 11}", "11", false),
+    ]);
+}
+
+/// A gold we cannot judge by value is skipped, unless the answer is written exactly as it.
+#[test]
+fn gold_without_value_skips_unless_written_identically() {
+    assert_eq!(outcome("\\boxed{1:00}", "12:00"), None);
+    assert_eq!(outcome("\\boxed{12:00}", "12:00"), Some(true));
+    assert_eq!(outcome("The time is $12 : 00$", "$12:00$"), Some(true));
+    assert_eq!(outcome("\\boxed{\\zzz}", "$\\zzz$"), Some(true));
+    assert_eq!(outcome("\\boxed{\\zzy}", "$\\zzz$"), None);
+}

@@ -32,11 +32,21 @@ pub struct Compare {
     pub float_tolerance: f64,
     /// Relative tolerance of numeric evaluation when both sides are exact-looking.
     pub numeric_tolerance: f64,
+    /// A relation in one quantity as the answer matches a gold interval (see `MathOptions`).
+    pub relation_matches_set: bool,
+    /// The answer's variables are renamed to the gold's by position (see `MathOptions`).
+    pub rename_variables: bool,
 }
 
 impl Default for Compare {
     fn default() -> Self {
-        Compare { seed: 0, float_tolerance: 1e-6, numeric_tolerance: 1e-9 }
+        Compare {
+            seed: 0,
+            float_tolerance: 1e-6,
+            numeric_tolerance: 1e-9,
+            relation_matches_set: true,
+            rename_variables: false,
+        }
     }
 }
 
@@ -45,6 +55,11 @@ impl Compare {
     pub fn answers(&self, gold: &Expr, pred: &Expr) -> bool {
         let gold = expand_plus_minus(gold);
         let pred = expand_plus_minus(pred);
+        if self.rename_variables {
+            if let Some(renamed) = renamed_like(&gold, &pred) {
+                return self.top(&gold, &renamed);
+            }
+        }
         self.top(&gold, &pred)
     }
 
@@ -75,13 +90,14 @@ impl Compare {
         }
         // `(p, q) = (3, 2)`, `f(x) = 3`, `x + y = 5` against a bare value: a left side without a
         // number names the value on the right (`2x = 10` is an equation, as in Math-Verify).
-        if !matches!(pred, Expr::Relation(..)) {
-            if let Some(value) = named_value(gold) {
+        if let Some(value) = named_value(gold) {
+            // `x \in [-2, 7]` against `-2 \le x \le 7`: the interval against the inequality's.
+            if !matches!(pred, Expr::Relation(..)) || (is_interval_like(value) && interval_of(pred).is_some()) {
                 return self.top(value, pred);
             }
         }
-        if !matches!(gold, Expr::Relation(..)) {
-            if let Some(value) = named_value(pred) {
+        if let Some(value) = named_value(pred) {
+            if !matches!(gold, Expr::Relation(..)) || (is_interval_like(value) && interval_of(gold).is_some()) {
                 return self.top(gold, value);
             }
         }
@@ -91,7 +107,7 @@ impl Compare {
                 return self.same(&interval, pred);
             }
         }
-        if is_interval_like(gold) {
+        if is_interval_like(gold) && self.relation_matches_set {
             if let Some(interval) = interval_of(pred) {
                 return self.same(gold, &interval);
             }
@@ -294,6 +310,22 @@ impl Compare {
         }
         good >= MIN_GOOD_POINTS
     }
+}
+
+/// `pred` with its variables renamed to `gold`'s, paired in sorted order, when both have the
+/// same number of variables and they differ (`f(y)` -> `f(x)`).
+fn renamed_like(gold: &Expr, pred: &Expr) -> Option<Expr> {
+    let (mut gold_vars, mut pred_vars) = (BTreeSet::new(), BTreeSet::new());
+    variables(gold, &mut gold_vars);
+    variables(pred, &mut pred_vars);
+    if gold_vars.len() != pred_vars.len() || gold_vars == pred_vars {
+        return None;
+    }
+    let names: BTreeMap<&String, &String> = pred_vars.iter().zip(&gold_vars).collect();
+    Some(pred.rewrite(&mut |e| match e {
+        Expr::Var(name) => names.get(name).map(|to| Expr::Var((*to).clone())),
+        _ => None,
+    }))
 }
 
 /// Equal to within `tolerance` relative to the gold. A value that is zero up to its rounding

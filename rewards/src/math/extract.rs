@@ -391,6 +391,10 @@ pub(crate) fn is_prose(span: &str) -> bool {
     let (mut words, mut i) = (0, 0);
     while i < bytes.len() {
         if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'\\') && bytes.get(i + 2).is_some_and(u8::is_ascii_alphabetic) {
+                i += 1; // `\\frac`: a command escaped twice
+                continue;
+            }
             let name_len = bytes[i + 1..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
             let name = &span[i + 1..i + 1 + name_len];
             i += 1 + name_len.max(1);

@@ -172,7 +172,10 @@ pub fn tokenize(input: &str) -> Result<Vec<Tok>, MathError> {
         return Err(MathError::TooLong(input.len()));
     }
     let chars: Vec<char> = input.chars().collect();
-    let mut lexer = Lexer { chars, pos: 0, out: Vec::new() };
+    // Outside matrices `\\` before letters is a command escaped twice (`\\frac`, as text copied
+    // from a JSON or Python string often has); in a matrix it ends a row.
+    let doubled_commands = !input.contains("\\begin");
+    let mut lexer = Lexer { chars, pos: 0, out: Vec::new(), doubled_commands };
     lexer.run()?;
     Ok(lexer.out)
 }
@@ -181,6 +184,8 @@ struct Lexer {
     chars: Vec<char>,
     pos: usize,
     out: Vec<Tok>,
+    /// `\\frac` is `\frac` (no matrix in the text).
+    doubled_commands: bool,
 }
 
 impl Lexer {
@@ -277,8 +282,10 @@ impl Lexer {
                 '≤' => self.single(Tok::Rel(Rel::Le))?,
                 '≥' => self.single(Tok::Rel(Rel::Ge))?,
                 '≠' => self.single(Tok::Rel(Rel::Ne))?,
-                // `= 1/3 ≈ 0.33`: an approximation after the answer is dropped.
-                '≈' => break,
+                '≈' => {
+                    self.pos += 1;
+                    self.approx()?
+                }
                 '∪' => self.single(Tok::Cup)?,
                 '∞' => self.single(Tok::Const(Const::Infinity))?,
                 'π' => self.single(Tok::Const(Const::Pi))?,
@@ -306,6 +313,9 @@ impl Lexer {
                 }
                 '}' => self.single(Tok::BraceClose)?,
                 '&' => self.single(Tok::Amp)?,
+                // A ratio `3:4` is a quotient (`12:00` has no value); a colon elsewhere is
+                // punctuation.
+                ':' if self.ratio_colon() => self.single(Tok::Divide)?,
                 ':' => self.pos += 1,
                 '.' => self.pos += 1,
                 '?' => return Err(MathError::Syntax("`?` in answer".into())),
@@ -317,6 +327,27 @@ impl Lexer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A colon between two operands: `3:4`, `x : y`.
+    fn ratio_colon(&self) -> bool {
+        let operand_before = matches!(
+            self.out.last(),
+            Some(Tok::Num(_) | Tok::Var(_) | Tok::Const(_) | Tok::Close(_) | Tok::BraceClose)
+        );
+        let next = self.chars[self.pos + 1..].iter().find(|c| !c.is_whitespace()).copied();
+        operand_before && next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '(' || c == '\\')
+    }
+
+    /// After `\approx` / `≈`: `x \approx 11` names the value, read as `x = 11`; after anything else
+    /// (`\frac13 \approx 0.33`) the approximation is dropped with the rest of the text.
+    fn approx(&mut self) -> Result<(), MathError> {
+        let item_start = self.out.iter().rposition(|t| matches!(t, Tok::Comma | Tok::Semicolon)).map_or(0, |k| k + 1);
+        if matches!(&self.out[item_start..], [Tok::Var(_)]) {
+            return self.push(Tok::Rel(Rel::Eq));
+        }
+        self.pos = self.chars.len();
         Ok(())
     }
 
@@ -518,7 +549,16 @@ impl Lexer {
 
     fn command(&mut self) -> Result<(), MathError> {
         self.pos += 1; // the backslash
-        let Some(c) = self.peek() else { return Ok(()) };
+        let Some(mut c) = self.peek() else { return Ok(()) };
+        if c == '\\' && self.doubled_commands && self.peek_at(1).is_some_and(|n| n.is_ascii_alphabetic()) {
+            self.pos += 1;
+            c = self.chars[self.pos];
+        }
+        // A backslash before any space (a tab, a form feed) is TeX's control space.
+        if c.is_whitespace() {
+            self.pos += 1;
+            return Ok(());
+        }
         if !c.is_ascii_alphabetic() {
             self.pos += 1;
             return match c {
@@ -555,10 +595,7 @@ impl Lexer {
             "lt" => self.push(Tok::Rel(Rel::Lt)),
             "gt" => self.push(Tok::Rel(Rel::Gt)),
             "ne" | "neq" => self.push(Tok::Rel(Rel::Ne)),
-            "approx" => {
-                self.pos = self.chars.len();
-                Ok(())
-            }
+            "approx" => self.approx(),
             "equiv" | "in" | "coloneqq" => self.push(Tok::Rel(Rel::Eq)),
             "lbrace" => self.push(Tok::SetOpen),
             "rbrace" => self.push(Tok::SetClose),
@@ -598,7 +635,14 @@ impl Lexer {
             "cap" | "setminus" | "sum" | "prod" | "int" | "lim" | "to" | "rightarrow" | "implies" => {
                 Err(MathError::Syntax(format!("unsupported command `\\{name}`")))
             }
-            other => Err(MathError::Syntax(format!("unknown command `\\{other}`"))),
+            other => {
+                // `\quadx`: a spacing command glued to the letters after it.
+                if let Some(rest) = other.strip_prefix("qquad").or_else(|| other.strip_prefix("quad")) {
+                    self.pos -= rest.chars().count();
+                    return Ok(());
+                }
+                Err(MathError::Syntax(format!("unknown command `\\{other}`")))
+            }
         }
     }
 

@@ -62,6 +62,14 @@ pub struct MathOptions {
     /// gold alike; lists then need a space after their commas (`1, 2`). Off by default: `1,000`
     /// is a thousand and `1,2` the list of 1 and 2.
     pub decimal_comma: bool,
+    /// An answer written as a relation in one quantity matches a gold set or interval
+    /// (`-2 \le x \le 7` answers `[-2, 7]`). Off: only a gold relation matches an answer written
+    /// as an interval (Math-Verify's `allow_set_relation_comp = false`, its default).
+    pub relation_matches_set: bool,
+    /// Variables are matched by position, not by name: the answer's variables (sorted) are renamed
+    /// to the gold's when there are as many (`f(y)` answers `f(x)`; Math-Verify's `strict =
+    /// false`). Off by default: `f(y)` is not `f(x)`.
+    pub rename_variables: bool,
 }
 
 impl Default for MathOptions {
@@ -73,6 +81,8 @@ impl Default for MathOptions {
             seed: 0,
             float_tolerance: 1e-6,
             decimal_comma: false,
+            relation_matches_set: true,
+            rename_variables: false,
         }
     }
 }
@@ -96,7 +106,13 @@ pub struct MathChecker {
 
 impl MathChecker {
     pub fn new(options: MathOptions) -> Self {
-        let compare = Compare { seed: options.seed, float_tolerance: options.float_tolerance, ..Compare::default() };
+        let compare = Compare {
+            seed: options.seed,
+            float_tolerance: options.float_tolerance,
+            relation_matches_set: options.relation_matches_set,
+            rename_variables: options.rename_variables,
+            ..Compare::default()
+        };
         MathChecker { options, compare }
     }
 
@@ -126,7 +142,9 @@ impl MathChecker {
         }) {
             Ok(a) => a,
             Err(e) => {
-                return Verdict::skip(
+                return self.identical_or_skip(
+                    completion,
+                    &gold_text,
                     format!("gold answer does not parse: {e}"),
                     json!({ "gold": gold, "gold_error": e.to_string() }),
                 )
@@ -134,8 +152,10 @@ impl MathChecker {
         };
         if let Answer::Math(expr) = &gold_answer {
             if !self.compare.answers(expr, expr) {
-                return Verdict::skip(
-                    "gold answer does not evaluate to a number",
+                return self.identical_or_skip(
+                    completion,
+                    &gold_text,
+                    "gold answer does not evaluate to a number".into(),
                     json!({ "gold": gold, "gold_error": "not comparable with itself" }),
                 );
             }
@@ -170,6 +190,24 @@ impl MathChecker {
         }
         let error = first_error.unwrap_or_else(|| MathError::Syntax("no candidate parses".into()));
         unparsable(gold, first, &error)
+    }
+}
+
+impl MathChecker {
+    /// A gold we cannot judge by value (it does not parse, or has no value: `12:00`): reward 1
+    /// when the answer is written exactly as the gold is (spacing and `$` aside), else a skip.
+    fn identical_or_skip(&self, completion: &str, gold_text: &str, reason: String, detail: Value) -> Verdict {
+        let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace() && *c != '$').collect::<String>();
+        let gold_squeezed = squeeze(gold_text);
+        if let Some(first) = candidates(completion, &self.sources()).first() {
+            if !gold_squeezed.is_empty() && squeeze(&first.text) == gold_squeezed {
+                return Verdict::reward(
+                    1.0,
+                    json!({ "gold": gold_text, "extracted": first.text, "source": first.source, "why": "written as the gold" }),
+                );
+            }
+        }
+        Verdict::skip(reason, detail)
     }
 }
 

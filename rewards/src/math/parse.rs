@@ -64,6 +64,43 @@ pub enum Expr {
     Matrix(Vec<Vec<Expr>>),
 }
 
+impl Expr {
+    /// A copy with every subexpression for which `f` gives a replacement replaced (outermost
+    /// first; a replacement is not searched further).
+    pub fn rewrite(&self, f: &mut impl FnMut(&Expr) -> Option<Expr>) -> Expr {
+        if let Some(replaced) = f(self) {
+            return replaced;
+        }
+        let mut one = |a: &Expr| Box::new(a.rewrite(f));
+        match self {
+            Expr::Num { .. } | Expr::Const(_) | Expr::Var(_) => self.clone(),
+            Expr::Neg(a) => Expr::Neg(one(a)),
+            Expr::Func(func, a) => Expr::Func(*func, one(a)),
+            Expr::Abs(a) => Expr::Abs(one(a)),
+            Expr::Factorial(a) => Expr::Factorial(one(a)),
+            Expr::Add(a, b) => Expr::Add(one(a), one(b)),
+            Expr::Sub(a, b) => Expr::Sub(one(a), one(b)),
+            Expr::PlusMinus(a, b) => Expr::PlusMinus(one(a), one(b)),
+            Expr::Mul(a, b) => Expr::Mul(one(a), one(b)),
+            Expr::Div(a, b) => Expr::Div(one(a), one(b)),
+            Expr::Pow(a, b) => Expr::Pow(one(a), one(b)),
+            Expr::Log(a, b) => Expr::Log(one(a), one(b)),
+            Expr::Root(a, b) => Expr::Root(one(a), one(b)),
+            Expr::Binom(a, b) => Expr::Binom(one(a), one(b)),
+            Expr::Relation(a, rel, b) => Expr::Relation(one(a), *rel, one(b)),
+            Expr::Group { open, close, items } => {
+                Expr::Group { open: *open, close: *close, items: items.iter().map(|x| x.rewrite(f)).collect() }
+            }
+            Expr::Set(items) => Expr::Set(items.iter().map(|x| x.rewrite(f)).collect()),
+            Expr::List(items) => Expr::List(items.iter().map(|x| x.rewrite(f)).collect()),
+            Expr::Union(items) => Expr::Union(items.iter().map(|x| x.rewrite(f)).collect()),
+            Expr::Matrix(rows) => {
+                Expr::Matrix(rows.iter().map(|row| row.iter().map(|x| x.rewrite(f)).collect()).collect())
+            }
+        }
+    }
+}
+
 pub fn parse(tokens: &[Tok]) -> Result<Expr, MathError> {
     // Trailing words (units, "units", "dollars") are dropped; leading filler too.
     let mut end = tokens.len();
