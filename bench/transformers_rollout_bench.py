@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Rollout throughput of Hugging Face transformers' generate on CPU: the twin of
-tests/benches/rollout_throughput.rs (same workload, same JSON fields where they exist).
+"""Rollout throughput of Hugging Face transformers' generate (CPU by default, --device cuda for
+bench/gpu_check.sh): the twin of tests/benches/rollout_throughput.rs (same workload, same JSON
+fields where they exist).
 
 P random prompts x G samples (num_return_sequences), temperature 1, no top-k/top-p, up to N new
 tokens. Without --ragged-stop-ids every sequence runs exactly N tokens (min_new_tokens = N); with
@@ -30,7 +31,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compute-dtype", default="f32", choices=["f32", "bf16"],
                     help="bf16: the model converted to bf16, what aha's mixed precision computes")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
 
     torch.set_num_threads(args.threads)
     import transformers
@@ -39,12 +43,12 @@ def main():
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     dtype = torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
     model.eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(args.seed)
     low = args.ragged_stop_ids
-    prompts = torch.randint(low, vocab, (args.prompts, args.prompt_tokens), generator=g)
+    prompts = torch.randint(low, vocab, (args.prompts, args.prompt_tokens), generator=g).to(device)
     mask = torch.ones_like(prompts)
     if low:
         stop = {"eos_token_id": list(range(low)), "pad_token_id": 0}
@@ -54,14 +58,18 @@ def main():
     @torch.inference_mode()
     def run():
         torch.manual_seed(args.seed)
+        if cuda:
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         out = model.generate(
             input_ids=prompts, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
             top_p=1.0, num_return_sequences=args.group_size, max_new_tokens=args.new_tokens,
             use_cache=True, **stop,
         )
+        if cuda:
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        completions = out[:, args.prompt_tokens:]
+        completions = out[:, args.prompt_tokens:].cpu()
         if low:
             # Real tokens: up to and including the first stop token.
             is_stop = completions < low
@@ -79,6 +87,7 @@ def main():
         "impl": "transformers",
         "model": args.model,
         "threads": args.threads,
+        "device": args.device,
         "compute_dtype": args.compute_dtype,
         "sequences": args.prompts * args.group_size,
         "completion_tokens": tokens,
@@ -87,6 +96,9 @@ def main():
         "seconds": round(seconds, 3),
         "completion_tok_s": round(tokens / seconds, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({"peak_gpu_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+            "peak_gpu_reserved_mib": round(torch.cuda.max_memory_reserved(device) / 2**20, 1)}
+           if cuda else {}),
     }))
 
 

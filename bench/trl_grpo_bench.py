@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""GRPO step time of Hugging Face TRL's GRPOTrainer on CPU: the twin of `aha train` with
-bench/configs/grpo-bench.toml (bench/compare_grpo.sh runs both).
+"""GRPO step time of Hugging Face TRL's GRPOTrainer on CPU (or --device cuda, with or without
+colocated vLLM: bench/gpu_check.sh): the twin of `aha train` with bench/configs/grpo-bench.toml
+(bench/compare_grpo.sh runs both).
 
 Workload: P prompts x G completions per step (8 x 8 = 64), every prompt exactly --prompt-tokens
 tokens, exactly --new-tokens completion tokens (min_new_tokens = max_new_tokens: the eos token
 cannot be sampled), temperature 1, no top-k/top-p, loss_type dapo, beta 0, num_iterations 1,
 AdamW at a constant lr, fp32, one optimizer step per generation batch (per_device_train_batch_size
-= P*G, gradient_accumulation_steps = 1). The reward is DAPO's soft overlong penalty computed from
+= P*G, gradient_accumulation_steps = 1; --micro-batch M splits it into P*G/M accumulated passes,
+still one generation and one optimizer step per step). The reward is DAPO's soft overlong penalty computed from
 the completion's token count (aha's `length` checker with the same options) plus 1 when the text
-contains a "q" (aha's `format` checker, pattern "q"): negligible cost, and rewards that differ
-within nearly every group.
+contains a "q" (aha's `format` checker, pattern "q"; --reward-pattern changes the regex):
+negligible cost, and rewards that differ within nearly every group.
 
 Each step is timed with a TrainerCallback (on_step_begin -> on_step_end: generation, scoring,
-forward, backward, optimizer step); the first --skip steps are warm-up. Prints one JSON line.
+forward, backward, optimizer step); the first --skip steps are warm-up. The generation inside
+each step (GRPOTrainer._generate) is timed too. Prints one JSON line.
 
 Helpers used by bench/compare_grpo.sh:
   --write-prompts FILE   write the benchmark's prompts as aha JSONL ({"question", "answer"}), exit
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -103,6 +107,13 @@ def main():
                     help="TRL's default (True); off here because aha does not recompute activations")
     ap.add_argument("--bf16", action="store_true",
                     help="mixed precision: fp32 weights, bf16 autocast (GRPOConfig(bf16=True))")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (one GPU)")
+    ap.add_argument("--micro-batch", type=int, default=None,
+                    help="completions per forward/backward pass (default: all of a step's)")
+    ap.add_argument("--reward-pattern", default="q",
+                    help="regex (re.search) whose match adds 1 to the reward: aha's `format` pattern")
+    ap.add_argument("--use-vllm", action="store_true", help="generate with colocated vLLM")
+    ap.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--load-avg", default=None, help="recorded in the output (compare_grpo.sh)")
     ap.add_argument("--num-problems", type=int, default=64)
@@ -144,23 +155,36 @@ def main():
         # completions contain a q) gives nearly every group rewards that differ, so both sides
         # train on every completion (aha skips completions whose advantage is 0).
         return [soft_overlong_penalty(len(ids), args.new_tokens, args.cache_tokens)
-                + (1.0 if "q" in text else 0.0)
+                + (1.0 if pattern.search(text) else 0.0)
                 for text, ids in zip(completions, completion_ids)]
 
+    pattern = re.compile(args.reward_pattern)
+    cuda = args.device.startswith("cuda")
     batch = args.prompts * args.group_size
+    micro = args.micro_batch or batch
+    if batch % micro:
+        sys.exit(f"--micro-batch {micro} must divide prompts x group size ({batch})")
+    if args.use_vllm:
+        # vLLM's SamplingParams: min_tokens keeps eos out as min_new_tokens does in generate.
+        generation_kwargs = {"min_tokens": args.new_tokens}
+        vllm_args = dict(use_vllm=True, vllm_mode="colocate",
+                         vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+    else:
+        generation_kwargs = {"min_new_tokens": args.new_tokens}  # eos is never sampled
+        vllm_args = dict(use_vllm=False)
     out_dir = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"trl-grpo-bench-{os.getpid()}")
     config = GRPOConfig(
         output_dir=out_dir,
-        use_cpu=True,
+        use_cpu=not cuda,
         bf16=args.bf16,
         fp16=False,
-        use_vllm=False,
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1,
+        **vllm_args,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=batch // micro,
         num_generations=args.group_size,
         generation_batch_size=batch,  # one generation batch per optimizer step: 8 prompts x 8
         max_completion_length=args.new_tokens,
-        generation_kwargs={"min_new_tokens": args.new_tokens},  # eos is never sampled
+        generation_kwargs=generation_kwargs,
         temperature=1.0,
         top_p=1.0,
         top_k=0,
@@ -184,14 +208,22 @@ def main():
         dataloader_num_workers=0,
     )
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     class Timer(TrainerCallback):
         def __init__(self):
             self.step_s, self.logs, self._t0 = [], [], None
+            self.generation_s = []  # per step: the time spent in GRPOTrainer._generate
 
         def on_step_begin(self, args_, state, control, **kw):
+            sync()
             self._t0 = time.perf_counter()
+            self.generation_s.append(0.0)
 
         def on_step_end(self, args_, state, control, **kw):
+            sync()
             self.step_s.append(time.perf_counter() - self._t0)
 
         def on_log(self, args_, state, control, logs=None, **kw):
@@ -203,14 +235,29 @@ def main():
                           train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
     # What the trainer will actually do, checked rather than assumed.
     assert trainer.args.generation_batch_size == batch, trainer.args.generation_batch_size
-    assert trainer.args.steps_per_generation == 1, trainer.args.steps_per_generation
+    assert trainer.args.steps_per_generation == batch // micro, trainer.args.steps_per_generation
     assert trainer.num_generations == args.group_size
+    generate = trainer._generate
+
+    def timed_generate(*a, **kw):
+        sync()
+        t0 = time.perf_counter()
+        out = generate(*a, **kw)
+        sync()
+        if timer.generation_s:
+            timer.generation_s[-1] += time.perf_counter() - t0
+        return out
+
+    trainer._generate = timed_generate
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     trainer.train()
     shutil.rmtree(out_dir, ignore_errors=True)
 
     steady = timer.step_s[args.skip:]
     lengths = [l["completions/mean_length"] for l in timer.logs][args.skip:]
     s_step = statistics.median(steady)
+    gen_steady = timer.generation_s[args.skip:]
     length_mean = statistics.mean(lengths)
     tokens_per_step = length_mean * batch
     print(json.dumps({
@@ -221,6 +268,9 @@ def main():
         "model": args.model,
         "params": n_params,
         "threads": args.threads,
+        "device": args.device,
+        "vllm": args.use_vllm,
+        "micro_batch": micro,
         "load_avg_before": args.load_avg,
         "completions_per_step": batch,
         "prompt_tokens": args.prompt_tokens,
@@ -236,6 +286,12 @@ def main():
         "completion_length_min": min(l["completions/min_length"] for l in timer.logs),
         "completion_length_max": max(l["completions/max_length"] for l in timer.logs),
         "completion_tokens_per_s": round(tokens_per_step / s_step, 1),
+        "generation_s": round(statistics.median(gen_steady), 4) if gen_steady else None,
+        "generation_tokens_per_s": round(tokens_per_step / statistics.median(gen_steady), 1)
+        if gen_steady and statistics.median(gen_steady) > 0 else None,
+        **({"peak_gpu_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "peak_gpu_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
+           if cuda else {}),
     }))
 
 
