@@ -161,7 +161,11 @@ const BOXED: &[Case] = &[
     ("y = 2x+3", "y = 3 + 2x", Y),
     ("y = 2x+3", "y = 2x + 4", N),
     ("2+3=5", "5", Y),
-    ("x = 2, 3", "2,3", Y),
+    ("x = 2, 3", "2, 3", Y),
+    ("x = 2, 3", "$2,3$", Y),
+    // a plain gold `2,3` is the number 2.3 (a decimal comma, as Math-Verify reads plain text)
+    ("x = 2, 3", "2,3", N),
+    ("2.3", "2,3", Y),
     ("y = -\\frac{1}{2}x + \\frac{3}{4}", "2x+4y-3=0", Y),
     ("x^2/16 + y^2/12 = 1/4", "x^2/4 + y^2/3 = 1", Y),
     ("y = 2x", "2x+4y-3=0", N),

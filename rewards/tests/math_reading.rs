@@ -410,3 +410,33 @@ fn gold_without_value_skips_unless_written_identically() {
     assert_eq!(outcome("\\boxed{\\zzz}", "$\\zzz$"), Some(true));
     assert_eq!(outcome("\\boxed{\\zzy}", "$\\zzz$"), None);
 }
+
+/// A plain number alone whose comma cannot separate thousands has a decimal comma (Math-Verify's
+/// reading of plain text); in LaTeX a comma separates items; `plain_decimal_comma = false` reads
+/// it as a list.
+#[test]
+fn plain_numbers_with_a_decimal_comma() {
+    check_all(&[
+        ("1000,99", "1000.99", true),
+        ("Soucis : 2,74 $ a..", "2.74", true),
+        ("The mass is 0,111 kg", "0.111", true),
+        ("1.22", "1,22", true),
+        ("0.111", "0,111", true),
+        ("<answer>1,5</answer>", "1.5", true),
+        ("-3,25", "-3.25", true),
+        // thousands stay thousands
+        ("1,234", "1234", true),
+        ("We get 12,345,678 in all", "12345678", true),
+        ("1,234", "1.234", false),
+        // lists and LaTeX
+        ("\\boxed{1,5}", "1.5", false),
+        ("$1,5$", "\\{1, 5\\}", true),
+        ("The roots are 1, 5", "1.5", false),
+        ("1,2,3", "1.2", false),
+        ("(1,3)", "(1, 3)", true),
+    ]);
+    use aha_rewards::math::MathOptions;
+    let lists = MathChecker::new(MathOptions { plain_decimal_comma: false, ..MathOptions::default() });
+    assert_eq!(lists.verdict("1,22", "1.22").reward_value(), Some(0.0));
+    assert_eq!(lists.verdict("\\boxed{2, 3}", "2,3").reward_value(), Some(1.0));
+}

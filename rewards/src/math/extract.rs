@@ -463,7 +463,9 @@ pub fn last_number(text: &str) -> Option<&str> {
         let mut prev = None;
         while let Some(&(at, c)) = chars.peek() {
             let joins = in_plain_expression(c)
-                || (c == ',' && prev.is_some_and(|p: char| p.is_ascii_digit()) && thousands_group_at(text, at + 1))
+                || (c == ','
+                    && prev.is_some_and(|p: char| p.is_ascii_digit())
+                    && (thousands_group_at(text, at + 1) || is_decimal_comma(text.as_bytes(), at)))
                 || (matches!(c, 'e' | 'E')
                     && prev.is_some_and(|p: char| p.is_ascii_digit())
                     && exponent_at(text, at + 1));
@@ -484,6 +486,70 @@ pub fn last_number(text: &str) -> Option<&str> {
         }
     }
     best
+}
+
+/// Whether the comma at `at` is a decimal comma of a plain number, as Math-Verify reads plain
+/// text: digits on both sides, the number has no other separator, and it cannot be thousands
+/// (`1,22`, `1000,99`, `0,111`, `2,74`; not `1,234`, `12,345,678` or `1,2,3`).
+fn is_decimal_comma(bytes: &[u8], at: usize) -> bool {
+    if bytes.get(at) != Some(&b',') {
+        return false;
+    }
+    let whole = bytes[..at].iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let fraction = bytes[at + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if whole == 0 || fraction == 0 {
+        return false;
+    }
+    let before = at - whole;
+    let separator = |b: Option<&u8>| matches!(b, Some(b',' | b'.'));
+    let digit = |b: Option<&u8>| b.is_some_and(u8::is_ascii_digit);
+    // Another separator with a digit beyond it belongs to the same number: not a plain decimal.
+    if before > 0 && separator(bytes.get(before - 1)) && before >= 2 && digit(bytes.get(before - 2)) {
+        return false;
+    }
+    let after = at + 1 + fraction;
+    if separator(bytes.get(after)) && digit(bytes.get(after + 1)) {
+        return false;
+    }
+    let thousands = whole <= 3 && bytes[before] != b'0' && fraction == 3;
+    !thousands
+}
+
+/// A plain number standing alone whose comma is a decimal comma (`1,22`, see
+/// [`is_decimal_comma`]) with a decimal point instead: how a whole answer written in plain text,
+/// a tag's content or the last number of prose is read. `None` for anything else.
+pub(crate) fn plain_decimal_comma(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+    let (whole, fraction) = digits.split_once(',')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(all_digits(whole) && all_digits(fraction)) {
+        return None;
+    }
+    let comma = trimmed.len() - fraction.len() - 1;
+    if !is_decimal_comma(trimmed.as_bytes(), comma) {
+        return None;
+    }
+    Some(format!("{}.{}", &trimmed[..comma], &trimmed[comma + 1..]))
+}
+
+/// Plain text (no LaTeX command, no math environment) with its decimal commas (see
+/// [`is_decimal_comma`]) made points: how a tag's plain content is read. `None` when there is
+/// nothing to change.
+pub(crate) fn plain_text_decimal_commas(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    if text.contains('\\') || !last_math_spans(text, 1).is_empty() {
+        return None;
+    }
+    let commas: Vec<usize> = (0..bytes.len()).filter(|&i| is_decimal_comma(bytes, i)).collect();
+    if commas.is_empty() {
+        return None;
+    }
+    let mut out = text.to_string();
+    for at in commas {
+        out.replace_range(at..at + 1, ".");
+    }
+    Some(out)
 }
 
 /// `ddd` then no digit: a thousands group after a comma.

@@ -62,6 +62,11 @@ pub struct MathOptions {
     /// gold alike; lists then need a space after their commas (`1, 2`). Off by default: `1,000`
     /// is a thousand and `1,2` the list of 1 and 2.
     pub decimal_comma: bool,
+    /// A plain number standing alone (the whole gold, a tag's content, the last number in prose)
+    /// whose comma cannot separate thousands has a decimal comma, as Math-Verify reads plain
+    /// text: `1,22` is 1.22, `0,111` is 0.111, `1,234` stays 1234 (default). Off: such a number is
+    /// the list of its two parts. In LaTeX (`$1,2$`, `\boxed{1,2}`) a comma separates items.
+    pub plain_decimal_comma: bool,
     /// An answer written as a relation in one quantity matches a gold set or interval
     /// (`-2 \le x \le 7` answers `[-2, 7]`). Off: only a gold relation matches an answer written
     /// as an interval (Math-Verify's `allow_set_relation_comp = false`, its default).
@@ -81,6 +86,7 @@ impl Default for MathOptions {
             seed: 0,
             float_tolerance: 1e-6,
             decimal_comma: false,
+            plain_decimal_comma: true,
             relation_matches_set: true,
             rename_variables: false,
         }
@@ -135,10 +141,17 @@ impl MathChecker {
     fn read_verdict(&self, completion: &str, gold: &str) -> Verdict {
         // The gold is read as a completion is: its boxes, else the whole text, else (a worked
         // solution) the answer its prose gives.
-        let gold_text = last_boxes(gold).unwrap_or(Cow::Borrowed(gold));
+        // A plain number alone reads a comma that cannot be thousands as a decimal comma (`1,22`).
+        let gold_text = match last_boxes(gold) {
+            Some(boxes) => boxes,
+            None if self.options.plain_decimal_comma => {
+                extract::plain_decimal_comma(gold).map_or(Cow::Borrowed(gold), Cow::Owned)
+            }
+            None => Cow::Borrowed(gold),
+        };
         let gold_answer = match parse_answer(&gold_text).or_else(|e| {
             let solution = gold.len() <= MAX_GOLD_SOLUTION;
-            solution.then(|| answer_in_prose(gold)).flatten().ok_or(e)
+            solution.then(|| answer_in_prose(gold, self.options.plain_decimal_comma)).flatten().ok_or(e)
         }) {
             Ok(a) => a,
             Err(e) => {
@@ -166,7 +179,13 @@ impl MathChecker {
         };
         let mut first_error = None;
         for candidate in &found {
-            let reading = read_candidate(candidate, &gold_answer);
+            // A plain number in prose or in a tag (not in a box) may have a decimal comma.
+            let plain = match candidate.source {
+                Source::LastNumber => true,
+                Source::AnswerTag => answer_tag(completion).is_some_and(|tag| last_boxed(tag).is_none()),
+                _ => false,
+            };
+            let reading = read_candidate(candidate, &gold_answer, plain && self.options.plain_decimal_comma);
             match reading {
                 Ok(pred) => {
                     let correct = answers_match(&self.compare, &gold_answer, &pred, &candidate.text);
@@ -241,11 +260,17 @@ fn unparsable(gold: &str, candidate: &Extracted, error: &MathError) -> Verdict {
 /// A candidate as an answer. A sentence in an answer tag ("The largest $n$ is 34.") is searched
 /// as a completion would be; a gold multiple-choice letter is matched by the letter a candidate
 /// starts with (`B) 42`) even when the rest does not parse.
-fn read_candidate(candidate: &Extracted, gold: &Answer) -> Result<Answer, MathError> {
-    let parsed =
-        if candidate.source.is_marked() { parse_answer(&candidate.text) } else { parse_prose(&candidate.text) };
+fn read_candidate(candidate: &Extracted, gold: &Answer, decimal_comma: bool) -> Result<Answer, MathError> {
+    // A tag's content or a number in prose that is one plain number with a decimal comma.
+    let decimal = match candidate.source {
+        _ if !decimal_comma => None,
+        Source::AnswerTag => extract::plain_text_decimal_commas(&candidate.text),
+        _ => extract::plain_decimal_comma(&candidate.text),
+    };
+    let text = decimal.as_deref().unwrap_or(&candidate.text);
+    let parsed = if candidate.source.is_marked() { parse_answer(text) } else { parse_prose(text) };
     let parsed = match (candidate.source, parsed) {
-        (Source::AnswerTag, Err(e)) => answer_in_prose(&candidate.text).ok_or(e),
+        (Source::AnswerTag, Err(e)) => answer_in_prose(&candidate.text, decimal_comma).ok_or(e),
         (_, parsed) => parsed,
     };
     match (parsed, gold) {
@@ -276,10 +301,13 @@ impl Checker for MathChecker {
 
 /// In text that does not parse as a whole (a sentence in an answer tag, a worked solution as
 /// the gold): the first candidate of the prose sources that parses.
-fn answer_in_prose(text: &str) -> Option<Answer> {
-    candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber])
-        .iter()
-        .find_map(|c| parse_prose(&c.text).ok())
+fn answer_in_prose(text: &str, decimal_comma: bool) -> Option<Answer> {
+    candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber]).iter().find_map(|c| {
+        let decimal = (decimal_comma && c.source == Source::LastNumber)
+            .then(|| extract::plain_decimal_comma(&c.text))
+            .flatten();
+        parse_prose(decimal.as_deref().unwrap_or(&c.text)).ok()
+    })
 }
 
 /// A candidate found in prose: words with a number among them ("we need 42 of them") would
