@@ -440,3 +440,29 @@ fn plain_numbers_with_a_decimal_comma() {
     assert_eq!(lists.verdict("1,22", "1.22").reward_value(), Some(0.0));
     assert_eq!(lists.verdict("\\boxed{2, 3}", "2,3").reward_value(), Some(1.0));
 }
+
+/// Boxes that are one answer (Math-Verify's rule, without its commas and other words), and
+/// assignments against a bare list of values.
+#[test]
+fn joined_boxes_and_assignments_against_values() {
+    assert_eq!(last_boxes("\\boxed{1} papers and \\boxed{2} bins").as_deref(), Some("1, 2"));
+    assert_eq!(last_boxes("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$").as_deref(), Some("(3, 3), (1, 1)"));
+    assert_eq!(last_boxes("$\\boxed{35} ++++++ \\boxed{4}$").as_deref(), Some("35, 4"));
+    assert_eq!(last_boxes("\\boxed{3} and so \\boxed{3}").as_deref(), Some("3"));
+    assert_eq!(last_boxes("\\boxed{3}, then corrected: \\boxed{4}").as_deref(), Some("4"));
+    assert_eq!(last_boxes("\\boxed{1} so \\boxed{2}").as_deref(), Some("2"));
+    check_all(&[
+        ("$\\boxed{-5, \\frac{14}{3}}$", "\\boxed{x = -5,\\ p = \\frac{14}{3}}", true),
+        ("$\\boxed{\\frac{14}{3}, -5}$", "\\boxed{x = -5,\\ p = \\frac{14}{3}}", true),
+        ("$\\boxed{-5, \\frac{14}{5}}$", "\\boxed{x = -5,\\ p = \\frac{14}{3}}", false),
+        ("$\\boxed{-5}$", "\\boxed{x = -5,\\ p = \\frac{14}{3}}", false),
+        ("\\boxed{x = 1, y = 2}", "1, 2", true),
+        ("\\boxed{x = 1, y = 3}", "1, 2", false),
+        (
+            "\\($y_1 = \\boxed{-2(x - 1)^2 + 5} \\) and \\( y_2 = \\boxed{3(x + 2)^2 - 2} \\)",
+            "$y_{1}=-2 x^{2}+4 x+3, y_{2}=3 x^{2}+12 x+10$",
+            true,
+        ),
+        ("\\boxed{1} papers and \\boxed{2} bins", "$\\{1, 2\\}$", true),
+    ]);
+}

@@ -71,6 +71,15 @@ impl Compare {
                 return g.len() == p.len()
                     && g.iter().all(|(name, gv)| p.iter().any(|(pn, pv)| pn == name && self.same(gv, pv)))
             }
+            // Against a bare list of values (`x_1 = a, x_2 = b` and `a, b`): the values as a set.
+            (Some(g), None) if matches!(pred, Expr::List(_)) => {
+                let values: Vec<&Expr> = g.iter().map(|(_, value)| *value).collect();
+                return as_collection(pred).is_some_and(|p| self.unordered(&values, &p));
+            }
+            (None, Some(p)) if matches!(gold, Expr::List(_)) => {
+                let values: Vec<&Expr> = p.iter().map(|(_, value)| *value).collect();
+                return as_collection(gold).is_some_and(|g| self.unordered(&g, &values));
+            }
             (Some(g), None) => return self.top(&tuple_of(&g), pred),
             (None, Some(p)) => return self.top(gold, &tuple_of(&p)),
             (None, None) => {}

@@ -208,7 +208,7 @@ pub fn last_boxes(text: &str) -> Option<Cow<'_, str>> {
         let Some((previous_start, previous)) = last_box(&text[..start]) else { break };
         let previous_end = offset_in(text, previous) + previous.len();
         let gap = text[previous_end..start].strip_prefix('}').unwrap_or(&text[previous_end..start]);
-        if !only_joins(gap) {
+        if !only_joins(gap) && !separates_answers(gap, previous, items[items.len() - 1]) {
             break;
         }
         items.push(previous);
@@ -219,6 +219,20 @@ pub fn last_boxes(text: &str) -> Option<Cow<'_, str>> {
     }
     items.reverse();
     Some(Cow::Owned(items.iter().map(|item| item.trim()).collect::<Vec<_>>().join(", ")))
+}
+
+/// Math-Verify's rule for boxes that are one answer, without its words or commas: under 10
+/// characters apart with no letter between them, or under 70 with "and" or "or" between them and
+/// different contents (`\boxed{1} papers and \boxed{2} bins`, `\boxed{(3, 3)} \text{ for part
+/// (a) and } \boxed{(1, 1)}`). Other words do not join (`\boxed{1} so \boxed{2}` is 2;
+/// `\boxed{3}, then corrected: \boxed{4}` is 4; Math-Verify reads both as lists).
+fn separates_answers(gap: &str, previous: &str, next: &str) -> bool {
+    let n = gap.chars().count();
+    if n < 10 && !gap.chars().any(char::is_alphabetic) {
+        return true;
+    }
+    let separator = gap.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == "and" || word == "or");
+    n < 70 && separator && previous.trim() != next.trim()
 }
 
 /// Whether the text between two boxes only joins them: punctuation, math delimiters, spacing
