@@ -14,7 +14,7 @@
 #   --models "0.5b 1.5b"  the bench models (random weights, Qwen2.5-0.5B's / -1.5B's config.json)
 #   --only a,b / --skip a,b   stages by name or prefix (setup peers vllm-setup models parity-f32
 #                       parity-bf16 gen-MODEL grpo-MODEL demo); `--only gen,grpo` takes prefixes
-#   --vllm auto|on|off  vLLM stages (auto: on for cuda, off for cpu)
+#   --vllm auto|on|off  vLLM stages (auto: on for cuda, off for cpu or when PY is given)
 #   --deadline-s S      start no stage after S seconds, and cut each stage's timeout to what is left
 #   --fetch-wheels DIR  download (here, with network) the wheels TRL needs beyond an image with
 #                       torch and transformers (for an offline GPU machine, Python 3.12), and exit
@@ -73,7 +73,9 @@ else
   PROMPTS=64 GROUP=8 NEW=512 PROMPT_TOKENS=40 MICRO=16 REPEATS=1
   STEPS="${STEPS:-3}" SKIP="${SKIP:-1}"
 fi
-[ "$VLLM" = auto ] && { [ "$DEVICE" = cpu ] && VLLM=off || VLLM=on; }
+# auto: on for a GPU, unless PY names a given Python (an offline machine's image: vLLM cannot be
+# installed there, and pip would spend minutes failing to reach the network).
+[ "$VLLM" = auto ] && { [ "$DEVICE" = cpu ] || [ -n "${PY:-}" ] && VLLM=off || VLLM=on; }
 GPU_FLAG=--no-gpu; [ "$DEVICE" != cpu ] && GPU_FLAG=--gpu
 TORCH_MODE=cpu; [ "$DEVICE" != cpu ] && TORCH_MODE=cuda
 
@@ -101,7 +103,7 @@ export AHA PY VPY DEVICE GPU_FLAG TORCH_MODE BUILD_AHA PY_GIVEN VENV VLLM_VENV W
 say() { printf '[gpu_check %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 # JSON lines from stdin: printed and appended to the results, with the stage's name.
 emit() { while IFS= read -r line; do
-  case "$line" in "{"*) printf '%s\n' "$line" | python3 -c 'import json,sys,os; r=json.loads(sys.stdin.read()); r.setdefault("stage", os.environ.get("STAGE","")); print(json.dumps(r))' | tee -a "$JSONL" ;; *) printf '%s\n' "$line" ;; esac
+  case "$line" in "{\""*) printf '%s\n' "$line" | python3 -c 'import json,sys,os; r=json.loads(sys.stdin.read()); r.setdefault("stage", os.environ.get("STAGE","")); print(json.dumps(r))' | tee -a "$JSONL" ;; *) printf '%s\n' "$line" ;; esac
 done; }
 # measure LABEL KIND MODEL_DIR -- CMD...: runs CMD (its last stdout line is its JSON result),
 # adds wall time, peak memory, FLOPs and MFU, and records it. KIND: gen, grpo or none.
@@ -112,7 +114,7 @@ measure() {
   python3 bench/gpu_check.py measure "$GPU_FLAG" --out "$m" -- "$@" >"$out" || { cat "$out"; say "$label: FAILED"; return 1; }
   cat "$out"
   [ "$kind" = none ] && return 0
-  grep '^{' "$out" | tail -1 | python3 bench/gpu_check.py annotate --model "$model" --kind "$kind" \
+  grep '^{"' "$out" | tail -1 | python3 bench/gpu_check.py annotate --model "$model" --kind "$kind" \
     --prompts "$PROMPTS" --group-size "$GROUP" --prompt-tokens "$PROMPT_TOKENS" --new-tokens "$NEW" \
     --peak-tflops "$PEAK" --measure "$m" --label "$label" | emit
 }
@@ -233,7 +235,11 @@ stage_models() {
 parity_models() {
   local f="$ROOT/tests/fixtures/models"
   if [ "$SMALL" = 1 ]; then echo "$f/qwen2 $f/llama"
-  else echo "$f/qwen2 $f/llama $f/qwen3 $f/qwen2-sharded $f/qwen2-bf16 $(model_dir 0.5b)"; fi
+  else
+    echo "$f/qwen2 $f/llama $f/qwen3 $f/qwen2-sharded $f/qwen2-bf16"
+    # The first bench model, when the models stage made it (random weights at a real model's shape).
+    local m; m="$(model_dir "${MODELS%% *}")"; [ -f "$m/config.json" ] && echo "$m"
+  fi
 }
 export -f parity_models
 stage_parity() {  # $1: f32 or bf16

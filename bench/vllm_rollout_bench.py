@@ -30,6 +30,11 @@ def main():
     import vllm
     from vllm import LLM, SamplingParams
 
+    # Before the engine starts, so that a wrong argument fails in seconds (top-k and top-p: off
+    # by default).
+    params = SamplingParams(n=args.group_size, temperature=1.0, max_tokens=args.new_tokens,
+                            min_tokens=args.new_tokens, ignore_eos=True, seed=args.seed,
+                            detokenize=False)
     g = torch.Generator().manual_seed(args.seed)
     llm = LLM(model=args.model, dtype=args.dtype, gpu_memory_utilization=args.gpu_memory_utilization,
               max_model_len=args.prompt_tokens + args.new_tokens, seed=args.seed,
@@ -37,9 +42,6 @@ def main():
     vocab = llm.llm_engine.model_config.get_vocab_size()
     prompt_ids = torch.randint(0, vocab, (args.prompts, args.prompt_tokens), generator=g).tolist()
     prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
-    params = SamplingParams(n=args.group_size, temperature=1.0, top_p=1.0, top_k=-1,
-                            max_tokens=args.new_tokens, min_tokens=args.new_tokens,
-                            ignore_eos=True, seed=args.seed, detokenize=False)
 
     def run():
         t0 = time.perf_counter()
