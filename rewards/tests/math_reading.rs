@@ -466,3 +466,20 @@ fn joined_boxes_and_assignments_against_values() {
         ("\\boxed{1} papers and \\boxed{2} bins", "$\\{1, 2\\}$", true),
     ]);
 }
+
+/// A pair in parentheses against a set of two (in the order written), and a chain that does not
+/// parse as a whole read as its last side.
+#[test]
+fn pairs_against_sets_and_last_sides_of_chains() {
+    check_all(&[
+        ("${1,3}$", "$(1,3)$", true),
+        ("$(1,3)$", "$\\{1,3\\}$", true),
+        ("${3,1}$", "$(1,3)$", false),
+        ("${1,3}$", "$[1,3]$", false),
+        ("${1,3,5}$", "$(1,3)$", false),
+        ("$0$", "$1 = \\zzz = x = 0$", true),
+        ("$1$", "$1 = \\zzz = x = 0$", false),
+        ("$\\mathscr{A} = 5$", "5", true),
+        ("$\\zzz$", "5", false),
+    ]);
+}

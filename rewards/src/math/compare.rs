@@ -160,6 +160,15 @@ impl Compare {
             (Expr::Set(g), Expr::Set(p)) | (Expr::Union(g), Expr::Union(p)) | (Expr::List(g), Expr::List(p)) => {
                 self.unordered(&g.iter().collect::<Vec<_>>(), &p.iter().collect::<Vec<_>>())
             }
+            // `(1, 3)` against `\{1, 3\}`: a pair in parentheses (an open interval or a tuple)
+            // against a set of two, in the order written (Math-Verify's rule).
+            (Expr::Group { open: '(', close: ')', items: pair }, Expr::Set(set))
+            | (Expr::Set(set), Expr::Group { open: '(', close: ')', items: pair })
+                if pair.len() == 2 && set.len() == 2 =>
+            {
+                let (g, p) = if matches!(gold, Expr::Group { .. }) { (pair, set) } else { (set, pair) };
+                g.iter().zip(p).all(|(a, b)| self.same_entry(a, b))
+            }
             (Expr::Set(g), Expr::Const(Const::EmptySet)) | (Expr::Const(Const::EmptySet), Expr::Set(g)) => g.is_empty(),
             (Expr::Const(Const::EmptySet), Expr::Const(Const::EmptySet)) => true,
             (Expr::Matrix(g), Expr::Matrix(p)) => {

@@ -400,6 +400,30 @@ pub fn parse_answer(text: &str) -> Result<Answer, MathError> {
     if let Some(words) = as_text(trimmed) {
         return Ok(Answer::Text(words));
     }
-    let tokens = lex::tokenize(trimmed)?;
-    Ok(Answer::Math(parse::parse(&tokens)?))
+    let parsed = lex::tokenize(trimmed).and_then(|tokens| parse::parse(&tokens));
+    match parsed {
+        Ok(expr) => Ok(Answer::Math(expr)),
+        // `1 = \zzz = x = 0`: a chain that does not parse as a whole is its last side, as
+        // Math-Verify reads it.
+        Err(e) => match last_side(trimmed) {
+            Some(side) => lex::tokenize(side).and_then(|tokens| parse::parse(&tokens)).map(Answer::Math).map_err(|_| e),
+            None => Err(e),
+        },
+    }
+}
+
+/// What follows the last `=` outside braces and brackets, when something does.
+fn last_side(text: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    let mut last = None;
+    for (at, c) in text.char_indices() {
+        match c {
+            '{' | '(' | '[' => depth += 1,
+            '}' | ')' | ']' => depth -= 1,
+            '=' if depth == 0 && !text[..at].ends_with(['<', '>', '!', '\\']) => last = Some(at),
+            _ => {}
+        }
+    }
+    let side = text[last? + 1..].trim();
+    (!side.is_empty()).then_some(side)
 }
