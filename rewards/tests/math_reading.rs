@@ -483,3 +483,16 @@ fn pairs_against_sets_and_last_sides_of_chains() {
         ("$\\zzz$", "5", false),
     ]);
 }
+
+/// "The final answer is …" written after the last box is the writer's last word.
+#[test]
+fn final_answer_after_the_last_box() {
+    check_all(&[
+        ("so $\\boxed{255}$ more. Final Answer: The final answer is $10,455$. I hope it is correct.", "10455", true),
+        ("so $\\boxed{255}$ more. Final Answer: The final answer is $10,455$. I hope it is correct.", "255", false),
+        ("The final answer is 5. Checking again: \\boxed{6}", "6", true),
+        ("\\boxed{6}. So the final answer is as boxed above.", "6", true),
+        ("\\boxed{6}. The final answer is \\frac{12}{2}.", "6", true),
+        ("\\boxed{6}. The final answer is 7.", "6", false),
+    ]);
+}

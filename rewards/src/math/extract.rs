@@ -76,6 +76,13 @@ pub fn candidates(completion: &str, sources: &[Source]) -> Vec<Extracted> {
     while k < sources.len() {
         let source = sources[k];
         if let Some(marked) = find_marked(completion, source) {
+            // "The final answer is 10,455. I hope it is correct." after the last box: the
+            // writer's last word (Math-Verify ranks the two alike, the later winning).
+            if source == Source::Boxed && sources.contains(&Source::FinalAnswer) {
+                if let Some(after) = final_answer_after_last_box(completion) {
+                    out.push(Extracted { source: Source::FinalAnswer, text: clip(after) });
+                }
+            }
             let text = clip(&marked);
             if !text.is_empty() {
                 out.push(Extracted { source, text });
@@ -243,6 +250,20 @@ fn only_joins(gap: &str) -> bool {
             .split(|c: char| !c.is_ascii_alphabetic())
             .all(|word| matches!(word, "" | "and" | "or" | "quad" | "qquad" | "text" | "textrm" | "mathrm" | "mbox"))
         && gap.chars().all(|c| c.is_ascii_alphabetic() || c.is_whitespace() || ",;$\\(){}[]&~".contains(c))
+}
+
+fn final_answer_is_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(?i)final answer is").unwrap())
+}
+
+/// The answer of a "final answer is …" phrase written after the last box, if there is one.
+fn final_answer_after_last_box(text: &str) -> Option<&str> {
+    let (_, content) = last_box(text)?;
+    let after = &text[offset_in(text, content) + content.len()..];
+    let answer = final_answer_is_regex().is_match(after).then(|| final_answer(after)).flatten()?;
+    // Words alone ("the final answer is as boxed above") leave the box the answer.
+    answer.contains(|c: char| c.is_ascii_digit() || c == '\\').then_some(answer)
 }
 
 fn final_answer_regex() -> &'static Regex {
