@@ -496,3 +496,24 @@ fn final_answer_after_the_last_box() {
         ("\\boxed{6}. The final answer is 7.", "6", false),
     ]);
 }
+
+/// Sums, differences and products of matrices (and a scalar times one) are the matrices they
+/// stand for.
+#[test]
+fn matrix_arithmetic() {
+    let m = |rows: &str| format!("\\begin{{pmatrix}}{rows}\\end{{pmatrix}}");
+    let (a, b) = (m("1 & 2 \\\\ 3 & 4"), m("5 & 6 \\\\ 7 & 8"));
+    check_all(&[
+        (&format!("The sum is ${a} + {b}$"), &m("6 & 8 \\\\ 10 & 12"), true),
+        (&format!("${b} - {a}$"), &m("4 & 4 \\\\ 4 & 4"), true),
+        (&format!("${a} {b}$"), &m("19 & 22 \\\\ 43 & 50"), true),
+        (&format!("${a} \\cdot {b}$"), &m("19 & 22 \\\\ 43 & 50"), true),
+        (&format!("${b} {a}$"), &m("19 & 22 \\\\ 43 & 50"), false),
+        (&format!("$2 {a}$"), &m("2 & 4 \\\\ 6 & 8"), true),
+        (&format!("$-{a}$"), &m("-1 & -2 \\\\ -3 & -4"), true),
+        (&format!("${a} + {b}$"), &m("6 & 8 \\\\ 10 & 13"), false),
+        (&format!("${a} + {}$", m("1 \\\\ 2")), &m("2 & 2 \\\\ 5 & 4"), false),
+        (&format!("${a} {}$", m("1 \\\\ 1")), &m("3 \\\\ 7"), true),
+        (&format!("${a} + 1$"), &m("2 & 3 \\\\ 4 & 5"), false),
+    ]);
+}

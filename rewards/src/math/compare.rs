@@ -55,6 +55,7 @@ impl Compare {
     pub fn answers(&self, gold: &Expr, pred: &Expr) -> bool {
         let gold = expand_plus_minus(gold);
         let pred = expand_plus_minus(pred);
+        let (gold, pred) = (matrix_value(&gold).unwrap_or(gold), matrix_value(&pred).unwrap_or(pred));
         if self.rename_variables {
             if let Some(renamed) = renamed_like(&gold, &pred) {
                 return self.top(&gold, &renamed);
@@ -327,6 +328,78 @@ impl Compare {
             }
         }
         good >= MIN_GOOD_POINTS
+    }
+}
+
+/// Most entries of a matrix computed from a sum or product of matrices.
+const MAX_MATRIX_ENTRIES: usize = 64;
+
+/// The matrix a sum, difference or product of matrices (or a scalar times one) stands for, its
+/// entries left as expressions: `\begin{pmatrix}1&2\\3&4\end{pmatrix} + \begin{pmatrix}5&6\\7&8\end{pmatrix}`
+/// is the matrix of `1 + 5`, … `None` when `e` is no such arithmetic, or the shapes do not fit.
+fn matrix_value(e: &Expr) -> Option<Expr> {
+    if !matches!(e, Expr::Add(..) | Expr::Sub(..) | Expr::Mul(..) | Expr::Neg(_)) {
+        return None;
+    }
+    let Some(Ok(rows)) = matrix_rows(e) else { return None };
+    Some(Expr::Matrix(rows))
+}
+
+/// `None`: a scalar; `Some(Err)`: matrices that do not combine; `Some(Ok(rows))`: a matrix.
+fn matrix_rows(e: &Expr) -> Option<Result<Vec<Vec<Expr>>, ()>> {
+    let shape = |m: &Vec<Vec<Expr>>| (m.len(), m.first().map_or(0, Vec::len));
+    let rectangular = |m: &Vec<Vec<Expr>>| m.iter().all(|row| row.len() == shape(m).1);
+    let bx = Box::new;
+    let map = |m: Vec<Vec<Expr>>, f: &dyn Fn(Expr) -> Expr| -> Vec<Vec<Expr>> {
+        m.into_iter().map(|row| row.into_iter().map(f).collect()).collect()
+    };
+    match e {
+        Expr::Matrix(rows) => Some(if rectangular(rows) && rows.len() * shape(rows).1 <= MAX_MATRIX_ENTRIES {
+            Ok(rows.clone())
+        } else {
+            Err(())
+        }),
+        Expr::Neg(a) => Some(matrix_rows(a)?.map(|m| map(m, &|x| Expr::Neg(bx(x))))),
+        Expr::Add(a, b) | Expr::Sub(a, b) => {
+            let (a, b) = match (matrix_rows(a), matrix_rows(b)) {
+                (None, None) => return None,
+                (Some(Ok(a)), Some(Ok(b))) if shape(&a) == shape(&b) => (a, b),
+                _ => return Some(Err(())),
+            };
+            let add = matches!(e, Expr::Add(..));
+            Some(Ok(a
+                .into_iter()
+                .zip(b)
+                .map(|(ra, rb)| {
+                    ra.into_iter()
+                        .zip(rb)
+                        .map(|(x, y)| if add { Expr::Add(bx(x), bx(y)) } else { Expr::Sub(bx(x), bx(y)) })
+                        .collect()
+                })
+                .collect()))
+        }
+        Expr::Mul(a, b) => match (matrix_rows(a), matrix_rows(b)) {
+            (None, None) => None,
+            (Some(Ok(m)), None) if is_scalar(b) => Some(Ok(map(m, &|x| Expr::Mul(bx(x), b.clone())))),
+            (None, Some(Ok(m))) if is_scalar(a) => Some(Ok(map(m, &|x| Expr::Mul(a.clone(), bx(x))))),
+            (Some(Ok(a)), Some(Ok(b))) if shape(&a).1 == shape(&b).0 && shape(&a).0 * shape(&b).1 <= MAX_MATRIX_ENTRIES => {
+                let (n, inner, m) = (shape(&a).0, shape(&a).1, shape(&b).1);
+                Some(Ok((0..n)
+                    .map(|i| {
+                        (0..m)
+                            .map(|j| {
+                                (0..inner)
+                                    .map(|k| Expr::Mul(bx(a[i][k].clone()), bx(b[k][j].clone())))
+                                    .reduce(|acc, x| Expr::Add(bx(acc), bx(x)))
+                                    .unwrap_or(Expr::Num { value: BigRational::zero(), float: false })
+                            })
+                            .collect()
+                    })
+                    .collect()))
+            }
+            _ => Some(Err(())),
+        },
+        _ => None,
     }
 }
 

@@ -297,7 +297,7 @@ impl<'a> Parser<'a> {
 
     fn starts_primary(&self) -> bool {
         match self.peek() {
-            Some(Tok::Num(_) | Tok::Var(_) | Tok::Func(_) | Tok::Open('(') | Tok::BraceOpen) => true,
+            Some(Tok::Num(_) | Tok::Var(_) | Tok::Func(_) | Tok::Open('(') | Tok::BraceOpen | Tok::BeginMatrix) => true,
             Some(Tok::Const(c)) => *c != Const::EmptySet,
             Some(Tok::Pipe) => self.abs_depth == 0,
             _ => false,
