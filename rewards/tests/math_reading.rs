@@ -388,6 +388,10 @@ fn latex_as_it_reaches_us() {
         // a backslash before a space, a tab or a form feed is a space
         ("\\boxed{3\\\t4}", "34", false),
         ("\\boxed{x\\\x0c+ 1}", "x + 1", true),
+        // `{,}` with spaces inside is a thousands separator too
+        ("The final answer is $14 {, }916$. I hope it is correct.", "14916", true),
+        ("\\boxed{14{ , }916}", "14916", true),
+        ("\\boxed{\\{1{, }2\\}}", "\\{1, 2\\}", true),
         // `\quadx`: spacing glued to a name
         ("\\boxed{x = 1,\\quadx = 2}", "\\{1, 2\\}", true),
         // a ratio is a quotient; `12:00` has no value and so equals no number

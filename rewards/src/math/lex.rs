@@ -299,9 +299,9 @@ impl Lexer {
                 '(' | '[' => self.single(Tok::Open(c))?,
                 ')' | ']' => self.single(Tok::Close(c))?,
                 '{' => {
-                    // `{,}` is a thousands separator inside a number; elsewhere a comma.
-                    if self.peek_at(1) == Some(',') && self.peek_at(2) == Some('}') {
-                        self.pos += 3;
+                    // `{,}` (or `{, }`) is a thousands separator inside a number; elsewhere a comma.
+                    if let Some(len) = self.braced_comma() {
+                        self.pos += len;
                         if matches!(self.out.last(), Some(Tok::Num(_))) && self.three_digits_follow(self.pos) {
                             self.continue_number()?;
                         } else {
@@ -373,6 +373,22 @@ impl Lexer {
             }
         }
         false
+    }
+
+    /// The length of `{,}` with optional spaces inside (`{, }`) at the cursor.
+    fn braced_comma(&self) -> Option<usize> {
+        let mut k = 1;
+        while self.peek_at(k).is_some_and(|c| c == ' ') {
+            k += 1;
+        }
+        if self.peek_at(k) != Some(',') {
+            return None;
+        }
+        k += 1;
+        while self.peek_at(k).is_some_and(|c| c == ' ') {
+            k += 1;
+        }
+        (self.peek_at(k) == Some('}')).then_some(k + 1)
     }
 
     fn three_digits_follow(&self, at: usize) -> bool {
