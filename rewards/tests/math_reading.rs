@@ -388,6 +388,10 @@ fn latex_as_it_reaches_us() {
         // a backslash before a space, a tab or a form feed is a space
         ("\\boxed{3\\\t4}", "34", false),
         ("\\boxed{x\\\x0c+ 1}", "x + 1", true),
+        // letters glued to a group are a product (`\t` of `"\text"` read as a tab leaves `ext{13}`)
+        ("$13$", "$\u{9}ext{13}$", false),
+        ("$13$", "$\\text{13}$", true),
+        ("\\boxed{5 cm}", "5", true),
         // `{,}` with spaces inside is a thousands separator too
         ("The final answer is $14 {, }916$. I hope it is correct.", "14916", true),
         ("\\boxed{14{ , }916}", "14916", true),

@@ -530,7 +530,9 @@ impl Lexer {
         if matches!(self.peek(), Some('0'..='9')) && !is_unit_word(&word) {
             return Err(MathError::Syntax(format!("digits inside the word `{word}`")));
         }
-        if word.len() == 2 && !is_unit_word(&word) && !matches!(word.as_str(), "or" | "and" | "is") {
+        // `ext{13}`: letters glued to a group are a product in math mode, not a word.
+        let glued_to_group = self.peek() == Some('{') && !is_unit_word(&word);
+        if glued_to_group || (word.len() == 2 && !is_unit_word(&word) && !matches!(word.as_str(), "or" | "and" | "is")) {
             // `xy` in math mode is a product of two variables.
             for c in word.chars() {
                 self.letter(&c.to_string())?;
