@@ -525,3 +525,15 @@ fn matrix_arithmetic() {
         (&format!("${a} + 1$"), &m("2 & 3 \\\\ 4 & 5"), false),
     ]);
 }
+
+/// An inequality in `|z|` is the set of `z` it describes.
+#[test]
+fn inequalities_in_an_absolute_value() {
+    check_all(&[
+        ("$z \\in \\left[-\\frac{3}{2}, -1\\right] \\cup \\left[1, \\frac{3}{2}\\right]$", "$1\\leq|z|\\leq \\frac{3}{2}$", true),
+        ("$z \\in [-2, -1] \\cup [1, 2]$", "$1\\leq|z|\\leq \\frac{3}{2}$", false),
+        ("$(-2, 2)$", "$|x| < 2$", true),
+        ("$[-2, 2]$", "$|x| < 2$", false),
+        ("$(-\\infty, -1) \\cup (1, \\infty)$", "$|x| > 1$", true),
+    ]);
+}

@@ -526,13 +526,60 @@ fn named_value(e: &Expr) -> Option<&Expr> {
 
 /// A two-ended group (`(a, b)`, `[a, b)`) that an inequality may be written as.
 fn is_interval_like(e: &Expr) -> bool {
-    matches!(e, Expr::Group { items, .. } if items.len() == 2)
+    match e {
+        Expr::Group { items, .. } => items.len() == 2,
+        Expr::Union(parts) => parts.iter().all(|p| matches!(p, Expr::Group { items, .. } if items.len() == 2)),
+        _ => false,
+    }
 }
 
 /// The interval an inequality in one quantity describes: `a < x \le b` is `(a, b]`, `x \ge a` is
 /// `[a, \infty)`, `b > x` is `(-\infty, b)`. The quantity has no number in it; the bounds have no
 /// variables.
 fn interval_of(e: &Expr) -> Option<Expr> {
+    let (quantity, interval) = interval_and_quantity(e)?;
+    match quantity {
+        Expr::Abs(_) => absolute_value_set(interval),
+        _ => Some(interval),
+    }
+}
+
+/// The set of `z` whose `|z|` lies in `interval`: `1 \le |z| \le 2` is `[-2, -1] \cup [1, 2]`,
+/// `|z| < 2` is `(-2, 2)`, `|z| > 1` is `(-\infty, -1) \cup (1, \infty)`. `None` when an end has
+/// no real value or the low end is an open 0.
+fn absolute_value_set(interval: Expr) -> Option<Expr> {
+    let Expr::Group { open, close, items } = interval else { return None };
+    let [low, high] = <[Expr; 2]>::try_from(items).ok()?;
+    let value = |x: &Expr| {
+        let a = approx(x, &Point(BTreeMap::new()))?;
+        (a.value.im == 0.0 && !a.value.re.is_nan()).then_some(a.value.re)
+    };
+    let (low_value, high_value) = (value(&low)?, value(&high)?);
+    let (low_closed, high_closed) = (open == '[', close == ']');
+    let neg = |x: &Expr| Expr::Neg(Box::new(x.clone()));
+    let group = |open: bool, a: Expr, b: Expr, close: bool| Expr::Group {
+        open: if open { '[' } else { '(' },
+        close: if close { ']' } else { ')' },
+        items: vec![a, b],
+    };
+    if low_value < 0.0 || (low_value == 0.0 && low_closed) {
+        // Every `z` with `|z|` below the high end.
+        if high_value.is_infinite() {
+            return None; // all reals: not an interval we compare
+        }
+        return Some(group(high_closed, neg(&high), high.clone(), high_closed));
+    }
+    if low_value == 0.0 {
+        return None;
+    }
+    Some(Expr::Union(vec![
+        group(high_closed, neg(&high), neg(&low), low_closed),
+        group(low_closed, low, high, high_closed),
+    ]))
+}
+
+/// [`interval_of`] before reading `|z|`: the quantity and the interval it lies in.
+fn interval_and_quantity(e: &Expr) -> Option<(&Expr, Expr)> {
     let quantity = |x: &Expr| {
         let mut vars = BTreeSet::new();
         variables(x, &mut vars);
@@ -555,29 +602,31 @@ fn interval_of(e: &Expr) -> Option<Expr> {
         if !(quantity(middle) && bound(low) && bound(right)) {
             return None;
         }
-        return match (first, rel) {
+        let found = match (first, rel) {
             (Rel::Lt | Rel::Le, Rel::Lt | Rel::Le) => {
-                Some(interval((**low).clone(), *first == Rel::Le, (**right).clone(), *rel == Rel::Le))
+                interval((**low).clone(), *first == Rel::Le, (**right).clone(), *rel == Rel::Le)
             }
             (Rel::Gt | Rel::Ge, Rel::Gt | Rel::Ge) => {
-                Some(interval((**right).clone(), *rel == Rel::Ge, (**low).clone(), *first == Rel::Ge))
+                interval((**right).clone(), *rel == Rel::Ge, (**low).clone(), *first == Rel::Ge)
             }
-            _ => None,
+            _ => return None,
         };
+        return Some((&**middle, found));
     }
     // One side: `x < b`, `b > x`, ...
-    let (rel, end) = if quantity(left) && bound(right) {
-        (*rel, (**right).clone())
+    let (rel, end, q) = if quantity(left) && bound(right) {
+        (*rel, (**right).clone(), &**left)
     } else if quantity(right) && bound(left) {
-        (flip(*rel), (**left).clone())
+        (flip(*rel), (**left).clone(), &**right)
     } else {
         return None;
     };
-    match rel {
-        Rel::Lt | Rel::Le => Some(interval(Expr::Neg(Box::new(infinity())), false, end, rel == Rel::Le)),
-        Rel::Gt | Rel::Ge => Some(interval(end, rel == Rel::Ge, infinity(), false)),
-        _ => None,
-    }
+    let found = match rel {
+        Rel::Lt | Rel::Le => interval(Expr::Neg(Box::new(infinity())), false, end, rel == Rel::Le),
+        Rel::Gt | Rel::Ge => interval(end, rel == Rel::Ge, infinity(), false),
+        _ => return None,
+    };
+    Some((q, found))
 }
 
 /// `p = 5, q = 2`: two or more assignments to distinct variables, in the order written.
