@@ -128,6 +128,10 @@ def aha_grpo(argv):
         "generation_tokens_per_s": round(length * completions / s_gen, 1) if s_gen > 0 else None,
         "frac_reward_zero_std": statistics.mean(r["frac_reward_zero_std"] for r in steady),
     }))
+    zero = statistics.mean(r["frac_reward_zero_std"] for r in steady)
+    if zero > 0.25:
+        print(f"warning: {zero:.0%} of the groups had equal rewards: aha skips those completions, "
+              "TRL trains on them, so the step times do not compare", file=sys.stderr)
 
 
 def flops_per_token(c, context, lm_head=True):

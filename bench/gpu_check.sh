@@ -11,7 +11,8 @@
 #   --device cuda|cpu   where aha and the peers run (default cuda)
 #   --small             tiny shapes: the tests/fixtures/models/qwen2 model, 4 prompts x 2 samples
 #                       x 16 new tokens, 2 GRPO steps (1 timed), a 2-step demo on 16 problems
-#   --models "0.5b 1.5b"  the bench models (random weights, Qwen2.5-0.5B's / -1.5B's config.json)
+#   --models "0.5b 1.5b"  the bench models (random weights, Qwen2.5-0.5B's / -1.5B's config.json;
+#                       "tiny" is the fixture; --small --models 0.5b: the real shape, tiny workload)
 #   --only a,b / --skip a,b   stages by name or prefix (setup peers vllm-setup models parity-f32
 #                       parity-bf16 gen-MODEL grpo-MODEL demo); `--only gen,grpo` takes prefixes
 #   --vllm auto|on|off  vLLM stages (auto: on for cuda, off for cpu or when PY is given)
@@ -35,12 +36,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
-DEVICE=cuda SMALL=0 ONLY="" SKIPSTAGES="" VLLM=auto DEADLINE="" MODELS="0.5b 1.5b" FETCH=""
+DEVICE=cuda SMALL=0 ONLY="" SKIPSTAGES="" VLLM=auto DEADLINE="" MODELS="0.5b 1.5b" MODELS_GIVEN=0 FETCH=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift ;;
     --small) SMALL=1 ;;
-    --models) MODELS="$2"; shift ;;
+    --models) MODELS="$2"; MODELS_GIVEN=1; shift ;;
     --only) ONLY="$2"; shift ;;
     --skip) SKIPSTAGES="$2"; shift ;;
     --vllm) VLLM="$2"; shift ;;
@@ -68,7 +69,7 @@ fi
 if [ "$SMALL" = 1 ]; then
   PROMPTS=4 GROUP=2 NEW=16 PROMPT_TOKENS=40 MICRO=4 REPEATS=1
   STEPS="${STEPS:-2}" SKIP="${SKIP:-1}"
-  MODELS="tiny"
+  [ "$MODELS_GIVEN" = 1 ] || MODELS="tiny"
 else
   PROMPTS=64 GROUP=8 NEW=512 PROMPT_TOKENS=40 MICRO=16 REPEATS=1
   STEPS="${STEPS:-3}" SKIP="${SKIP:-1}"
@@ -261,9 +262,9 @@ stage_gen() {  # $1: model
   say "aha's generation is measured inside its GRPO steps (stage grpo-$m: generation_s, generation_tokens_per_s)"
   return $rc
 }
-write_aha_config() {  # model dir, prompts file, output dir, config path
+write_aha_config() {  # model dir, prompts file, output dir, config path, model name
   local cache=$(( NEW / 2 < 32 ? NEW / 2 : 32 ))
-  local pattern='q'; [ "$SMALL" = 1 ] || pattern='^\\s*[a-m]'
+  local pattern='q'; [ "$5" = tiny ] || pattern='^\\s*[a-m]'
   cat >"$4" <<EOF
 # Written by bench/gpu_check.sh: the twin of bench/trl_grpo_bench.py's run (see bench/configs/grpo-bench-25m.toml).
 [model]
@@ -314,11 +315,14 @@ export -f write_aha_config
 stage_grpo() {  # $1: model
   local m="$1" dir noeos rc=0
   dir="$(model_dir "$m")"; noeos="$WORK/models/$m-noeos"
-  local pattern='q'; [ "$SMALL" = 1 ] || pattern='^\s*[a-m]'
+  # Rewards that differ within nearly every group: a "q" in the tiny model's text (as in
+  # bench/compare_grpo.sh); with the padded 151,936-token tokenizer nearly every completion has
+  # one, so there the completion's first letter decides (a-m: about half).
+  local pattern='q'; [ "$m" = tiny ] || pattern='^\s*[a-m]'
   local cache=$(( NEW / 2 < 32 ? NEW / 2 : 32 ))
   local run="$WORK/runs/aha-grpo-$m"
   rm -rf "$run"; mkdir -p "$WORK/runs"
-  write_aha_config "$noeos" "$WORK/prompts-$m.jsonl" "$run" "$WORK/grpo-$m.toml"
+  write_aha_config "$noeos" "$WORK/prompts-$m.jsonl" "$run" "$WORK/grpo-$m.toml" "$m"
   if measure aha-train none "$dir" -- "$AHA" train "$WORK/grpo-$m.toml"; then
     python3 bench/gpu_check.py aha-grpo "$run/metrics.jsonl" --skip "$SKIP" \
       | python3 bench/gpu_check.py annotate --model "$dir" --kind grpo --prompts "$PROMPTS" --group-size "$GROUP" \

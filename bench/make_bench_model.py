@@ -44,7 +44,9 @@ PRESETS = {
 
 def pad_tokenizer(path, vocab_size):
     """Fill tokenizer.json's BPE vocabulary up to `vocab_size` ids with filler tokens ("Ġ" and
-    3-4 lower-case letters: " abc" decoded). No merge produces them, so encoding is unchanged."""
+    3-4 lower-case letters: " abc" decoded). No merge produces them, so encoding is unchanged.
+    Their first letter changes fastest, so that it is spread evenly over a-z: a reward on it (as
+    bench/gpu_check.sh's "starts with a-m") splits random completions about in half."""
     import json
     import string
 
@@ -65,7 +67,7 @@ def pad_tokenizer(path, vocab_size):
                 w = ""
                 for _ in range(n):
                     i, r = divmod(i, 26)
-                    w = letters[r] + w
+                    w = w + letters[r]
                 yield "\u0120" + w
 
     it = words()
