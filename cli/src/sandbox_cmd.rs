@@ -47,8 +47,12 @@ struct RunArgs {
     /// quickjs.wasm in the checkout).
     #[arg(long)]
     module: Option<PathBuf>,
-    /// Python: import the standard library from python.wasm's zip, with no read-only /stdlib
-    /// mount and an empty environment (slower start-up).
+    /// Python: start CPython 3.12 from python.wasm instead of running from the pre-initialised
+    /// CPython 3.14 snapshot (python-snapshot.wasm next to the module; slower start-up).
+    #[arg(long)]
+    no_snapshot: bool,
+    /// Python with --no-snapshot: import the standard library from python.wasm's zip, with no
+    /// read-only /stdlib mount and an empty environment (slower start-up).
     #[arg(long)]
     no_unpacked_stdlib: bool,
 }
@@ -73,8 +77,15 @@ fn run_file(args: RunArgs, repo_root: &Path) -> Result<()> {
         .module
         .or_else(|| std::env::var_os("AHA_SANDBOX_MODULE").filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| repo_root.join("assets/wasm").join(lang.module_file_name()));
-    let config = SandboxConfig::new(module).lang(lang).workers(1).fuel_metering(true);
-    let sandbox = Sandbox::new(config.unpacked_stdlib(!args.no_unpacked_stdlib))?;
+    let mut config = SandboxConfig::new(module)
+        .lang(lang)
+        .workers(1)
+        .fuel_metering(true)
+        .unpacked_stdlib(!args.no_unpacked_stdlib);
+    if args.no_snapshot {
+        config = config.snapshot(None);
+    }
+    let sandbox = Sandbox::new(config)?;
     let limits = Limits {
         timeout: Duration::from_millis(args.timeout_ms),
         memory_bytes: args.memory_mb << 20,

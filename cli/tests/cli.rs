@@ -266,8 +266,12 @@ fn sandbox_run_prints_a_verdict_and_exits_zero_whatever_the_guest_did() {
     let flood = run("while True: print('x' * 1000)", &["--max-output-bytes", "10000"]);
     assert_eq!(flood["status"], "output_limit");
     let environment = "import os\nprint(dict(os.environ))";
-    assert_eq!(run(environment, &[])["stdout"], "{'PYTHONPATH': '/stdlib'}\n");
-    assert_eq!(run(environment, &["--no-unpacked-stdlib"])["stdout"], "{}\n");
+    assert_eq!(run(environment, &[])["stdout"], "{}\n");
+    let version = "import sys\nprint(sys.version_info[:2])";
+    assert_eq!(run(version, &[])["stdout"], "(3, 14)\n", "the pre-initialised CPython by default");
+    assert_eq!(run(version, &["--no-snapshot"])["stdout"], "(3, 12)\n");
+    assert_eq!(run(environment, &["--no-snapshot"])["stdout"], "{'PYTHONPATH': '/stdlib'}\n");
+    assert_eq!(run(environment, &["--no-snapshot", "--no-unpacked-stdlib"])["stdout"], "{}\n");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The `code` checker: run the completion's Python program against the problem's tests inside the
-//! WASM sandbox (`aha-sandbox`, CPython as `python.wasm`).
+//! WASM sandbox (`aha-sandbox`: the pre-initialised CPython, else `python.wasm`).
 //!
 //! The program is the last fenced ```` ```python ```` (or `py`, `python3`) block of the completion,
 //! else its last fenced block of any language; without one the reward is 0. The problem gives
@@ -11,14 +11,14 @@
 //!   every limit and its stdout equals the expected output line by line, each line trimmed, trailing
 //!   empty lines ignored, with the same number of lines (a prefix does not pass; printing the right
 //!   answer and then crashing does not pass).
-//! - **assert test**: a host-written harness (a fixed bootstrap in argv, the data on stdin) runs the
-//!   program, then that one assert, then writes a fresh random marker (128 bits from a CSPRNG, new
-//!   for every run) straight to file descriptor 1 and ends the process with `os._exit(0)`. It
-//!   passes only when the run exits 0 and the *last line* of stdout is exactly the marker. A
-//!   program that exits early (`sys.exit(0)`, `os._exit(0)`, `raise SystemExit`, an `atexit` or
-//!   `sys.excepthook` that exits 0), silences `print` / `sys.stdout`, or crashes never prints it.
-//!   The marker and the assert are not in argv (`sys.orig_argv`) or in the program's own code
-//!   object, and stdin is already consumed when the program runs.
+//! - **assert test**: a host-written harness (a fixed bootstrap as the program text, the data on
+//!   stdin) runs the program, then that one assert, then writes a fresh random marker (128 bits
+//!   from a CSPRNG, new for every run) straight to file descriptor 1 and ends the process with
+//!   `os._exit(0)`. It passes only when the run exits 0 and the *last line* of stdout is exactly
+//!   the marker. A program that exits early (`sys.exit(0)`, `os._exit(0)`, `raise SystemExit`, an
+//!   `atexit` or `sys.excepthook` that exits 0), silences `print` / `sys.stdout`, or crashes never
+//!   prints it. The marker and the assert are not in the program text (nor in `sys.orig_argv`) or
+//!   in the program's own code object, and stdin is already consumed when the program runs.
 //!
 //! Threat model, honestly: the program runs in the same interpreter as the harness, so a program
 //! that walks interpreter internals (the harness's frame via `sys._getframe(1)`, the garbage

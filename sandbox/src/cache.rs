@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 use crate::SandboxError;
@@ -90,33 +91,76 @@ pub struct ModuleCache<'a> {
     pub dir: Option<PathBuf>,
 }
 
+/// What [`ModuleCache`] compiles: a core module (`python.wasm`, `quickjs.wasm`, plug-ins) or a
+/// component (the pre-initialised CPython).
+pub trait Compiled: Sized {
+    /// Check the file's header before compiling it.
+    fn check(path: &Path, bytes: &[u8]) -> Result<(), SandboxError>;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `bytes` must come from [`Compiled::serialize`] of an engine with a compatible configuration.
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+}
+
+impl Compiled for Module {
+    fn check(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+        check_wasm(path, bytes, &[1, 0, 0, 0], "a version-1 core module")
+    }
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Module::from_binary(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        unsafe { Module::deserialize(engine, bytes) }
+    }
+}
+
+impl Compiled for Component {
+    fn check(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+        check_wasm(path, bytes, &[0x0d, 0, 1, 0], "a WebAssembly component")
+    }
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Component::from_binary(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+}
+
 impl ModuleCache<'_> {
-    /// Load `path`: check that it is a core WASM module, then read its compiled form from the
-    /// cache or compile it (and cache it).
-    pub fn load(&self, path: &Path) -> Result<(Module, ModuleInfo), SandboxError> {
+    /// Load `path`: check that it is the kind of WASM `T` is, then read its compiled form from
+    /// the cache or compile it (and cache it).
+    pub fn load<T: Compiled>(&self, path: &Path) -> Result<(T, ModuleInfo), SandboxError> {
         let start = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => SandboxError::ModuleMissing { path: path.to_owned() },
             _ => SandboxError::Io { path: path.to_owned(), source },
         })?;
-        check_wasm(path, &bytes)?;
+        T::check(path, &bytes)?;
         let sha256 = hex(&Sha256::digest(&bytes));
         let cache_file = self.dir.as_ref().map(|dir| dir.join(self.file_name(path, &sha256)));
+        let info = |source, cache_file| ModuleInfo {
+            path: path.to_owned(),
+            sha256: sha256.clone(),
+            cache_file,
+            source,
+            load_ms: start.elapsed().as_millis() as u64,
+            stdlib_dir: None,
+        };
 
         let mut source = LoadSource::Compiled;
         if let Some(file) = &cache_file {
             match self.read_cached(file) {
-                Ok(Some(module)) => {
-                    let info = ModuleInfo {
-                        path: path.to_owned(),
-                        sha256,
-                        cache_file,
-                        source: LoadSource::Cached,
-                        load_ms: start.elapsed().as_millis() as u64,
-                        stdlib_dir: None,
-                    };
+                Ok(Some(compiled)) => {
+                    let info = info(LoadSource::Cached, cache_file.clone());
                     tracing::debug!(?info, "loaded compiled module from the cache");
-                    return Ok((module, info));
+                    return Ok((compiled, info));
                 }
                 Ok(None) => {}
                 Err(reason) => {
@@ -128,11 +172,11 @@ impl ModuleCache<'_> {
         }
 
         let compile_start = Instant::now();
-        let module = Module::from_binary(self.engine, &bytes)
+        let compiled = T::compile(self.engine, &bytes)
             .map_err(|e| SandboxError::Compile { path: path.to_owned(), message: format!("{e:#}") })?;
         tracing::info!("compiled {} in {:.1} s", path.display(), compile_start.elapsed().as_secs_f64());
         if let Some(file) = &cache_file {
-            match module
+            match compiled
                 .serialize()
                 .map_err(|e| std::io::Error::other(format!("{e:#}")))
                 .and_then(|p| write_cache(file, &p))
@@ -145,15 +189,7 @@ impl ModuleCache<'_> {
                 Err(e) => tracing::warn!("could not write the compiled-module cache {}: {e}", file.display()),
             }
         }
-        let info = ModuleInfo {
-            path: path.to_owned(),
-            sha256,
-            cache_file,
-            source,
-            load_ms: start.elapsed().as_millis() as u64,
-            stdlib_dir: None,
-        };
-        Ok((module, info))
+        Ok((compiled, info(source, cache_file)))
     }
 
     fn file_name(&self, path: &Path, sha256: &str) -> String {
@@ -165,7 +201,7 @@ impl ModuleCache<'_> {
     }
 
     /// `Ok(None)`: no cache file. `Err(reason)`: a file that is there but unusable.
-    fn read_cached(&self, file: &Path) -> Result<Option<Module>, String> {
+    fn read_cached<T: Compiled>(&self, file: &Path) -> Result<Option<T>, String> {
         let data = match std::fs::read(file) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -179,22 +215,24 @@ impl ModuleCache<'_> {
         if Sha256::digest(payload).as_slice() != sum {
             return Err("checksum mismatch: the file is corrupted or truncated".into());
         }
-        // SAFETY: wasmtime requires that deserialised bytes come from `Module::serialize` of a
-        // compatible engine. The payload is exactly what this crate wrote (its SHA-256 matches the
-        // header), under a name keyed by the engine configuration and wasmtime version; wasmtime
-        // also checks its own version and configuration header and fails cleanly on a mismatch.
-        unsafe { Module::deserialize(self.engine, payload) }.map(Some).map_err(|e| format!("wasmtime rejected it: {e}"))
+        // SAFETY: wasmtime requires that deserialised bytes come from `serialize` of a compatible
+        // engine. The payload is exactly what this crate wrote (its SHA-256 matches the header),
+        // under a name keyed by the engine configuration, the wasmtime version and the source
+        // file's SHA-256 (a module and a component never share one); wasmtime also checks its own
+        // version and configuration header and fails cleanly on a mismatch.
+        unsafe { T::deserialize(self.engine, payload) }.map(Some).map_err(|e| format!("wasmtime rejected it: {e}"))
     }
 }
 
-/// A core WASM module starts with `\0asm` and version 1 (a component has a different layer).
-fn check_wasm(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
-    let not_wasm = |detail: &str| Err(SandboxError::NotWasm { path: path.to_owned(), detail: detail.into() });
+/// A WASM binary starts with `\0asm` and a version/layer word: `1 0 0 0` for a core module,
+/// `0d 00 01 00` for a component.
+fn check_wasm(path: &Path, bytes: &[u8], version: &[u8; 4], kind: &str) -> Result<(), SandboxError> {
+    let not_wasm = |detail: String| Err(SandboxError::NotWasm { path: path.to_owned(), detail });
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return not_wasm("it does not start with the \\0asm magic number");
+        return not_wasm("it does not start with the \\0asm magic number".into());
     }
-    if bytes[4..8] != [1, 0, 0, 0] {
-        return not_wasm("it is not a version-1 core module (a component or an unknown version)");
+    if &bytes[4..8] != version {
+        return not_wasm(format!("it is not {kind} (another layer or version)"));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
@@ -15,6 +16,7 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::cache::{CacheDir, ModuleCache, ModuleInfo};
+use crate::snapshot::{self, Snapshot, SnapshotWasi};
 use crate::stdlib;
 use crate::{SandboxError, Status, Verdict};
 
@@ -31,18 +33,26 @@ const KEEP_RESIDENT: usize = 64 << 20;
 /// slots reserved once and reused, instead of an `mmap` + `munmap` (and page faults) per run.
 ///
 /// Slots: twice the worker count (at most `workers` guests exist at a time; the rest is headroom).
-/// Each memory slot reserves 4 GiB of address space plus guard pages, as the on-demand allocator
-/// does per instance (so bounds checks stay elided): about 8.1 GiB of virtual address space per
-/// worker, none of it committed until used. The per-slot maximum is the full 32-bit range; the
-/// per-job cap is the [`Limiter`]'s. At most `workers × KEEP_RESIDENT` stays resident while idle,
-/// since slots already used by the module are reused first.
+/// A guest is one core instance (a command module) or one component (the snapshot: a handful of
+/// core instances, memories and tables inside it, as componentize-py lays it out), so the pool
+/// holds [`PER_COMPONENT`] of each per slot. Each memory slot reserves 4 GiB of address space plus
+/// guard pages, as the on-demand allocator does per instance (so bounds checks stay elided): none
+/// of it is committed until used. The per-slot maximum is the full 32-bit range; the per-job cap is
+/// the [`Limiter`]'s. Only the memories a guest used stay resident ([`KEEP_RESIDENT`] at most
+/// each), since slots already used by the module are reused first.
 fn pooling_config(workers: usize) -> PoolingAllocationConfig {
     let slots = u32::try_from(workers.saturating_mul(2)).unwrap_or(u32::MAX);
+    let per = PER_COMPONENT;
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_core_instances(slots)
-        .total_memories(slots)
-        .total_tables(slots)
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(per.core_instances))
+        .total_memories(slots.saturating_mul(per.memories))
+        .total_tables(slots.saturating_mul(per.tables))
         .total_stacks(slots)
+        .max_component_instance_size(1 << 20)
+        .max_core_instances_per_component(per.core_instances)
+        .max_memories_per_component(per.memories)
+        .max_tables_per_component(per.tables)
         .max_memory_size(4 << 30)
         .max_core_instance_size(4 << 20)
         .table_elements(1 << 16)
@@ -51,10 +61,20 @@ fn pooling_config(workers: usize) -> PoolingAllocationConfig {
     pool
 }
 
+/// What one guest may hold when it is a component: room for componentize-py's layout (CPython,
+/// its libc and adapters as separate core instances) with headroom.
+struct PerComponent {
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+const PER_COMPONENT: PerComponent = PerComponent { core_instances: 32, memories: 4, tables: 16 };
+
 /// The interpreter a module is and how it takes a program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
-    /// CPython 3.12 (`python.wasm`), run as `python -S -c CODE`.
+    /// CPython: by default the pre-initialised CPython 3.14 component (`python-snapshot.wasm`, see
+    /// [`SandboxConfig::snapshot`]), else CPython 3.12 (`python.wasm`) run as `python -S -c CODE`.
     Python,
     /// QuickJS-ng (`quickjs.wasm`), run as `qjs --std -e CODE` (`std` and `os` are globals).
     Js,
@@ -175,16 +195,24 @@ pub struct SandboxConfig {
     /// mount it read-only at `/stdlib` with `PYTHONPATH=/stdlib` in every run (on by default: a
     /// trivial run costs ~125 instead of ~210 million instructions). Off: the guest gets no
     /// preopened directory and an empty environment, and imports from the zip. Needs a cache
-    /// folder.
+    /// folder. (The snapshot brings its own standard library; this applies to `python.wasm`.)
     pub unpacked_stdlib: bool,
+    /// Python: run programs from this pre-initialised interpreter (`python-snapshot.wasm`, built by
+    /// `scripts/setup.sh`; see `snapshot.rs`) instead of starting CPython from [`Self::module`] each
+    /// time. Default: `python-snapshot.wasm` next to the module. Not used for another language or
+    /// with a fixed [`Self::argv`]. If it is missing or cannot be loaded, the sandbox warns once
+    /// and runs [`Self::module`]. `None`: always run the module.
+    pub snapshot: Option<PathBuf>,
 }
 
 impl SandboxConfig {
     /// Python at `module`, one worker per CPU, the default cache, fuel metering off.
     pub fn new(module: impl Into<PathBuf>) -> SandboxConfig {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let module = module.into();
         SandboxConfig {
-            module: module.into(),
+            snapshot: Some(module.with_file_name(snapshot::FILE_NAME)),
+            module,
             lang: Lang::Python,
             workers,
             cache: CacheDir::Default,
@@ -213,6 +241,12 @@ impl SandboxConfig {
         self.unpacked_stdlib = on;
         self
     }
+    /// Where the pre-initialised Python is, or `None` to start CPython from the module on every
+    /// run (see [`SandboxConfig::snapshot`]).
+    pub fn snapshot(mut self, snapshot: Option<PathBuf>) -> Self {
+        self.snapshot = snapshot;
+        self
+    }
     /// Run every job with exactly this argv (see [`SandboxConfig::argv`]).
     pub fn argv(mut self, argv: Vec<String>) -> Self {
         self.argv = Some(argv);
@@ -238,7 +272,7 @@ struct Inner {
 /// What a run task needs (never holds the runtime, so a task can't be the one to drop it).
 struct Shared {
     engine: Engine,
-    pre: InstancePre<Guest>,
+    interpreter: Interpreter,
     lang: Lang,
     argv: Option<Vec<String>>,
     fuel_metering: bool,
@@ -249,9 +283,25 @@ struct Shared {
     stdlib_missing: AtomicBool,
 }
 
-struct Guest {
-    wasi: WasiP1Ctx,
+/// How a guest is started.
+enum Interpreter {
+    /// A WASI preview-1 command module, run from `_start` with the program in its argv.
+    Command(InstancePre<Guest<WasiP1Ctx>>),
+    /// The pre-initialised CPython component: its `run(code)` export.
+    Snapshot(Snapshot),
+}
+
+/// A store's data: the guest's WASI state (preview 1 for a command module, 0.2 for the snapshot)
+/// and its limits.
+pub(crate) struct Guest<W> {
+    pub wasi: W,
     limiter: Limiter,
+}
+
+impl wasmtime_wasi::WasiView for Guest<SnapshotWasi> {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
 }
 
 /// Caps linear memory (and tables) and remembers whether it refused a growth.
@@ -284,7 +334,8 @@ impl Drop for Inner {
 }
 
 impl Sandbox {
-    /// Build the engine, load (or compile and cache) the module, link WASI, start the pool.
+    /// Build the engine, load (or compile and cache) the snapshot or the module, link WASI, start
+    /// the pool.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
         let engine_error = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
         let workers = config.workers.max(1);
@@ -298,20 +349,31 @@ impl Sandbox {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(workers)));
         let engine = Engine::new(&wasm_config).map_err(engine_error)?;
         let cache_dir = config.cache.resolve();
-        let (module, info) = ModuleCache { engine: &engine, dir: cache_dir.clone() }.load(&config.module)?;
-        let mut linker: Linker<Guest> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |guest: &mut Guest| &mut guest.wasi)
-            .map_err(engine_error)?;
-        let pre = linker.instantiate_pre(&module).map_err(|e| SandboxError::Compile {
-            path: config.module.clone(),
-            message: format!("it is not a WASI preview-1 command module: {e:#}"),
-        })?;
-        if module.get_export("_start").is_none() {
-            return Err(SandboxError::Compile {
-                path: config.module.clone(),
-                message: "it exports no `_start`: not a WASI command module".into(),
-            });
-        }
+        let snapshot = match (&config.snapshot, config.lang, &config.argv) {
+            (Some(path), Lang::Python, None) => match snapshot::load(&engine, path, cache_dir.clone()) {
+                Ok(snapshot) => Some(snapshot),
+                Err(reason) => {
+                    tracing::warn!(
+                        "no pre-initialised Python ({}: {reason}); every run starts CPython from {} (slower)",
+                        path.display(),
+                        config.module.display()
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (interpreter, info) = match snapshot {
+            Some(snapshot) => {
+                let info = snapshot.info.clone();
+                (Interpreter::Snapshot(snapshot), info)
+            }
+            None => {
+                let (pre, info) = load_command(&engine, &config.module, cache_dir.clone())?;
+                (Interpreter::Command(pre), info)
+            }
+        };
+        let is_command = matches!(interpreter, Interpreter::Command(_));
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -337,7 +399,7 @@ impl Sandbox {
 
         let shared = Arc::new(Shared {
             engine,
-            pre,
+            interpreter,
             lang: config.lang,
             argv: config.argv.clone(),
             fuel_metering: config.fuel_metering,
@@ -347,8 +409,8 @@ impl Sandbox {
         });
         let mut sandbox =
             Sandbox { inner: Arc::new(Inner { shared, info, workers, runtime: Some(runtime), stop_ticker }) };
-        if let (Lang::Python, None, true, Some(cache_dir)) =
-            (config.lang, &config.argv, config.unpacked_stdlib, cache_dir)
+        if let (true, Lang::Python, None, true, Some(cache_dir)) =
+            (is_command, config.lang, &config.argv, config.unpacked_stdlib, cache_dir)
         {
             match stdlib::prepare(&sandbox, &cache_dir, &sandbox.inner.info.sha256) {
                 Ok(dir) => {
@@ -364,9 +426,14 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// Where the module came from and how long loading it took.
+    /// Where the module (or the snapshot) came from and how long loading it took.
     pub fn module_info(&self) -> &ModuleInfo {
         &self.inner.info
+    }
+
+    /// Whether runs start from the pre-initialised Python (else from the module's `_start`).
+    pub fn uses_snapshot(&self) -> bool {
+        matches!(self.inner.shared.interpreter, Interpreter::Snapshot(_))
     }
 
     pub fn lang(&self) -> Lang {
@@ -418,6 +485,26 @@ impl Sandbox {
     }
 }
 
+/// Load (or compile and cache) a WASI preview-1 command module and link it.
+fn load_command(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: Option<PathBuf>,
+) -> Result<(InstancePre<Guest<WasiP1Ctx>>, ModuleInfo), SandboxError> {
+    let (module, info) = ModuleCache { engine, dir: cache_dir }.load::<wasmtime::Module>(path)?;
+    let mut linker: Linker<Guest<WasiP1Ctx>> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |guest: &mut Guest<WasiP1Ctx>| &mut guest.wasi)
+        .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+    let not_command = |message: String| SandboxError::Compile { path: path.to_owned(), message };
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| not_command(format!("it is not a WASI preview-1 command module: {e:#}")))?;
+    if module.get_export("_start").is_none() {
+        return Err(not_command("it exports no `_start`: not a WASI command module".into()));
+    }
+    Ok((pre, info))
+}
+
 async fn join(handle: tokio::task::JoinHandle<Verdict>) -> Verdict {
     handle.await.unwrap_or_else(|e| failed(format!("sandbox worker failed: {e}")))
 }
@@ -445,82 +532,60 @@ enum Outcome {
 async fn execute(shared: &Shared, job: Job) -> Verdict {
     let limits = job.limits;
     let start = Instant::now();
-    let deadline = start + limits.timeout;
     // One byte over the cap: a pipe holding more than the cap means the guest hit it.
     let stdout = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
     let stderr = MemoryOutputPipe::new(limits.max_output_bytes.saturating_add(1));
-    let argv = match &shared.argv {
-        Some(argv) => argv.clone(),
-        None => shared.lang.argv(&job.code),
-    };
     let mut wasi = WasiCtxBuilder::new();
-    wasi.args(&argv)
-        .stdin(MemoryInputPipe::new(job.stdin))
+    wasi.stdin(MemoryInputPipe::new(job.stdin))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    if let Some(dir) = shared.stdlib.get() {
-        // Reads of a local folder block briefly; doing them on the worker thread rather than
-        // tokio's blocking pool is what makes the mount pay (set before the mount is added).
-        wasi.allow_blocking_current_thread(true);
-        match wasi.preopened_dir(dir, stdlib::GUEST_DIR, FsPerms::ReadOnly) {
-            Ok(wasi) => {
-                wasi.env("PYTHONPATH", stdlib::GUEST_DIR);
-            }
-            // The folder was deleted under us: the zip inside python.wasm still works.
-            Err(e) if !shared.stdlib_missing.swap(true, Ordering::Relaxed) => {
-                tracing::warn!("standard library {} unusable ({e:#}); importing from the zip", dir.display())
-            }
-            Err(_) => {}
-        }
-    }
-    let wasi = wasi.build_p1();
-    let memory_cap = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
-    let mut store = Store::new(&shared.engine, Guest { wasi, limiter: Limiter { memory_cap, refused_memory: None } });
-    store.limiter(|guest| &mut guest.limiter);
-    let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
-    if shared.fuel_metering {
-        if let Err(e) = store.set_fuel(fuel_budget) {
-            return failed(format!("setting fuel: {e:#}"));
-        }
-    }
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-
-    let call = async {
-        let instance = shared.pre.instantiate_async(&mut store).await?;
-        let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        main.call_async(&mut store, ()).await
-    };
-    // The tokio timeout also ends a guest blocked in a host call (sleep, poll), which epochs
-    // cannot interrupt; dropping the call future unwinds the guest's fiber.
-    let outcome = match tokio::time::timeout(limits.timeout, call).await {
-        Err(_) => Outcome::Deadline,
-        Ok(Ok(())) => Outcome::Exited(0),
-        Ok(Err(e)) => {
-            if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                Outcome::Exited(exit.0)
-            } else {
-                match e.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => Outcome::Deadline,
-                    Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
-                    _ => Outcome::Trapped(format!("{e:#}")),
+    let (outcome, usage) = match &shared.interpreter {
+        Interpreter::Command(pre) => {
+            let argv = match &shared.argv {
+                Some(argv) => argv.clone(),
+                None => shared.lang.argv(&job.code),
+            };
+            wasi.args(&argv);
+            if let Some(dir) = shared.stdlib.get() {
+                if mount_read_only(shared, &mut wasi, dir, stdlib::GUEST_DIR) {
+                    wasi.env("PYTHONPATH", stdlib::GUEST_DIR);
                 }
             }
+            let mut store = match new_store(shared, &limits, start, wasi.build_p1()) {
+                Ok(store) => store,
+                Err(detail) => return failed(detail),
+            };
+            let call = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let main = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                main.call_async(&mut store, ()).await.map(|()| 0)
+            };
+            let outcome = Outcome::of(tokio::time::timeout(limits.timeout, call).await);
+            (outcome, Usage::of(store, shared, &limits))
+        }
+        Interpreter::Snapshot(snapshot) => {
+            mount_read_only(shared, &mut wasi, &snapshot.stdlib, snapshot::GUEST_STDLIB);
+            let state = SnapshotWasi { ctx: wasi.build(), table: ResourceTable::new() };
+            let mut store = match new_store(shared, &limits, start, state) {
+                Ok(store) => store,
+                Err(detail) => return failed(detail),
+            };
+            let code = job.code.as_str();
+            let call = async {
+                let instance = snapshot.pre.instantiate_async(&mut store).await?;
+                let run = instance.get_typed_func::<(&str,), (i32,)>(&mut store, snapshot::RUN)?;
+                run.call_async(&mut store, (code,)).await.map(|(status,)| status)
+            };
+            let outcome = Outcome::of(tokio::time::timeout(limits.timeout, call).await);
+            (outcome, Usage::of(store, shared, &limits))
         }
     };
     let wall_ms = start.elapsed().as_millis() as u64;
-    let fuel_used = if shared.fuel_metering { store.get_fuel().ok().map(|left| fuel_budget - left) } else { None };
-    let refused_memory = store.data().limiter.refused_memory;
-    drop(store);
+    let Usage { fuel_used, refused_memory } = usage;
+    let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
 
     let cap = limits.max_output_bytes;
     let (out, err) = (stdout.contents(), stderr.contents());
@@ -556,4 +621,78 @@ async fn execute(shared: &Shared, job: Job) -> Verdict {
     };
     tracing::debug!(%status, wall_ms, ?fuel_used, "sandbox run finished");
     Verdict { status, exit_code, stdout: text(&out), stderr: text(&err), wall_ms, fuel_used, detail }
+}
+
+/// Mount a host folder read-only for the guest. Reads of a local folder block briefly; doing them
+/// on the worker thread rather than tokio's blocking pool is what makes the mount pay (set before
+/// the mount is added). `false` (warned about once) when the folder is gone: Python then imports
+/// from what it has without it.
+fn mount_read_only(shared: &Shared, wasi: &mut WasiCtxBuilder, dir: &Path, guest_dir: &str) -> bool {
+    wasi.allow_blocking_current_thread(true);
+    match wasi.preopened_dir(dir, guest_dir, FsPerms::ReadOnly) {
+        Ok(_) => true,
+        Err(e) => {
+            if !shared.stdlib_missing.swap(true, Ordering::Relaxed) {
+                tracing::warn!("standard library {} unusable ({e:#}); runs go on without it", dir.display());
+            }
+            false
+        }
+    }
+}
+
+/// A store for one run: the memory cap, the fuel budget and the wall-clock deadline.
+fn new_store<W>(shared: &Shared, limits: &Limits, start: Instant, wasi: W) -> Result<Store<Guest<W>>, String> {
+    let memory_cap = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+    let mut store = Store::new(&shared.engine, Guest { wasi, limiter: Limiter { memory_cap, refused_memory: None } });
+    store.limiter(|guest| &mut guest.limiter);
+    if shared.fuel_metering {
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| format!("setting fuel: {e:#}"))?;
+    }
+    let deadline = start + limits.timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    Ok(store)
+}
+
+/// What a finished run used, read from its store.
+struct Usage {
+    fuel_used: Option<u64>,
+    refused_memory: Option<usize>,
+}
+
+impl Usage {
+    fn of<W>(store: Store<Guest<W>>, shared: &Shared, limits: &Limits) -> Usage {
+        let budget = limits.fuel.unwrap_or(u64::MAX);
+        let fuel_used = if shared.fuel_metering { store.get_fuel().ok().map(|left| budget - left) } else { None };
+        Usage { fuel_used, refused_memory: store.data().limiter.refused_memory }
+    }
+}
+
+impl Outcome {
+    /// The guest's exit status, its trap, or the tokio timeout around the call. The tokio timeout
+    /// also ends a guest blocked in a host call (sleep, poll), which epochs cannot interrupt;
+    /// dropping the call future unwinds the guest's fiber.
+    fn of(result: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>) -> Outcome {
+        match result {
+            Err(_) => Outcome::Deadline,
+            Ok(Ok(status)) => Outcome::Exited(status),
+            Ok(Err(e)) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    Outcome::Exited(exit.0)
+                } else {
+                    match e.downcast_ref::<Trap>() {
+                        Some(Trap::Interrupt) => Outcome::Deadline,
+                        Some(Trap::OutOfFuel) => Outcome::OutOfFuel,
+                        _ => Outcome::Trapped(format!("{e:#}")),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! Hostile and ordinary programs through the real python.wasm (and quickjs.wasm), plus the
-//! compiled-module cache and bad inputs. Deadlines are generous except where a test is about
-//! timing; timing tests assert a bound far above the deadline, never a tight speed.
+//! Hostile and ordinary programs through the real interpreters — the pre-initialised CPython
+//! (python-snapshot.wasm), the same tests again through python.wasm started from `_start`, and
+//! quickjs.wasm — plus the compiled-module cache and bad inputs. Deadlines are generous except
+//! where a test is about timing; timing tests assert a bound far above the deadline, never a tight
+//! speed.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -9,22 +11,41 @@ use std::time::{Duration, Instant};
 use aha_sandbox::{CacheDir, Job, Lang, LoadSource, Sandbox, SandboxConfig, SandboxError, Status, Verdict};
 
 const PYTHON_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/python.wasm");
+const PYTHON_SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/python-snapshot.wasm");
 const QUICKJS_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/quickjs.wasm");
 /// Where tests cache compiled modules (shared by test runs, inside target/).
 const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/aha-sandbox-cache");
 /// For tests that are not about timing: a loaded 2-core machine must never make them flaky.
 const GENEROUS: Duration = Duration::from_secs(20);
 
-fn sandbox() -> &'static Sandbox {
+/// The default Python sandbox: runs start from the pre-initialised interpreter.
+fn snapshot_sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     SANDBOX.get_or_init(|| {
         let config = SandboxConfig::new(PYTHON_WASM).workers(2).cache(CacheDir::Dir(CACHE.into())).fuel_metering(true);
-        Sandbox::new(config).expect("python.wasm loads (run scripts/setup.sh if it is missing)")
+        let sandbox = Sandbox::new(config).expect("python.wasm loads (run scripts/setup.sh if it is missing)");
+        assert!(sandbox.uses_snapshot(), "{PYTHON_SNAPSHOT} is missing or unusable: run scripts/setup.sh");
+        sandbox
     })
 }
 
-fn run(code: &str) -> Verdict {
-    sandbox().run(Job::new(code).timeout(GENEROUS))
+/// Python started from python.wasm's `_start` on every run (the fallback path).
+fn command_sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        let config = SandboxConfig::new(PYTHON_WASM)
+            .workers(2)
+            .cache(CacheDir::Dir(CACHE.into()))
+            .fuel_metering(true)
+            .snapshot(None);
+        let sandbox = Sandbox::new(config).expect("python.wasm loads (run scripts/setup.sh if it is missing)");
+        assert!(!sandbox.uses_snapshot());
+        sandbox
+    })
+}
+
+fn run_on(sandbox: &Sandbox, code: &str) -> Verdict {
+    sandbox.run(Job::new(code).timeout(GENEROUS))
 }
 
 #[track_caller]
@@ -32,10 +53,37 @@ fn expect(verdict: &Verdict, status: Status) {
     assert_eq!(verdict.status, status, "unexpected verdict: {verdict:#?}");
 }
 
+/// The tests inside run twice: in `snapshot::` on the pre-initialised interpreter and in
+/// `command::` on python.wasm. Limits, verdicts and hostile-program behaviour must be the same.
+macro_rules! on_both_python_paths {
+    ($($tests:tt)*) => {
+        mod snapshot {
+            use super::*;
+            fn sandbox() -> &'static Sandbox {
+                snapshot_sandbox()
+            }
+            $($tests)*
+        }
+        mod command {
+            use super::*;
+            fn sandbox() -> &'static Sandbox {
+                command_sandbox()
+            }
+            $($tests)*
+        }
+    };
+}
+
 #[test]
 fn sandbox_is_send_sync_and_cheap_to_share() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<Sandbox>();
+}
+
+on_both_python_paths! {
+
+fn run(code: &str) -> Verdict {
+    run_on(sandbox(), code)
 }
 
 // ---- ordinary programs -------------------------------------------------------------------------
@@ -47,7 +95,7 @@ fn hello_world_is_ok() {
     assert_eq!(v.exit_code, Some(0));
     assert_eq!(v.stdout, "hello 42\n");
     assert_eq!(v.stderr, "");
-    assert!(v.fuel_used.unwrap() > 1_000_000, "CPython's start-up alone burns fuel: {v:?}");
+    assert!(v.fuel_used.unwrap() > 0, "{v:?}");
 }
 
 #[test]
@@ -124,6 +172,19 @@ fn uncaught_exception_is_exit_1_with_traceback() {
     expect(&v, Status::Exit);
     assert_eq!(v.exit_code, Some(1));
     assert!(v.stderr.contains("Traceback") && v.stderr.contains("ValueError: boom"), "{v:?}");
+}
+
+#[test]
+fn exit_hooks_run_as_the_interpreter_runs_them() {
+    let v = run("import atexit\natexit.register(print, 'at exit')\nprint('main')");
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "main\nat exit\n");
+    // An excepthook that ends the process with status 0 does so on both paths.
+    let v = run("import sys, os\nsys.excepthook = lambda *a: os._exit(0)\nraise ValueError");
+    expect(&v, Status::Ok);
+    let v = run("import sys\nsys.excepthook = lambda t, e, tb: print('hooked', t.__name__)\n1/0");
+    expect(&v, Status::Exit);
+    assert_eq!(v.stdout, "hooked ZeroDivisionError\n");
 }
 
 #[test]
@@ -290,22 +351,11 @@ fn environment_shows_nothing_of_the_host() {
     std::env::set_var("AHA_SANDBOX_TEST_SECRET", "hunter2-do-not-leak");
     let v = run("import os\nprint(dict(os.environ))\nprint(os.getcwd())");
     expect(&v, Status::Ok);
-    // Only what the sandbox itself sets: the path of the read-only standard-library mount.
-    assert!(v.stdout.starts_with("{'PYTHONPATH': '/stdlib'}\n"), "the guest sees no host variable: {v:?}");
-    assert!(!v.stdout.contains("hunter2") && !v.stdout.contains("HOME") && !v.stdout.contains("'PATH'"), "{v:?}");
-}
-
-#[test]
-fn without_the_unpacked_stdlib_the_guest_has_no_directory_and_no_environment() {
-    // Reuses the compiled module from the shared cache; only the mount is switched off.
-    let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).unpacked_stdlib(false);
-    let strict = Sandbox::new(config).unwrap();
-    assert!(strict.module_info().stdlib_dir.is_none());
-    let code = "import os, sys, json\nprint(dict(os.environ), sys.path[1], json.__file__)\nos.listdir('/stdlib')";
-    let v = strict.run(Job::new(code).timeout(GENEROUS));
-    expect(&v, Status::Exit);
-    assert_eq!(v.stdout, "{} /usr/local/lib/python312.zip /usr/local/lib/python312.zip/json/__init__.pyc\n", "{v:?}");
-    assert!(v.stderr.contains("FileNotFoundError"), "{v:?}");
+    // Only what the sandbox itself sets: python.wasm gets the path of its read-only
+    // standard-library mount, the snapshot nothing.
+    let env = v.stdout.lines().next().unwrap_or("");
+    let only = if sandbox().uses_snapshot() { "{}" } else { "{'PYTHONPATH': '/stdlib'}" };
+    assert_eq!(env, only, "the guest sees no host variable: {v:?}");
 }
 
 // ---- hostile: output ---------------------------------------------------------------------------
@@ -331,6 +381,21 @@ fn gigabytes_of_output_hit_the_output_cap() {
     // Exactly at the cap is fine.
     let v = sandbox().run(Job::new("print('z' * 99)").timeout(GENEROUS).max_output_bytes(100));
     expect(&v, Status::Ok);
+}
+
+}
+
+#[test]
+fn without_the_unpacked_stdlib_the_guest_has_no_directory_and_no_environment() {
+    // Reuses the compiled module from the shared cache; only the mount is switched off.
+    let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).unpacked_stdlib(false).snapshot(None);
+    let strict = Sandbox::new(config).unwrap();
+    assert!(strict.module_info().stdlib_dir.is_none());
+    let code = "import os, sys, json\nprint(dict(os.environ), sys.path[1], json.__file__)\nos.listdir('/stdlib')";
+    let v = strict.run(Job::new(code).timeout(GENEROUS));
+    expect(&v, Status::Exit);
+    assert_eq!(v.stdout, "{} /usr/local/lib/python312.zip /usr/local/lib/python312.zip/json/__init__.pyc\n", "{v:?}");
+    assert!(v.stderr.contains("FileNotFoundError"), "{v:?}");
 }
 
 // ---- JavaScript (QuickJS) ----------------------------------------------------------------------
@@ -403,13 +468,13 @@ fn compiled_cache_is_written_read_and_rebuilt_when_corrupted() {
 
 #[test]
 fn the_standard_library_is_a_read_only_mount_of_plain_files() {
-    let dir = sandbox().module_info().stdlib_dir.clone().expect("a cache folder gives an unpacked stdlib");
+    let dir = command_sandbox().module_info().stdlib_dir.clone().expect("a cache folder gives an unpacked stdlib");
     assert!(dir.join("encodings/__init__.pyc").is_file() && dir.join("json/__init__.pyc").is_file());
-    let v = run("import sys, encodings, json\nprint(sys.path[1], encodings.__file__, json.__file__)");
+    let v = run_on(command_sandbox(), "import sys, encodings, json\nprint(sys.path[1], encodings.__file__, json.__file__)");
     expect(&v, Status::Ok);
     assert_eq!(v.stdout, "/stdlib /stdlib/encodings/__init__.pyc /stdlib/json/__init__.pyc\n");
     // Start-up importing from the zip costs ~210 million instructions, from the mount ~125 million.
-    let v = run("pass");
+    let v = run_on(command_sandbox(), "pass");
     assert!(v.fuel_used.unwrap() < 170_000_000, "{v:?}");
     for code in [
         "open('/stdlib/evil.py', 'w').write('x')",
@@ -418,7 +483,7 @@ fn the_standard_library_is_a_read_only_mount_of_plain_files() {
         "import os\nos.mkdir('/stdlib/new')",
         "print(open('/stdlib/../etc/passwd').read())",
     ] {
-        let v = run(code);
+        let v = run_on(command_sandbox(), code);
         expect(&v, Status::Exit);
         assert!(v.stderr.contains("Error") && !v.stdout.contains("root:"), "{code}: {v:?}");
     }
@@ -427,7 +492,7 @@ fn the_standard_library_is_a_read_only_mount_of_plain_files() {
     // its deadline.
     let start = Instant::now();
     let code = "while True:\n    open('/stdlib/json/__init__.pyc', 'rb').read()";
-    let v = sandbox().run(Job::new(code).timeout(Duration::from_millis(500)));
+    let v = command_sandbox().run(Job::new(code).timeout(Duration::from_millis(500)));
     expect(&v, Status::Timeout);
     assert!(start.elapsed() < Duration::from_secs(10), "{v:?}");
 }
@@ -436,7 +501,7 @@ fn the_standard_library_is_a_read_only_mount_of_plain_files() {
 fn a_changed_standard_library_folder_is_rebuilt() {
     // A cache folder with the compiled module copied in (no 5 s compile) and a tampered stdlib.
     let cache = tempfile::tempdir().unwrap();
-    let info = sandbox().module_info();
+    let info = command_sandbox().module_info();
     let compiled = info.cache_file.clone().unwrap();
     std::fs::copy(&compiled, cache.path().join(compiled.file_name().unwrap())).unwrap();
     let stdlib = info.stdlib_dir.clone().unwrap();
@@ -445,8 +510,11 @@ fn a_changed_standard_library_folder_is_rebuilt() {
     std::fs::copy(stdlib.join("MANIFEST"), copy.join("MANIFEST")).unwrap();
     std::fs::write(copy.join("json/__init__.pyc"), b"not bytecode").unwrap();
 
-    let config =
-        SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(cache.path().into())).fuel_metering(true);
+    let config = SandboxConfig::new(PYTHON_WASM)
+        .workers(1)
+        .cache(CacheDir::Dir(cache.path().into()))
+        .fuel_metering(true)
+        .snapshot(None);
     let rebuilt = Sandbox::new(config).unwrap();
     assert_eq!(rebuilt.module_info().source, LoadSource::Cached);
     assert_eq!(rebuilt.module_info().stdlib_dir.as_deref(), Some(copy.as_path()));
@@ -492,8 +560,118 @@ fn fixed_argv_replaces_the_language_argv() {
     let argv = vec!["python".to_string(), "-S".into(), "-c".into(), script.into(), "plug".into(), "in".into()];
     let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).argv(argv);
     let sandbox = Sandbox::new(config).unwrap();
+    assert!(!sandbox.uses_snapshot(), "a fixed argv runs the module itself");
     // The job's code is ignored: the guest sees exactly the configured argv.
     let v = sandbox.run(Job::new("print('ignored')").stdin("hello").timeout(GENEROUS));
     expect(&v, Status::Ok);
     assert_eq!(v.stdout, "['plug', 'in'] hello\n");
+}
+
+// ---- the pre-initialised interpreter -----------------------------------------------------------
+
+#[test]
+fn the_snapshot_skips_cpythons_start_up() {
+    let info = snapshot_sandbox().module_info();
+    assert!(info.path.ends_with("python-snapshot.wasm"), "{info:?}");
+    let v = run_on(snapshot_sandbox(), "import sys, json\nprint(sys.version_info[:2], sys.argv, __name__, json.dumps([1]))");
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "(3, 14) ['-c'] __main__ [1]\n");
+    // python.wasm burns ~125 million instructions before a program's first line; the snapshot has
+    // done that (and the common imports) already.
+    let (snapshot, command) = (run_on(snapshot_sandbox(), "pass"), run_on(command_sandbox(), "pass"));
+    let (snapshot, command) = (snapshot.fuel_used.unwrap(), command.fuel_used.unwrap());
+    assert!(snapshot * 20 < command, "snapshot {snapshot} vs python.wasm {command} instructions");
+}
+
+#[test]
+fn every_snapshot_run_starts_pristine() {
+    // Everything a program can reach in the interpreter's state, changed.
+    let tamper = r#"
+import builtins, json, os, random, sys, collections
+json.dumps = lambda *a, **k: "patched"
+builtins.len = lambda x: -1
+builtins.leak = "from the last run"
+sys.modules["re"] = None
+sys.path.insert(0, "/evil")
+sys.setrecursionlimit(50)
+collections.Counter.most_common = lambda self, n=None: "patched"
+os.environ["LEAK"] = "1"
+random.seed(1234)
+SECRET = 42
+print("tampered")
+"#;
+    let check = r#"
+import builtins, json, os, random, re, sys, collections
+assert json.dumps([1]) == "[1]", json.dumps
+assert len([1, 2]) == 2
+assert not hasattr(builtins, "leak")
+assert re.sub("a", "b", "aa") == "bb"
+assert "/evil" not in sys.path
+assert sys.getrecursionlimit() == 1000, sys.getrecursionlimit()
+assert collections.Counter("aab").most_common(1) == [("a", 2)]
+assert "LEAK" not in os.environ
+assert "SECRET" not in globals()
+random.seed(1234); expected = random.random(); random.seed(1234)
+print("pristine", random.random() == expected)
+"#;
+    for _ in 0..3 {
+        // Twice as many runs as workers: every pool slot sees a tampered run before a check.
+        let verdicts = snapshot_sandbox().run_many(vec![Job::new(tamper).timeout(GENEROUS); 4]);
+        for v in &verdicts {
+            expect(v, Status::Ok);
+            assert_eq!(v.stdout, "tampered\n");
+        }
+        for v in snapshot_sandbox().run_many(vec![Job::new(check).timeout(GENEROUS); 4]) {
+            expect(&v, Status::Ok);
+            assert_eq!(v.stdout, "pristine True\n", "{v:?}");
+        }
+    }
+    // The random state is reseeded per run, not frozen in the snapshot.
+    let draws: std::collections::HashSet<String> = snapshot_sandbox()
+        .run_many(vec![Job::new("import random\nprint(random.random())").timeout(GENEROUS); 6])
+        .into_iter()
+        .map(|v| v.stdout)
+        .collect();
+    assert_eq!(draws.len(), 6, "{draws:?}");
+}
+
+#[test]
+fn modules_outside_the_snapshot_import_from_its_read_only_standard_library() {
+    let v = run_on(snapshot_sandbox(), "import calendar, sys\nprint(calendar.isleap(2024), calendar.__file__, sys.path[0])");
+    expect(&v, Status::Ok);
+    assert_eq!(v.stdout, "True /python/calendar.py /python\n");
+    let stdlib = std::path::Path::new(PYTHON_SNAPSHOT).with_file_name("python-snapshot-stdlib");
+    for code in [
+        "open('/python/evil.py', 'w').write('x')",
+        "open('/python/calendar.py', 'a').write('x')",
+        "import os\nos.remove('/python/calendar.py')",
+        "print(open('/python/../etc/passwd').read())",
+    ] {
+        let v = run_on(snapshot_sandbox(), code);
+        expect(&v, Status::Exit);
+        assert!(v.stderr.contains("Error") && !v.stdout.contains("root:"), "{code}: {v:?}");
+    }
+    assert!(!stdlib.join("evil.py").exists() && stdlib.join("calendar.py").is_file());
+}
+
+#[test]
+fn an_unusable_snapshot_falls_back_to_python_wasm() {
+    let dir = tempfile::tempdir().unwrap();
+    // Missing; a core module where a component belongs; garbage.
+    let not_a_component = dir.path().join("python-snapshot.wasm");
+    std::fs::copy(QUICKJS_WASM, &not_a_component).unwrap();
+    // Its standard library is there, so each is refused for what it is.
+    let stdlib = std::path::Path::new(PYTHON_SNAPSHOT).with_file_name("python-snapshot-stdlib");
+    std::os::unix::fs::symlink(stdlib, dir.path().join("python-snapshot-stdlib")).unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    for snapshot in [dir.path().join("missing.wasm"), not_a_component, garbage] {
+        let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).snapshot(Some(snapshot));
+        let sandbox = Sandbox::new(config).unwrap();
+        assert!(!sandbox.uses_snapshot());
+        assert!(sandbox.module_info().path.ends_with("python.wasm"));
+        let v = run_on(&sandbox, "print(6 * 7)");
+        expect(&v, Status::Ok);
+        assert_eq!(v.stdout, "42\n");
+    }
 }
