@@ -24,9 +24,14 @@ use crate::{SandboxError, Status, Verdict};
 /// computing guest, and how often a running guest yields to the pool's scheduler.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Linear memory kept resident (and reset with `memset`, or only its dirty pages with Linux's
-/// `PAGEMAP_SCAN`) in a pool slot between runs, instead of `madvise`: CPython's start-up touches
-/// tens of MiB, which would otherwise page-fault in again on every run.
+/// Linear memory kept resident (and reset in place, by copying the initial image back) in a pool
+/// slot between runs, instead of `madvise`: a run touches tens of MiB, which would otherwise
+/// page-fault in again on every run.
+///
+/// Linux's `PAGEMAP_SCAN` (resetting only the dirty pages) stays off: with it, the guest's pages
+/// are faulted in copy-on-write again on the next run, and with several worker threads in one
+/// process every such fault flushes the other threads' TLBs (`ptep_clear_flush` IPIs under
+/// `perf`): two workers on the snapshot ran slower than one.
 const KEEP_RESIDENT: usize = 64 << 20;
 
 /// The pooling instance allocator: instances, linear memories, tables and async stacks come from
@@ -57,7 +62,7 @@ fn pooling_config(workers: usize) -> PoolingAllocationConfig {
         .max_core_instance_size(4 << 20)
         .table_elements(1 << 16)
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::No);
     pool
 }
 
