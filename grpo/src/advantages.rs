@@ -116,21 +116,6 @@ pub fn compute_advantages(groups: &[Vec<f64>], scale: ScaleRewards) -> Result<Ad
     Ok(Advantages { advantages, group_mean, group_std, batch_std, has_signal, zero_std_groups, frac_reward_zero_std })
 }
 
-/// DAPO's soft overlong penalty, in [-1, 0]: 0 up to `max_tokens - cache_tokens` tokens, then a
-/// linear ramp down to -1 at `max_tokens`, and -1 beyond (arXiv:2503.14476, eq. 13). It is added
-/// to the reward (times a factor) before the advantages are computed, so it shapes the reward
-/// rather than the loss. The `length` checker of aha-rewards computes the same function.
-pub fn soft_overlong_penalty(completion_tokens: usize, max_tokens: usize, cache_tokens: usize) -> f64 {
-    let free = max_tokens.saturating_sub(cache_tokens);
-    if completion_tokens <= free {
-        0.0
-    } else if completion_tokens <= max_tokens && cache_tokens > 0 {
-        (free as f64 - completion_tokens as f64) / cache_tokens as f64
-    } else {
-        -1.0
-    }
-}
-
 /// The book-keeping of DAPO's dynamic sampling for one training step: groups without signal are
 /// dropped and more prompts are sampled until `target` groups with signal are collected, or until
 /// `max_extra_batches` generation batches beyond the first have been spent. Generic over whatever
@@ -246,17 +231,6 @@ mod tests {
     fn rejects_non_finite_rewards() {
         let err = compute_advantages(&[vec![1.0, f64::NAN]], ScaleRewards::Group).unwrap_err();
         assert!(err.to_string().contains("group 0, completion 1"), "{err}");
-    }
-
-    #[test]
-    fn soft_overlong_penalty_ramp() {
-        // max 100, cache 20: free up to 80, -0.5 at 90, -1 at 100 and beyond.
-        assert_eq!(soft_overlong_penalty(80, 100, 20), 0.0);
-        assert_eq!(soft_overlong_penalty(90, 100, 20), -0.5);
-        assert_eq!(soft_overlong_penalty(100, 100, 20), -1.0);
-        assert_eq!(soft_overlong_penalty(130, 100, 20), -1.0);
-        assert_eq!(soft_overlong_penalty(100, 100, 0), 0.0);
-        assert_eq!(soft_overlong_penalty(101, 100, 0), -1.0);
     }
 
     #[test]

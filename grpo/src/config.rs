@@ -385,7 +385,8 @@ impl OverlongPenalty {
     /// The amount added to the reward of a completion of `completion_tokens` tokens, in
     /// [-factor, 0].
     pub fn penalty(&self, completion_tokens: usize, max_new_tokens: usize) -> f64 {
-        self.factor * crate::advantages::soft_overlong_penalty(completion_tokens, max_new_tokens, self.cache_tokens)
+        let (len, max, cache) = (completion_tokens as u64, max_new_tokens as u64, self.cache_tokens as u64);
+        self.factor * aha_rewards::length::soft_overlong_penalty(len, max, cache)
     }
 }
 

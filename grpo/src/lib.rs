@@ -37,7 +37,7 @@ pub mod sft;
 pub mod step;
 pub mod trainer;
 
-pub use advantages::{compute_advantages, soft_overlong_penalty, Advantages, DynamicSampling, ScaleRewards};
+pub use advantages::{compute_advantages, Advantages, DynamicSampling, ScaleRewards};
 pub use config::{
     changed_on_resume, CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig, OverlongPenalty,
     RewardsConfig, RunConfig, SamplingConfig, TrainConfig,

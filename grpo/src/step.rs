@@ -13,9 +13,9 @@
 //! the longest completion of the micro-batch, predict the completion tokens. Completions of one
 //! prompt in a micro-batch share one pass over it through a KV cache (`CompletionLayout`), which
 //! computes the same thing for a third less work at GRPO's usual lengths. Log-probs use logits
-//! divided by the sampling temperature, log-softmax in fp32, in chunks of rows as
-//! `CausalLM::token_logprobs` does (same operations, so the same numbers), and the entropy of the
-//! same tempered distribution comes from the same chunk (detached: a metric only). `aha sft`
+//! divided by the sampling temperature, log-softmax in fp32, in chunks of rows, and the entropy
+//! of the same tempered distribution from the same chunk (detached: a metric only): one function,
+//! `CausalLM::token_logprobs_and_entropy`, which scoring outside training uses too. `aha sft`
 //! scores its examples through the same layout (`CompletionLayout`), with its loss on the
 //! completion tokens.
 //!
@@ -37,9 +37,6 @@ use crate::config::TrainConfig;
 use crate::error::{GrpoError, Result};
 use crate::loss::{policy_loss, LossInputs, LossParams, LossStats, Normalizer};
 use crate::optim::AdamW;
-
-/// Largest number of fp32 logits materialised at once (as in aha-model: 64 MiB).
-const LOGPROB_CHUNK_ELEMENTS: i64 = 1 << 24;
 
 /// One completion to train on.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,7 +284,7 @@ impl CompletionLayout {
                 hidden.narrow(1, 0, self.width)
             }
         };
-        logprobs_and_entropy(model, &hidden, &self.targets.to_device(device), temperature, entropy)
+        model.token_logprobs_and_entropy(&hidden, &self.targets.to_device(device), temperature, entropy)
     }
 }
 
@@ -417,48 +414,6 @@ fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, devi
             )
         }),
     })
-}
-
-/// Log-probs `[b, t]` of `targets` under the tempered distribution at `hidden` `[b, t, hidden]`,
-/// and, with `with_entropy`, its entropy per position (without gradient). The same operations as
-/// `CausalLM::token_logprobs`, chunked over rows so that at most 64 MiB of logits exist at once
-/// outside what autograd keeps for the backward pass.
-pub fn logprobs_and_entropy(
-    model: &CausalLM,
-    hidden: &Tensor,
-    targets: &Tensor,
-    temperature: f64,
-    with_entropy: bool,
-) -> (Tensor, Option<Tensor>) {
-    let (b, t, h) = hidden.size3().expect("hidden states are [batch, len, hidden]");
-    if b * t == 0 {
-        let empty = Tensor::zeros([b, t], (Kind::Float, hidden.device()));
-        return (empty.shallow_clone(), with_entropy.then_some(empty));
-    }
-    let flat = hidden.reshape([b * t, h]);
-    let targets = targets.reshape([b * t, 1]).to_kind(Kind::Int64);
-    let rows = (LOGPROB_CHUNK_ELEMENTS / model.config().vocab_size).max(1);
-    let (logprobs, entropies): (Vec<Tensor>, Vec<Option<Tensor>>) = (0..b * t)
-        .step_by(rows as usize)
-        .map(|start| {
-            let len = rows.min(b * t - start);
-            let mut logits = model.logits(&flat.narrow(0, start, len));
-            if temperature != 1.0 {
-                logits = logits / temperature;
-            }
-            let logprobs =
-                logits.gather(1, &targets.narrow(0, start, len), false).squeeze_dim(1) - logits.logsumexp([1], false);
-            let entropy = with_entropy.then(|| {
-                tch::no_grad(|| {
-                    let log_p = logits.detach().log_softmax(1, Kind::Float);
-                    -(log_p.exp() * &log_p).sum_dim_intlist(1, false, Kind::Float)
-                })
-            });
-            (logprobs, entropy)
-        })
-        .unzip();
-    let entropies: Option<Vec<Tensor>> = entropies.into_iter().collect();
-    (Tensor::cat(&logprobs, 0).view([b, t]), entropies.map(|e| Tensor::cat(&e, 0).view([b, t])))
 }
 
 /// Cuts the batch into micro-batches and computes what stays fixed during the step: the

@@ -38,7 +38,7 @@ const COMPANION_FILES: [&str; 8] = [
     "added_tokens.json",
 ];
 
-/// Largest number of fp32 logits materialised at once by `token_logprobs` (64 MiB).
+/// Largest number of fp32 logits materialised at once by `token_logprobs_and_entropy` (64 MiB).
 const LOGPROB_CHUNK_ELEMENTS: i64 = 1 << 24;
 
 #[derive(Debug, Clone, Copy)]
@@ -671,12 +671,30 @@ impl CausalLM {
     /// `[batch, len]` -> `[batch, len]` fp32, with logits divided by `temperature` before the
     /// log-softmax. Processed in chunks of rows, so no `[batch x len x vocab]` tensor exists.
     pub fn token_logprobs(&self, hidden: &Tensor, targets: &Tensor, temperature: f64) -> Tensor {
+        self.token_logprobs_and_entropy(hidden, targets, temperature, false).0
+    }
+
+    /// [`Self::token_logprobs`] and, with `with_entropy`, the entropy of the tempered distribution
+    /// at each position `[batch, len]` (without gradient). The log-probs keep their autograd graph
+    /// when gradients are on; per chunk of rows at most 64 MiB of logits exist at once outside
+    /// what autograd keeps for the backward pass.
+    pub fn token_logprobs_and_entropy(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+        with_entropy: bool,
+    ) -> (Tensor, Option<Tensor>) {
         assert!(temperature > 0.0, "temperature must be positive for log-probs, got {temperature}");
         let (b, t, h) = hidden.size3().expect("hidden states are [batch, len, hidden]");
+        if b * t == 0 {
+            let empty = Tensor::zeros([b, t], (Kind::Float, hidden.device()));
+            return (empty.shallow_clone(), with_entropy.then_some(empty));
+        }
         let flat = hidden.reshape([b * t, h]);
         let targets = targets.reshape([b * t, 1]).to_kind(Kind::Int64);
         let rows = (LOGPROB_CHUNK_ELEMENTS / self.config.vocab_size).max(1);
-        let chunks: Vec<Tensor> = (0..b * t)
+        let (logprobs, entropies): (Vec<Tensor>, Vec<Option<Tensor>>) = (0..b * t)
             .step_by(rows as usize)
             .map(|start| {
                 let len = rows.min(b * t - start);
@@ -684,10 +702,19 @@ impl CausalLM {
                 if temperature != 1.0 {
                     logits = logits / temperature;
                 }
-                logits.gather(1, &targets.narrow(0, start, len), false).squeeze_dim(1) - logits.logsumexp([1], false)
+                let logprobs = logits.gather(1, &targets.narrow(0, start, len), false).squeeze_dim(1)
+                    - logits.logsumexp([1], false);
+                let entropy = with_entropy.then(|| {
+                    tch::no_grad(|| {
+                        let log_p = logits.detach().log_softmax(1, Kind::Float);
+                        -(log_p.exp() * &log_p).sum_dim_intlist(1, false, Kind::Float)
+                    })
+                });
+                (logprobs, entropy)
             })
-            .collect();
-        Tensor::cat(&chunks, 0).view([b, t])
+            .unzip();
+        let entropies: Option<Vec<Tensor>> = entropies.into_iter().collect();
+        (Tensor::cat(&logprobs, 0).view([b, t]), entropies.map(|e| Tensor::cat(&e, 0).view([b, t])))
     }
 
     /// For each sequence, `logprobs[i-1] = log p(tokens[i] | tokens[..i])` at `temperature`

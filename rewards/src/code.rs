@@ -40,40 +40,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::{CheckError, Checker, Sample, Verdict};
-use crate::sandboxed::{self, SandboxSpec};
+use crate::sandboxed::{self, RunOptions, SandboxSpec};
 
 /// Options of the `code` checker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CodeOptions {
     /// Reward 1 only when every test passes (else 0); default: the fraction passed.
     pub binary: bool,
-    /// Deadline of each test run, in milliseconds.
-    pub timeout_ms: u64,
-    /// Memory cap of each test run, in MiB.
-    pub memory_mb: u64,
-    /// Cap on each of stdout and stderr of a run, in bytes.
-    pub max_output_bytes: usize,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm`.
+    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
+    /// pre-initialised CPython beside it).
     pub module: Option<PathBuf>,
-    /// Concurrent sandbox runs; default: one per CPU.
-    pub workers: Option<usize>,
-    /// Where compiled modules are cached; default: the user cache (`$AHA_CACHE_DIR/wasm`, ...).
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for CodeOptions {
-    fn default() -> Self {
-        CodeOptions {
-            binary: false,
-            timeout_ms: sandboxed::DEFAULT_TIMEOUT_MS,
-            memory_mb: sandboxed::DEFAULT_MEMORY_MB,
-            max_output_bytes: sandboxed::DEFAULT_MAX_OUTPUT_BYTES,
-            module: None,
-            workers: None,
-            cache_dir: None,
-        }
-    }
+    /// Limits of each test run, workers, cache folder.
+    #[serde(flatten)]
+    pub run: RunOptions,
 }
 
 /// The assert harness (the program in argv; it holds no secret): reads `{"c": program, "t":
@@ -128,7 +108,7 @@ impl Default for CodeChecker {
 impl CodeChecker {
     /// The sandbox is built on the first check (and shared with every checker of the same module).
     pub fn new(options: CodeOptions) -> Self {
-        let spec = SandboxSpec::new(options.module.clone(), options.workers, options.cache_dir.clone());
+        let spec = options.run.sandbox_spec(options.module.clone());
         CodeChecker { options, spec, fixed: None }
     }
 
@@ -148,7 +128,7 @@ impl CodeChecker {
 
     /// Runs `code` against `tests`; the verdict as [`Checker::check`] gives it.
     pub fn run_tests(&self, code: &str, tests: &[CodeTest]) -> Verdict {
-        let limits = sandboxed::limits(self.options.timeout_ms, self.options.memory_mb, self.options.max_output_bytes);
+        let limits = self.options.run.limits();
         let sandbox = match self.sandbox() {
             Ok(sandbox) => sandbox,
             Err(error) => {

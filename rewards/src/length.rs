@@ -51,16 +51,38 @@ impl LengthChecker {
 
     /// The penalty for a completion of `len` tokens.
     pub fn penalty(&self, len: u64) -> f64 {
-        let max = self.options.max_tokens;
-        let cache = self.options.cache_tokens;
-        let expected = max - cache;
-        if len <= expected {
-            0.0
-        } else if len <= max {
-            (expected as f64 - len as f64) / cache as f64
-        } else {
-            -1.0
-        }
+        soft_overlong_penalty(len, self.options.max_tokens, self.options.cache_tokens)
+    }
+}
+
+/// DAPO's soft overlong penalty (arXiv:2503.14476, eq. 13), in [-1, 0]: 0 up to
+/// `max_tokens - cache_tokens` tokens, then a linear ramp down to -1 at `max_tokens`, and -1
+/// beyond (with `cache_tokens = 0`, a step from 0 to -1 past `max_tokens`). The `length` checker
+/// scores it; GRPO's `overlong_penalty` setting adds it to the reward before the advantages.
+pub fn soft_overlong_penalty(completion_tokens: u64, max_tokens: u64, cache_tokens: u64) -> f64 {
+    let free = max_tokens.saturating_sub(cache_tokens);
+    if completion_tokens <= free {
+        0.0
+    } else if completion_tokens <= max_tokens && cache_tokens > 0 {
+        (free as f64 - completion_tokens as f64) / cache_tokens as f64
+    } else {
+        -1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soft_overlong_penalty;
+
+    #[test]
+    fn soft_overlong_penalty_ramp() {
+        // max 100, cache 20: free up to 80, -0.5 at 90, -1 at 100 and beyond.
+        assert_eq!(soft_overlong_penalty(80, 100, 20), 0.0);
+        assert_eq!(soft_overlong_penalty(90, 100, 20), -0.5);
+        assert_eq!(soft_overlong_penalty(100, 100, 20), -1.0);
+        assert_eq!(soft_overlong_penalty(130, 100, 20), -1.0);
+        assert_eq!(soft_overlong_penalty(100, 100, 0), 0.0);
+        assert_eq!(soft_overlong_penalty(101, 100, 0), -1.0);
     }
 }
 

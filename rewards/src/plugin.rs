@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::checker::{CheckError, Checker, Sample, Verdict};
 use crate::registry::ConfigError;
-use crate::sandboxed::{self, SandboxSpec};
+use crate::sandboxed::{self, RunOptions, SandboxSpec};
 
 /// Options of the `python` plug-in checker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,19 +40,13 @@ pub struct PythonPluginOptions {
     /// The name the checker reports (default `python`).
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_memory_mb")]
-    pub memory_mb: u64,
-    #[serde(default = "default_max_output_bytes")]
-    pub max_output_bytes: usize,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm`.
+    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
+    /// pre-initialised CPython beside it).
     #[serde(default)]
     pub module: Option<PathBuf>,
-    #[serde(default)]
-    pub workers: Option<usize>,
-    #[serde(default)]
-    pub cache_dir: Option<PathBuf>,
+    /// Limits of each run, workers, cache folder.
+    #[serde(flatten)]
+    pub run: RunOptions,
 }
 
 /// Options of the `wasi` plug-in checker.
@@ -67,26 +61,9 @@ pub struct WasiPluginOptions {
     /// The name the checker reports (default `wasi`).
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default = "default_memory_mb")]
-    pub memory_mb: u64,
-    #[serde(default = "default_max_output_bytes")]
-    pub max_output_bytes: usize,
-    #[serde(default)]
-    pub workers: Option<usize>,
-    #[serde(default)]
-    pub cache_dir: Option<PathBuf>,
-}
-
-fn default_timeout_ms() -> u64 {
-    sandboxed::DEFAULT_TIMEOUT_MS
-}
-fn default_memory_mb() -> u64 {
-    sandboxed::DEFAULT_MEMORY_MB
-}
-fn default_max_output_bytes() -> usize {
-    sandboxed::DEFAULT_MAX_OUTPUT_BYTES
+    /// Limits of each run, workers, cache folder.
+    #[serde(flatten)]
+    pub run: RunOptions,
 }
 
 /// A `reward(completion, sample)` function in a Python file, run in the sandbox.
@@ -106,8 +83,8 @@ impl PythonPluginChecker {
             .map_err(|e| ConfigError::options("python", format!("reading {}: {e}", options.file.display())))?;
         Ok(PythonPluginChecker {
             name: options.name.clone().unwrap_or_else(|| "python".into()),
-            limits: sandboxed::limits(options.timeout_ms, options.memory_mb, options.max_output_bytes),
-            spec: SandboxSpec::new(options.module.clone(), options.workers, options.cache_dir.clone()),
+            limits: options.run.limits(),
+            spec: options.run.sandbox_spec(options.module.clone()),
             file: options.file,
             source,
         })
@@ -219,12 +196,12 @@ impl WasiPluginChecker {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "plugin".into())]
         });
-        let mut spec = SandboxSpec::new(Some(options.module.clone()), options.workers, options.cache_dir.clone());
+        let mut spec = options.run.sandbox_spec(Some(options.module.clone()));
         spec.argv = Some(argv);
         WasiPluginChecker {
             name: options.name.clone().unwrap_or_else(|| "wasi".into()),
             module: options.module,
-            limits: sandboxed::limits(options.timeout_ms, options.memory_mb, options.max_output_bytes),
+            limits: options.run.limits(),
             spec,
             fixed: None,
         }

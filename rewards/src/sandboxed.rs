@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aha_sandbox::{CacheDir, Job, Lang, Limits, Sandbox, SandboxConfig, Status, Verdict as RunVerdict};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Default per-run deadline of the sandboxed checkers, in milliseconds (CPython starts in ~40 ms;
@@ -64,13 +65,50 @@ impl SandboxSpec {
     }
 }
 
-/// Run limits from a checker's options.
-pub fn limits(timeout_ms: u64, memory_mb: u64, max_output_bytes: usize) -> Limits {
-    Limits {
-        timeout: Duration::from_millis(timeout_ms.max(1)),
-        memory_bytes: memory_mb.max(1).saturating_mul(1 << 20),
-        max_output_bytes: max_output_bytes.max(1),
-        fuel: None,
+/// The options every sandboxed checker (`code`, `python`, `wasi`) takes, flattened into its own
+/// options: `{"timeout_ms", "memory_mb", "max_output_bytes", "workers", "cache_dir"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOptions {
+    /// Deadline of each run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Memory cap of each run, in MiB.
+    pub memory_mb: u64,
+    /// Cap on each of stdout and stderr of a run, in bytes.
+    pub max_output_bytes: usize,
+    /// Concurrent sandbox runs; default: one per CPU.
+    pub workers: Option<usize>,
+    /// Where compiled modules are cached; default: `$AHA_CACHE_DIR/wasm` or the user cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            memory_mb: DEFAULT_MEMORY_MB,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            workers: None,
+            cache_dir: None,
+        }
+    }
+}
+
+impl RunOptions {
+    /// The limits of each run.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            memory_bytes: self.memory_mb.max(1).saturating_mul(1 << 20),
+            max_output_bytes: self.max_output_bytes.max(1),
+            fuel: None,
+        }
+    }
+
+    /// The sandbox these runs go to: `module` (default: the bundled python.wasm) with these
+    /// workers and cache folder.
+    pub fn sandbox_spec(&self, module: Option<PathBuf>) -> SandboxSpec {
+        SandboxSpec::new(module, self.workers, self.cache_dir.clone())
     }
 }
 

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use aha_rewards::code::{extract_code, CodeChecker, CodeOptions};
+use aha_rewards::sandboxed::RunOptions;
 use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
 use serde_json::{json, Value};
 
@@ -303,12 +304,8 @@ fn sandbox_infrastructure_failure_is_a_skip_not_zero() {
 
 #[test]
 fn many_completions_from_many_threads_share_the_pool() {
-    let c = CodeChecker::new(CodeOptions {
-        timeout_ms: 30_000,
-        workers: Some(2),
-        cache_dir: Some(CACHE.into()),
-        ..CodeOptions::default()
-    });
+    let run = RunOptions { timeout_ms: 30_000, workers: Some(2), cache_dir: Some(CACHE.into()), ..RunOptions::default() };
+    let c = CodeChecker::new(CodeOptions { run, ..CodeOptions::default() });
     let s = assert_problem();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
