@@ -11,8 +11,9 @@
 //! and where it deliberately differs; docs/architecture.md ("Where each formula lives") lists them
 //! all.
 //!
-//! Supervised fine-tuning ([`sft`], `aha sft`) reuses the same machinery (run directory, AdamW,
-//! schedule, the micro-batch layout of `step.rs`) with a cross-entropy loss on given text: to
+//! Supervised fine-tuning ([`sft`], `aha sft`) reuses the same machinery (the run skeleton of
+//! `run_loop.rs`: run directory, resume, evaluation and checkpoint schedule, metrics; AdamW, the
+//! micro-batch layout of `step.rs`) with a cross-entropy loss on given text: to
 //! warm-start a model before GRPO, distil a run's exported traces, or train from scratch.
 //!
 //! Main types and functions:
@@ -33,6 +34,7 @@ pub mod evaluation;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;
+mod run_loop;
 pub mod sft;
 pub mod step;
 pub mod trainer;

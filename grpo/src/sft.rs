@@ -1,6 +1,7 @@
 //! Supervised fine-tuning (`aha sft CONFIG.toml`): next-token cross-entropy on given text, with
-//! the training machinery of `aha train` (run directory, AdamW, schedule, clipping, exact
-//! micro-batch accumulation, checkpoints and resume).
+//! the training machinery of `aha train` (the run skeleton of `run_loop.rs`: run directory,
+//! checkpoints, resume, evaluation and metrics; AdamW, schedule, clipping, exact micro-batch
+//! accumulation).
 //!
 //! What it is for: warm-starting a base model on the format of its task before GRPO (R1's
 //! "cold start"), distilling the correct completions of a GRPO run back into a model (`aha traces
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tch::Kind;
 
 use aha_model::{CausalLM, Tokenizer};
@@ -39,9 +40,9 @@ use aha_model::{CausalLM, Tokenizer};
 use crate::config::{check, parse_toml, Invalid, ModelInit, ModelSource, OptimConfig};
 use crate::error::{GrpoError, Result};
 use crate::optim::AdamW;
-use crate::run_dir::{RunDir, TrainerState};
+use crate::run_dir::TrainerState;
+use crate::run_loop::{Run, RunSchedule, TrainOutcome, Training};
 use crate::step::CompletionLayout;
-use crate::trainer::{diverged, TrainOutcome};
 
 /// `aha sft`'s learning rate when `optim.lr` is not given: TRL's `SFTConfig` default, a usual
 /// rate for fully fine-tuning a pretrained model (GRPO's 1e-6 would barely move it). A model
@@ -358,27 +359,44 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
 
 /// Runs `aha sft` as `config` says, in a new run directory, or continues the run in
 /// `config.run.output_dir` when `resume`. `on_step` sees each step's metrics line.
-pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
-    let started = Instant::now();
-    let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
-    if let Some(done) = TrainOutcome::if_done(&run, &state, config.run.steps, &checkpoint) {
+pub fn train(config: SftConfig, resume: bool, on_step: impl FnMut(&Value)) -> Result<TrainOutcome> {
+    let schedule = RunSchedule {
+        steps: config.run.steps,
+        eval_every: config.run.eval_every,
+        save_every: config.run.save_every,
+        keep_last: config.run.keep_last,
+        lr: config.optim.lr_schedule(config.run.steps),
+    };
+    let run = Run::begin(&config.run.output_dir, &config.to_toml_string(), resume, schedule)?;
+    if let Some(done) = run.already_done() {
         return Ok(done);
     }
     let options = config.model.load_options(true)?;
-    let model = match (&checkpoint, config.model.init) {
+    let model = match (run.checkpoint(), config.model.init) {
         (Some(dir), _) => CausalLM::load(dir, options)?,
         (None, ModelInit::Pretrained) => CausalLM::load(&config.model.path, options)?,
         (None, ModelInit::Random) => CausalLM::init_random(&config.model.path, options, config.run.seed)?,
     };
     let tokenizer = Tokenizer::from_dir(&config.model.path, model.config().vocab_size)?;
     let data = load_data(&config.data, &tokenizer, model.config().eos_token_ids.first().copied(), config.run.seed)?;
-    let source = config.data.source.display();
+    warn_about(&config.data, &data, model.config().max_position_embeddings as usize);
+    let optimizer = run.optimizer(&model, config.optim.adamw())?;
+    let training = SftTraining {
+        config: &config,
+        order: DataOrder::new(data.train.len(), config.data.shuffle, config.run.seed),
+        drawn: run.state().problems_drawn,
+        model,
+        optimizer,
+        data,
+    };
+    run.train(training, on_step)
+}
+
+/// Warns of examples cut or skipped, and of examples longer than the model's positions.
+fn warn_about(config: &SftDataConfig, data: &SftData, positions: usize) {
+    let source = config.source.display();
     if data.truncated > 0 {
-        tracing::warn!(
-            "{source}: {} examples cut to data.max_length = {} tokens",
-            data.truncated,
-            config.data.max_length
-        );
+        tracing::warn!("{source}: {} examples cut to data.max_length = {} tokens", data.truncated, config.max_length);
     }
     if data.skipped > 0 {
         tracing::warn!(
@@ -386,68 +404,80 @@ pub fn train(config: SftConfig, resume: bool, mut on_step: impl FnMut(&Value)) -
             data.skipped
         );
     }
-    let positions = model.config().max_position_embeddings as usize;
     if data.train.iter().chain(&data.eval).any(|e| e.prompt_ids.len() + e.target_ids.len() > positions) {
         tracing::warn!("{source}: some examples are longer than the model's max_position_embeddings ({positions})");
     }
+}
 
-    let mut optimizer = AdamW::for_model(&model, config.optim.adamw());
-    if let Some(dir) = &checkpoint {
-        RunDir::load_optimizer(dir, &mut optimizer)?;
+/// SFT's part of the run loop: the model, its optimizer and the examples, drawn in the run's order.
+struct SftTraining<'a> {
+    config: &'a SftConfig,
+    model: CausalLM,
+    optimizer: AdamW,
+    data: SftData,
+    order: DataOrder,
+    /// Training examples drawn so far (the data cursor a checkpoint saves).
+    drawn: u64,
+}
+
+impl SftTraining<'_> {
+    /// The next `run.batch_size` training examples.
+    fn next_batch(&mut self) -> Vec<SftExample> {
+        let first = self.drawn;
+        self.drawn += self.config.run.batch_size as u64;
+        (first..self.drawn).map(|k| self.data.train[self.order.index(k)].clone()).collect()
     }
-    let schedule = config.optim.lr_schedule(config.run.steps);
-    let mut order = DataOrder::new(data.train.len(), config.data.shuffle, config.run.seed);
-    let mut drawn = state.problems_drawn;
-    let mut last_checkpoint = checkpoint;
-    for step in state.step + 1..=config.run.steps {
-        let step_started = Instant::now();
-        let lr = schedule.lr_at(step - 1);
-        let batch: Vec<SftExample> =
-            (drawn..drawn + config.run.batch_size as u64).map(|k| data.train[order.index(k)].clone()).collect();
-        drawn += batch.len() as u64;
-        let pass = sft_gradients(&model, &batch, config.optim.micro_batch_size)
-            .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
-        let grad_norm = optimizer
-            .clip_and_step(lr, config.optim.max_grad_norm)
-            .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
-        let step_seconds = step_started.elapsed().as_secs_f64();
+}
 
-        let mut metrics = json!({
+impl Training for SftTraining<'_> {
+    type Record = ();
+
+    fn step(&mut self, step: u64, lr: f64) -> Result<(Value, ())> {
+        let step_started = Instant::now();
+        let batch = self.next_batch();
+        let optim = &self.config.optim;
+        let pass = sft_gradients(&self.model, &batch, optim.micro_batch_size)?;
+        let grad_norm = self.optimizer.clip_and_step(lr, optim.max_grad_norm)?;
+        let step_seconds = step_started.elapsed().as_secs_f64();
+        let metrics = json!({
             "step": step,
             "loss": pass.loss,
             "tokens": pass.tokens,
             "examples": batch.len(),
             "lr": lr,
             "grad_norm": grad_norm,
-            "epoch": drawn as f64 / data.train.len() as f64,
+            "epoch": self.drawn as f64 / self.data.train.len() as f64,
             "tokens_per_s": pass.tokens as f64 / step_seconds.max(1e-9),
             "step_s": step_seconds,
         });
-        let eval_every = config.run.eval_every;
-        if !data.eval.is_empty() && eval_every > 0 && (step % eval_every == 0 || step == config.run.steps) {
-            let eval_started = Instant::now();
-            let eval = sft_loss(&model, &data.eval, config.optim.micro_batch_size)?;
-            let fields = metrics.as_object_mut().expect("an object");
-            fields.insert("eval_loss".into(), json!(eval.loss));
-            fields.insert("eval_tokens".into(), json!(eval.tokens));
-            fields.insert("eval_s".into(), json!(eval_started.elapsed().as_secs_f64()));
-        }
-        metrics.as_object_mut().expect("an object").insert("elapsed_s".into(), json!(started.elapsed().as_secs_f64()));
-        run.append_metrics(&metrics)?;
-        on_step(&metrics);
-
-        let save_every = config.run.save_every;
-        if step == config.run.steps || (save_every > 0 && step % save_every == 0) {
-            let state = TrainerState { step, problems_drawn: drawn, ..TrainerState::start() };
-            last_checkpoint = Some(run.save_checkpoint(&model, &optimizer, &state, config.run.keep_last)?);
-        }
+        Ok((metrics, ()))
     }
-    Ok(TrainOutcome {
-        run_dir: run.root().to_path_buf(),
-        first_step: state.step,
-        steps: config.run.steps,
-        last_checkpoint,
-    })
+
+    /// The loss on the held-out examples.
+    fn evaluate(&mut self) -> Result<Map<String, Value>> {
+        let mut fields = Map::new();
+        if self.data.eval.is_empty() {
+            return Ok(fields);
+        }
+        let started = Instant::now();
+        let eval = sft_loss(&self.model, &self.data.eval, self.config.optim.micro_batch_size)?;
+        fields.insert("eval_loss".into(), json!(eval.loss));
+        fields.insert("eval_tokens".into(), json!(eval.tokens));
+        fields.insert("eval_s".into(), json!(started.elapsed().as_secs_f64()));
+        Ok(fields)
+    }
+
+    fn state(&mut self, step: u64) -> Result<TrainerState> {
+        Ok(TrainerState { step, problems_drawn: self.drawn, ..TrainerState::start() })
+    }
+
+    fn model(&self) -> &CausalLM {
+        &self.model
+    }
+
+    fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
 }
 
 /// Which training example the k-th drawn one is (k counts from the start of the run): epoch

@@ -1,8 +1,9 @@
-//! The training loop of `aha train`: sample groups, score them, turn rewards into advantages, take
-//! an optimizer step, record everything, checkpoint.
+//! GRPO's step (`aha train`): sample groups, score them, turn rewards into advantages, take an
+//! optimizer step. The run around the steps (resume, evaluation, metrics, checkpoints) is the
+//! skeleton `aha sft` shares (`run_loop.rs`).
 //!
 //! ```text
-//! for step in 1..=steps:
+//! for step in 1..=steps:                                  # run_loop.rs
 //!     groups  = pool.next_groups(prompts_per_step)        # aha-rollout: generate, then checkers
 //!     (dynamic sampling: drop groups whose rewards are all equal, sample more, up to a cap)
 //!     A       = group-relative advantages of the rewards   # advantages.rs
@@ -15,14 +16,11 @@
 //! the latest checkpoint's weights and optimizer state and skips the problems and sampling seeds
 //! it had used, so it continues as if it had not stopped.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
@@ -39,40 +37,9 @@ use crate::error::{GrpoError, Result};
 use crate::evaluation::{EvalSettings, HeldOut};
 use crate::optim::AdamW;
 use crate::run_dir::{RunDir, TrainerState};
-use crate::step::{train_step, StepSettings, TrainBatch, TrainSequence};
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct TrainOutcome {
-    pub run_dir: PathBuf,
-    /// The step the run started from (0, or the checkpoint a resumed run continued from).
-    pub first_step: u64,
-    /// `run.steps`: the step it trained to, unless it was there already.
-    pub steps: u64,
-    pub last_checkpoint: Option<PathBuf>,
-}
-
-impl TrainOutcome {
-    /// Steps this process trained: none when a resumed run was already at `run.steps` or past it.
-    pub fn steps_trained(&self) -> u64 {
-        self.steps.saturating_sub(self.first_step)
-    }
-
-    /// The outcome of a resumed run with nothing left to do, if `state` is at `steps` already.
-    pub(crate) fn if_done(
-        run: &RunDir,
-        state: &TrainerState,
-        steps: u64,
-        checkpoint: &Option<PathBuf>,
-    ) -> Option<Self> {
-        (state.step >= steps).then(|| Self {
-            run_dir: run.root().to_path_buf(),
-            first_step: state.step,
-            steps,
-            last_checkpoint: checkpoint.clone(),
-        })
-    }
-}
+pub use crate::run_loop::TrainOutcome;
+use crate::run_loop::{Run, RunSchedule, Training};
+use crate::step::{train_step, StepSettings, StepStats, TrainBatch, TrainSequence};
 
 /// Trains as `config` says, in a new run directory, or continues the run in
 /// `config.run.output_dir` when `resume`. `on_step` sees each step's metrics line. Checkers are
@@ -86,30 +53,73 @@ pub fn train_with_checkers(
     config: TrainConfig,
     resume: bool,
     registry: &Registry,
-    mut on_step: impl FnMut(&Value),
+    on_step: impl FnMut(&Value),
 ) -> Result<TrainOutcome> {
-    let started = Instant::now();
-    let (run, checkpoint, state) = RunDir::begin(&config.run.output_dir, &config.to_toml_string(), resume)?;
-    if let Some(done) = TrainOutcome::if_done(&run, &state, config.run.steps, &checkpoint) {
+    let run = Run::begin(&config.run.output_dir, &config.to_toml_string(), resume, run_schedule(&config))?;
+    if let Some(done) = run.already_done() {
         return Ok(done);
     }
 
-    let weights_dir = checkpoint.clone().unwrap_or_else(|| config.model.path.clone());
-    let policy = CausalLM::load(&weights_dir, config.model.load_options(true)?)?;
+    let weights = run.checkpoint().unwrap_or(&config.model.path);
+    let policy = CausalLM::load(weights, config.model.load_options(true)?)?;
     let reference = if config.grpo.beta > 0.0 {
         Some(CausalLM::load(&config.model.path, config.model.load_options(false)?)?)
     } else {
         None
     };
     let tokenizer = Arc::new(Tokenizer::from_dir(&config.model.path, policy.config().vocab_size)?);
-    let mut optimizer = AdamW::for_model(&policy, config.optim.adamw());
-    if let Some(dir) = &checkpoint {
-        RunDir::load_optimizer(dir, &mut optimizer)?;
-    }
+    let optimizer = run.optimizer(&policy, config.optim.adamw())?;
 
-    // Problems, shuffled per epoch from the run's seed, skipping those a resumed run has used.
     let checker = Arc::new(build_checker(&config, registry)?);
     let (train_set, eval_set) = load_problems(&config, &checker)?;
+    warn_skipped_rows(&config, &train_set);
+    let prompts = PromptFeed::new(&config, &train_set, run.state().problems_drawn)?;
+    let engine = sampling_engine(&config, &policy, &tokenizer)?;
+    let held_out = held_out(&config, &eval_set, &tokenizer)?;
+    let pool_config = PoolConfig {
+        group_size: config.sampling.group_size,
+        seed: config.run.seed,
+        reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        max_prompt_tokens: config.sampling.max_prompt_tokens,
+        distinct_prompts: Some(train_set.problems.len()),
+    };
+    let pool = RolloutPool::new(
+        engine,
+        prompts,
+        Arc::clone(&tokenizer),
+        Arc::clone(&checker),
+        pool_config,
+        run.state().groups_sampled,
+    )?;
+    let traces = TraceWriter::open(&run.dir().traces_path(), Some(run.state().step)).map_err(trace_error)?;
+
+    let training = GrpoTraining {
+        config: &config,
+        policy: &policy,
+        reference,
+        tokenizer: &tokenizer,
+        checker: &checker,
+        optimizer,
+        pool,
+        held_out,
+        traces,
+        settings: StepSettings::from_config(&config),
+        labels: config.rewards.checkers.iter().map(CheckerConfig::reported_label).collect(),
+    };
+    run.train(training, on_step)
+}
+
+fn run_schedule(config: &TrainConfig) -> RunSchedule {
+    RunSchedule {
+        steps: config.run.steps,
+        eval_every: config.run.eval_every,
+        save_every: config.run.save_every,
+        keep_last: config.run.keep_last,
+        lr: config.lr_schedule(),
+    }
+}
+
+fn warn_skipped_rows(config: &TrainConfig, train_set: &Dataset) {
     for skipped in train_set.skipped.iter().take(10) {
         tracing::warn!("{skipped}");
     }
@@ -120,29 +130,14 @@ pub fn train_with_checkers(
             train_set.skipped.len()
         );
     }
-    let prompter = Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?;
-    let drawn = Rc::new(Cell::new(state.problems_drawn));
-    let counter = Rc::clone(&drawn);
-    let problems: Box<dyn Iterator<Item = &Problem>> = if config.data.shuffle {
-        Box::new(train_set.epochs(config.run.seed).map(|(_, problem)| problem))
-    } else {
-        Box::new(train_set.problems.iter().cycle())
-    };
-    let prompts = problems
-        .skip(state.problems_drawn as usize)
-        .inspect(move |_| counter.set(counter.get() + 1))
-        .map(|problem| rollout_prompt(&prompter, problem));
-    // A template error surfaces as a prompt that fails to render: stop on the first.
-    let template_error: Rc<Cell<Option<String>>> = Rc::new(Cell::new(None));
-    let error_slot = Rc::clone(&template_error);
-    let prompts = prompts.map_while(move |prompt| match prompt {
-        Ok(prompt) => Some(prompt),
-        Err(message) => {
-            error_slot.set(Some(message));
-            None
-        }
-    });
+}
 
+/// The generation engine over the policy's weights, sampling as `[sampling]` says.
+fn sampling_engine<'a>(
+    config: &TrainConfig,
+    policy: &'a CausalLM,
+    tokenizer: &'a Tokenizer,
+) -> Result<ShardedEngine<'a>> {
     let sampling = &config.sampling;
     let params = SamplingParams {
         temperature: sampling.temperature,
@@ -152,189 +147,264 @@ pub fn train_with_checkers(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    let engine = ShardedEngine::new(&policy, params, EngineConfig::default())?
-        .with_stop_strings(&tokenizer, sampling.stop_strings.clone())?;
-    let pool_config = PoolConfig {
-        group_size: sampling.group_size,
-        seed: config.run.seed,
-        reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        max_prompt_tokens: sampling.max_prompt_tokens,
-        distinct_prompts: Some(train_set.problems.len()),
-    };
-    // Greedy evaluation on the held-out problems every `run.eval_every` steps.
-    let evaluation = if eval_set.is_empty() || config.run.eval_every == 0 {
-        None
-    } else {
+    Ok(ShardedEngine::new(policy, params, EngineConfig::default())?
+        .with_stop_strings(tokenizer, sampling.stop_strings.clone())?)
+}
+
+/// The held-out problems of the greedy evaluation every `run.eval_every` steps; `None` when there
+/// are none or it is off.
+fn held_out(config: &TrainConfig, eval_set: &Dataset, tokenizer: &Tokenizer) -> Result<Option<HeldOut>> {
+    if eval_set.is_empty() || config.run.eval_every == 0 {
+        return Ok(None);
+    }
+    let prompter = Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?;
+    Ok(Some(HeldOut::new(&eval_set.problems, &prompter, tokenizer, config.sampling.max_prompt_tokens)?))
+}
+
+/// The training prompts in the run's order (seeded epochs, or the file's order over and over),
+/// from the problem after the last one used. The feed counts the problems it hands out (the data
+/// cursor a checkpoint saves). A problem the template cannot render ends the feed and keeps the
+/// error, so that the run stops on it rather than training on fewer prompts.
+struct PromptFeed<'a> {
+    problems: Box<dyn Iterator<Item = &'a Problem> + 'a>,
+    prompter: Prompter,
+    drawn: u64,
+    template_error: Option<String>,
+}
+
+impl<'a> PromptFeed<'a> {
+    /// The feed after the first `drawn` problems.
+    fn new(config: &TrainConfig, train_set: &'a Dataset, drawn: u64) -> Result<Self> {
         let prompter = Prompter::new(&config.data.template, &config.model.path).map_err(data_error)?;
-        Some(HeldOut::new(&eval_set.problems, &prompter, &tokenizer, sampling.max_prompt_tokens)?)
-    };
-    let eval_settings = EvalSettings {
-        temperature: 0.0,
-        max_new_tokens: sampling.max_new_tokens,
-        samples: 1,
-        seed: 0,
-        stop_strings: sampling.stop_strings.clone(),
-    };
-    let mut pool = RolloutPool::new(
-        engine,
-        prompts,
-        Arc::clone(&tokenizer),
-        Arc::clone(&checker),
-        pool_config,
-        state.groups_sampled,
-    )?;
-    let traces = TraceWriter::open(&run.traces_path(), Some(state.step)).map_err(trace_error)?;
+        let problems: Box<dyn Iterator<Item = &'a Problem> + 'a> = if config.data.shuffle {
+            Box::new(train_set.epochs(config.run.seed).map(|(_, problem)| problem))
+        } else {
+            Box::new(train_set.problems.iter().cycle())
+        };
+        Ok(Self { problems: Box::new(problems.skip(drawn as usize)), prompter, drawn, template_error: None })
+    }
 
-    let settings = StepSettings::from_config(&config);
-    let schedule = config.lr_schedule();
-    let labels: Vec<String> = config.rewards.checkers.iter().map(CheckerConfig::reported_label).collect();
-    let mut last_checkpoint = checkpoint;
-    for step in state.step + 1..=config.run.steps {
+    fn template_error(&self) -> Option<&str> {
+        self.template_error.as_deref()
+    }
+}
+
+impl Iterator for PromptFeed<'_> {
+    type Item = RolloutPrompt;
+
+    fn next(&mut self) -> Option<RolloutPrompt> {
+        if self.template_error.is_some() {
+            return None;
+        }
+        let problem = self.problems.next()?;
+        self.drawn += 1;
+        match self.prompter.render(problem) {
+            Ok(text) => Some(RolloutPrompt { id: problem.id.clone(), text, sample: problem.sample.clone() }),
+            Err(error) => {
+                self.template_error = Some(error.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// GRPO's part of the run loop: what it builds once and what each step does with it.
+struct GrpoTraining<'a> {
+    config: &'a TrainConfig,
+    policy: &'a CausalLM,
+    reference: Option<CausalLM>,
+    tokenizer: &'a Tokenizer,
+    checker: &'a CombinedChecker,
+    optimizer: AdamW,
+    pool: RolloutPool<ShardedEngine<'a>, PromptFeed<'a>>,
+    held_out: Option<HeldOut>,
+    traces: TraceWriter,
+    settings: StepSettings,
+    /// The checkers' labels in `[rewards]` order (the first is the correctness checker).
+    labels: Vec<String>,
+}
+
+/// The groups a step trains on, with how they were sampled.
+struct SampledGroups {
+    groups: Vec<ScoredGroup>,
+    /// The rewards advantages are computed from, per group (see [`shaped_rewards`]).
+    rewards: Vec<Vec<f64>>,
+    /// Groups left out because a checker could not judge them.
+    unjudged: usize,
+    /// Groups dynamic sampling dropped (no signal, or beyond the target).
+    dropped: usize,
+    /// Generation batches it took (1 without dynamic sampling).
+    batches: usize,
+}
+
+impl Training for GrpoTraining<'_> {
+    /// The step's groups for traces.sqlite.
+    type Record = Vec<TraceGroup>;
+
+    fn step(&mut self, step: u64, lr: f64) -> Result<(Value, Vec<TraceGroup>)> {
         let step_started = Instant::now();
-        let lr = schedule.lr_at(step - 1);
-        let generation_before = pool.stats().clone();
-
-        // Sample until the step has its groups (with dynamic sampling: groups with signal).
-        let wanted = sampling.prompts_per_step;
-        let mut collected = DynamicSampling::new(wanted, config.grpo.max_extra_batches);
-        let mut unjudged = 0;
-        let mut all_judged = Vec::new();
-        loop {
-            let batch = pool.next_groups(wanted).map_err(|e| match e {
-                RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Config(format!(
-                    "{}: no usable problem: the prompts of all {distinct} are longer than \
-                     sampling.max_prompt_tokens = {limit} tokens (or empty)",
-                    config.data.source
-                )),
-                other => other.into(),
-            })?;
-            if let Some(message) = template_error.take() {
-                return Err(GrpoError::Config(format!("data.template: {message}")));
-            }
-            if batch.is_empty() {
-                return Err(GrpoError::Config(format!(
-                    "{}: no usable problems (all skipped, or every prompt is longer than sampling.max_prompt_tokens)",
-                    config.data.source
-                )));
-            }
-            let mut judged = Vec::with_capacity(batch.len());
-            for group in batch {
-                match shaped_rewards(&config, &group) {
-                    Some(rewards) => judged.push((group, rewards)),
-                    None => {
-                        unjudged += 1;
-                        tracing::warn!(prompt = %group.prompt.id, "a checker could not judge this problem; its group is left out");
-                    }
-                }
-            }
-            if !config.grpo.dynamic_sampling {
-                all_judged = judged;
-                break;
-            }
-            collected.add_batch(judged.into_iter().map(|(g, r)| ((g, r.clone()), r)));
-            if !collected.wants_more() {
-                break;
-            }
-        }
-        let (dropped_groups, sampling_batches) = (collected.dropped(), collected.batches().max(1));
-        if config.grpo.dynamic_sampling {
-            all_judged = collected.into_groups();
-        }
-        let (groups, rewards): (Vec<ScoredGroup>, Vec<Vec<f64>>) = all_judged.into_iter().unzip();
-        if groups.is_empty() {
-            return Err(GrpoError::Config(format!(
-                "step {step}: no group to train on (every problem was unjudged, or dynamic sampling found no group \
-                 whose rewards differ within grpo.max_extra_batches)"
-            )));
-        }
-        let advantages = compute_advantages(&rewards, config.grpo.scale_rewards)?;
-        let generation = pool.stats().clone();
+        let generation_before = self.pool.stats().clone();
+        let sampled = self.sample_groups(step)?;
+        let advantages = compute_advantages(&sampled.rewards, self.config.grpo.scale_rewards)?;
+        let generation = self.pool.stats().clone();
 
         let train_started = Instant::now();
-        let batch = TrainBatch {
-            sequences: groups
-                .iter()
-                .zip(&advantages.advantages)
-                .flat_map(|(group, advantages)| {
-                    group.completions.iter().zip(advantages).map(|(c, &a)| TrainSequence {
-                        prompt_ids: group.prompt_ids.clone(),
-                        completion_ids: c.token_ids.clone(),
-                        advantage: a as f32,
-                        old_logprobs: Some(c.logprobs.clone()),
-                        truncated: c.finish_reason == FinishReason::Length,
-                    })
-                })
-                .collect(),
-        };
-        let stats = train_step(&policy, reference.as_ref(), &mut optimizer, &batch, &settings, lr)
-            .map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
+        let batch = train_batch(&sampled.groups, &advantages.advantages);
+        let stats = train_step(self.policy, self.reference.as_ref(), &mut self.optimizer, &batch, &self.settings, lr)?;
         let train_seconds = train_started.elapsed().as_secs_f64();
 
         let metrics = step_metrics(StepRecord {
             step,
-            labels: &labels,
-            groups: &groups,
-            rewards: &rewards,
+            labels: &self.labels,
+            sampled: &sampled,
             frac_reward_zero_std: advantages.frac_reward_zero_std,
-            dropped_groups,
-            unjudged,
-            sampling_batches,
             stats: &stats,
             generation_seconds: generation.generation_seconds - generation_before.generation_seconds,
             reward_wait_seconds: generation.reward_wait_seconds - generation_before.reward_wait_seconds,
             reward_seconds: generation.reward_seconds - generation_before.reward_seconds,
             train_seconds,
             step_seconds: step_started.elapsed().as_secs_f64(),
-            elapsed_seconds: started.elapsed().as_secs_f64(),
         });
-        let mut metrics = metrics;
-        let eval_every = config.run.eval_every;
-        if let Some(evaluation) =
-            evaluation.as_ref().filter(|_| eval_every > 0 && (step % eval_every == 0 || step == config.run.steps))
-        {
-            let report = evaluation.evaluate(
-                &policy,
-                &tokenizer,
-                &checker,
-                labels.first().map(String::as_str),
-                &eval_settings,
-            )?;
-            metrics.as_object_mut().expect("an object").extend(report.metrics());
-        }
-        run.append_metrics(&metrics)?;
-        traces.write(trace_groups(step, &groups, &advantages.advantages)).map_err(trace_error)?;
-        on_step(&metrics);
+        Ok((metrics, trace_groups(step, &sampled.groups, &advantages.advantages)))
+    }
 
-        let save_every = config.run.save_every;
-        if step == config.run.steps || (save_every > 0 && step % save_every == 0) {
-            // Traces first: a checkpoint promises that everything up to its step is recorded.
-            traces.flush().map_err(trace_error)?;
-            let state = TrainerState {
-                step,
-                problems_drawn: drawn.get(),
-                groups_sampled: pool.next_index(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            };
-            last_checkpoint = Some(run.save_checkpoint(&policy, &optimizer, &state, config.run.keep_last)?);
+    /// Greedy accuracy on the held-out problems.
+    fn evaluate(&mut self) -> Result<Map<String, Value>> {
+        let Some(held_out) = &self.held_out else { return Ok(Map::new()) };
+        let settings = EvalSettings {
+            temperature: 0.0,
+            max_new_tokens: self.config.sampling.max_new_tokens,
+            samples: 1,
+            seed: 0,
+            stop_strings: self.config.sampling.stop_strings.clone(),
+        };
+        let correctness_label = self.labels.first().map(String::as_str);
+        let report = held_out.evaluate(self.policy, self.tokenizer, self.checker, correctness_label, &settings)?;
+        Ok(report.metrics())
+    }
+
+    fn record(&mut self, groups: Vec<TraceGroup>) -> Result<()> {
+        self.traces.write(groups).map_err(trace_error)
+    }
+
+    fn state(&mut self, step: u64) -> Result<TrainerState> {
+        // Traces first: a checkpoint promises that everything up to its step is recorded.
+        self.traces.flush().map_err(trace_error)?;
+        Ok(TrainerState {
+            step,
+            problems_drawn: self.pool.prompts().drawn,
+            groups_sampled: self.pool.next_index(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+
+    fn model(&self) -> &CausalLM {
+        self.policy
+    }
+
+    fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+
+    fn finish(self, run: &RunDir) -> Result<()> {
+        let skipped = self.pool.stats().skipped_long_prompts;
+        if skipped > 0 {
+            tracing::warn!(
+                "{}: {skipped} prompts skipped, longer than sampling.max_prompt_tokens = {} tokens (or empty)",
+                self.config.data.source,
+                self.config.sampling.max_prompt_tokens
+            );
         }
+        drop(self.pool);
+        self.traces.close().map_err(trace_error)?;
+        run.write_report()?;
+        Ok(())
     }
-    let skipped = pool.stats().skipped_long_prompts;
-    if skipped > 0 {
-        tracing::warn!(
-            "{}: {skipped} prompts skipped, longer than sampling.max_prompt_tokens = {} tokens (or empty)",
-            config.data.source,
-            sampling.max_prompt_tokens
-        );
+}
+
+impl GrpoTraining<'_> {
+    /// Samples until the step has its groups: `sampling.prompts_per_step` judged ones, or, with
+    /// dynamic sampling, as many whose rewards differ, within `grpo.max_extra_batches` more
+    /// generation batches.
+    fn sample_groups(&mut self, step: u64) -> Result<SampledGroups> {
+        let wanted = self.config.sampling.prompts_per_step;
+        let (mut judged, mut unjudged) = self.judged_groups(wanted)?;
+        let (mut dropped, mut batches) = (0, 1);
+        if self.config.grpo.dynamic_sampling {
+            let offer = |judged: Vec<(ScoredGroup, Vec<f64>)>| {
+                judged.into_iter().map(|(group, rewards)| ((group, rewards.clone()), rewards))
+            };
+            let mut kept = DynamicSampling::new(wanted, self.config.grpo.max_extra_batches);
+            kept.add_batch(offer(judged));
+            while kept.wants_more() {
+                let (more, left_out) = self.judged_groups(wanted)?;
+                unjudged += left_out;
+                kept.add_batch(offer(more));
+            }
+            (dropped, batches) = (kept.dropped(), kept.batches());
+            judged = kept.into_groups();
+        }
+        let (groups, rewards): (Vec<ScoredGroup>, Vec<Vec<f64>>) = judged.into_iter().unzip();
+        if groups.is_empty() {
+            return Err(GrpoError::Config(format!(
+                "step {step}: no group to train on (every problem was unjudged, or dynamic sampling found no group \
+                 whose rewards differ within grpo.max_extra_batches)"
+            )));
+        }
+        Ok(SampledGroups { groups, rewards, unjudged, dropped, batches })
     }
-    drop(pool);
-    traces.close().map_err(trace_error)?;
-    run.write_report()?;
-    Ok(TrainOutcome {
-        run_dir: run.root().to_path_buf(),
-        first_step: state.step,
-        steps: config.run.steps,
-        last_checkpoint,
-    })
+
+    /// The next `count` groups from the pool, each with its shaped rewards, and how many were left
+    /// out because a checker could not judge them.
+    fn judged_groups(&mut self, count: usize) -> Result<(Vec<(ScoredGroup, Vec<f64>)>, usize)> {
+        let source = &self.config.data.source;
+        let batch = self.pool.next_groups(count).map_err(|e| match e {
+            RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Config(format!(
+                "{source}: no usable problem: the prompts of all {distinct} are longer than \
+                 sampling.max_prompt_tokens = {limit} tokens (or empty)"
+            )),
+            other => other.into(),
+        })?;
+        if let Some(message) = self.pool.prompts().template_error() {
+            return Err(GrpoError::Config(format!("data.template: {message}")));
+        }
+        if batch.is_empty() {
+            return Err(GrpoError::Config(format!(
+                "{source}: no usable problems (all skipped, or every prompt is longer than sampling.max_prompt_tokens)"
+            )));
+        }
+        let mut judged = Vec::with_capacity(batch.len());
+        let mut unjudged = 0;
+        for group in batch {
+            match shaped_rewards(self.config, &group) {
+                Some(rewards) => judged.push((group, rewards)),
+                None => {
+                    unjudged += 1;
+                    tracing::warn!(prompt = %group.prompt.id, "a checker could not judge this problem; its group is left out");
+                }
+            }
+        }
+        Ok((judged, unjudged))
+    }
+}
+
+/// One sequence per completion, with its group-relative advantage and sampling log-probs.
+fn train_batch(groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> TrainBatch {
+    TrainBatch {
+        sequences: groups
+            .iter()
+            .zip(advantages)
+            .flat_map(|(group, advantages)| {
+                group.completions.iter().zip(advantages).map(|(c, &a)| TrainSequence {
+                    prompt_ids: group.prompt_ids.clone(),
+                    completion_ids: c.token_ids.clone(),
+                    advantage: a as f32,
+                    old_logprobs: Some(c.logprobs.clone()),
+                    truncated: c.finish_reason == FinishReason::Length,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// The weighted checkers of `[rewards]`, built from `registry`.
@@ -379,11 +449,6 @@ pub fn load_problems(config: &TrainConfig, checker: &CombinedChecker) -> Result<
     }
 }
 
-fn rollout_prompt(prompter: &Prompter, problem: &Problem) -> std::result::Result<RolloutPrompt, String> {
-    let text = prompter.render(problem).map_err(|e| e.to_string())?;
-    Ok(RolloutPrompt { id: problem.id.clone(), text, sample: problem.sample.clone() })
-}
-
 /// The rewards the advantages are computed from: the checkers' totals, plus DAPO's soft overlong
 /// penalty when configured. `None` when a checker could not judge the problem.
 fn shaped_rewards(config: &TrainConfig, group: &ScoredGroup) -> Option<Vec<f64>> {
@@ -401,30 +466,27 @@ fn shaped_rewards(config: &TrainConfig, group: &ScoredGroup) -> Option<Vec<f64>>
 struct StepRecord<'a> {
     step: u64,
     labels: &'a [String],
-    groups: &'a [ScoredGroup],
-    rewards: &'a [Vec<f64>],
+    sampled: &'a SampledGroups,
     frac_reward_zero_std: f64,
-    dropped_groups: usize,
-    unjudged: usize,
-    sampling_batches: usize,
-    stats: &'a crate::step::StepStats,
+    stats: &'a StepStats,
     generation_seconds: f64,
     reward_wait_seconds: f64,
     reward_seconds: f64,
     train_seconds: f64,
     step_seconds: f64,
-    elapsed_seconds: f64,
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
     crate::advantages::mean_and_sample_std(values)
 }
 
-/// One line of metrics.jsonl. `accuracy` is the share of completions that the first checker
+/// One line of metrics.jsonl, without what the run loop adds (`elapsed_s`, the evaluation's
+/// fields). `accuracy` is the share of completions that the first checker
 /// (the task's correctness checker, by convention) gives its full reward of 1.
 fn step_metrics(r: StepRecord) -> Value {
-    let completions: Vec<&aha_rollout::ScoredCompletion> = r.groups.iter().flat_map(|g| &g.completions).collect();
-    let all_rewards: Vec<f64> = r.rewards.iter().flatten().copied().collect();
+    let sampled = r.sampled;
+    let completions: Vec<&aha_rollout::ScoredCompletion> = sampled.groups.iter().flat_map(|g| &g.completions).collect();
+    let all_rewards: Vec<f64> = sampled.rewards.iter().flatten().copied().collect();
     let (reward_mean, reward_std) = mean_std(&all_rewards);
     let mut per_checker = BTreeMap::new();
     for label in r.labels {
@@ -449,11 +511,11 @@ fn step_metrics(r: StepRecord) -> Value {
         "rewards": per_checker,
         "accuracy": correct as f64 / n,
         "frac_reward_zero_std": r.frac_reward_zero_std,
-        "groups": r.groups.len(),
+        "groups": sampled.groups.len(),
         "completions": completions.len(),
-        "dropped_groups": r.dropped_groups,
-        "unjudged_groups": r.unjudged,
-        "sampling_batches": r.sampling_batches,
+        "dropped_groups": sampled.dropped,
+        "unjudged_groups": sampled.unjudged,
+        "sampling_batches": sampled.batches,
         "completion_length_mean": tokens as f64 / n,
         "completion_length_min": lengths.iter().min(),
         "completion_length_max": lengths.iter().max(),
@@ -473,7 +535,6 @@ fn step_metrics(r: StepRecord) -> Value {
         "reward_s": r.reward_seconds,
         "train_s": r.train_seconds,
         "step_s": r.step_seconds,
-        "elapsed_s": r.elapsed_seconds,
     })
 }
 
@@ -506,18 +567,6 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
                 .collect(),
         })
         .collect()
-}
-
-/// A NaN or infinite loss or gradient stops the run: the error says where its last good
-/// checkpoint is. Other errors pass through.
-pub(crate) fn diverged(step: u64, error: GrpoError, last_checkpoint: Option<&Path>) -> GrpoError {
-    match error {
-        GrpoError::NonFinite { .. } => GrpoError::Config(format!(
-            "step {step}: {error}; the run stops here, and its last good checkpoint is {}",
-            last_checkpoint.map_or("none (no checkpoint was saved yet)".into(), |p| p.display().to_string())
-        )),
-        other => other,
-    }
 }
 
 fn data_error(error: aha_datasets::DatasetError) -> GrpoError {

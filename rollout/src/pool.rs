@@ -122,9 +122,9 @@ struct Job {
 
 type JobResult = (Result<ScoredGroup, RolloutError>, f64);
 
-pub struct RolloutPool<'p, B: Backend> {
+pub struct RolloutPool<B: Backend, P: Iterator<Item = RolloutPrompt>> {
     backend: B,
-    prompts: Box<dyn Iterator<Item = RolloutPrompt> + 'p>,
+    prompts: P,
     tokenizer: Arc<Tokenizer>,
     config: PoolConfig,
     jobs: Option<Sender<Job>>,
@@ -137,12 +137,12 @@ pub struct RolloutPool<'p, B: Backend> {
     skipped_ids: HashSet<String>,
 }
 
-impl<'p, B: Backend> RolloutPool<'p, B> {
+impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
     /// `first_index` is the number of groups drawn before (0 for a new run; the saved count when
     /// resuming), which fixes the seeds of what comes next.
     pub fn new(
         backend: B,
-        prompts: impl Iterator<Item = RolloutPrompt> + 'p,
+        prompts: P,
         tokenizer: Arc<Tokenizer>,
         checker: Arc<CombinedChecker>,
         config: PoolConfig,
@@ -175,7 +175,7 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
             .collect();
         Ok(Self {
             backend,
-            prompts: Box::new(prompts),
+            prompts,
             tokenizer,
             config,
             jobs: Some(jobs),
@@ -195,6 +195,11 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
     /// Groups drawn so far (including those of earlier sessions of a resumed run).
     pub fn next_index(&self) -> u64 {
         self.next_index
+    }
+
+    /// The prompt source, for what it counts or keeps (the trainer's counts its problems).
+    pub fn prompts(&self) -> &P {
+        &self.prompts
     }
 
     /// Generates and scores groups for the next `count` prompts, in prompt order. Fewer come back
@@ -286,7 +291,7 @@ impl<'p, B: Backend> RolloutPool<'p, B> {
     }
 }
 
-impl<B: Backend> Drop for RolloutPool<'_, B> {
+impl<B: Backend, P: Iterator<Item = RolloutPrompt>> Drop for RolloutPool<B, P> {
     fn drop(&mut self) {
         self.jobs = None; // closes the queue: the workers finish and exit
         for worker in self.workers.drain(..) {
