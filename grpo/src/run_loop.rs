@@ -167,6 +167,7 @@ impl Run {
             if schedule.evaluates_at(step) {
                 fields.extend(training.evaluate()?);
             }
+            // Wall-clock seconds since the run began, as its line is written (after evaluating).
             fields.insert("elapsed_s".into(), json!(self.started.elapsed().as_secs_f64()));
             self.dir.append_metrics(&metrics)?;
             training.record(record)?;
