@@ -64,11 +64,11 @@ pub(crate) struct RunSchedule {
 
 impl RunSchedule {
     fn evaluates_at(&self, step: u64) -> bool {
-        self.eval_every > 0 && (step % self.eval_every == 0 || step == self.steps)
+        self.eval_every > 0 && (step.is_multiple_of(self.eval_every) || step == self.steps)
     }
 
     fn saves_at(&self, step: u64) -> bool {
-        step == self.steps || (self.save_every > 0 && step % self.save_every == 0)
+        step == self.steps || (self.save_every > 0 && step.is_multiple_of(self.save_every))
     }
 }
 

@@ -224,6 +224,9 @@ struct GrpoTraining<'a> {
     labels: Vec<String>,
 }
 
+/// A group with the rewards its advantages are computed from (see [`shaped_rewards`]).
+type JudgedGroup = (ScoredGroup, Vec<f64>);
+
 /// The groups a step trains on, with how they were sampled.
 struct SampledGroups {
     groups: Vec<ScoredGroup>,
@@ -331,7 +334,8 @@ impl GrpoTraining<'_> {
         let (mut judged, mut unjudged) = self.judged_groups(wanted)?;
         let (mut dropped, mut batches) = (0, 1);
         if self.config.grpo.dynamic_sampling {
-            let offer = |judged: Vec<(ScoredGroup, Vec<f64>)>| {
+            // Dynamic sampling looks at a group's rewards to keep it; a kept group keeps them too.
+            let offer = |judged: Vec<JudgedGroup>| {
                 judged.into_iter().map(|(group, rewards)| ((group, rewards.clone()), rewards))
             };
             let mut kept = DynamicSampling::new(wanted, self.config.grpo.max_extra_batches);
@@ -356,7 +360,7 @@ impl GrpoTraining<'_> {
 
     /// The next `count` groups from the pool, each with its shaped rewards, and how many were left
     /// out because a checker could not judge them.
-    fn judged_groups(&mut self, count: usize) -> Result<(Vec<(ScoredGroup, Vec<f64>)>, usize)> {
+    fn judged_groups(&mut self, count: usize) -> Result<(Vec<JudgedGroup>, usize)> {
         let source = &self.config.data.source;
         let batch = self.pool.next_groups(count).map_err(|e| match e {
             RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Config(format!(
