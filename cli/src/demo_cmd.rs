@@ -152,6 +152,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
             samples: args.eval_samples,
             seed: 1_000_003,
             stop_strings: config.sampling.stop_strings.clone(),
+            engine: config.sampling.engine(),
         };
         Ok(Measured {
             greedy: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?,

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeArray, DeTable, DeValue};
 use toml::Spanned;
 
+use aha_rollout::EngineConfig;
+
 use crate::advantages::ScaleRewards;
 use crate::error::{GrpoError, Result};
 use crate::loss::{LossParams, LossType};
@@ -152,12 +154,24 @@ pub struct SamplingConfig {
     /// Completions also end after any of these strings (kept in the completion), besides the
     /// model's eos tokens: `["</answer>"]` for the R1 format. Default none.
     pub stop_strings: Vec<String>,
+    /// Memory the KV cache of all sequences generated together may take at their longest, in
+    /// GiB (the generation engine admits sequences up to it). Default 4.
+    pub kv_cache_gib: f64,
+    /// Most sequences decoded together. Default 256.
+    pub max_sequences: usize,
+    /// Most (padded) prompt tokens prefilled in one forward pass: bounds a prefill's
+    /// activations. Default 16384.
+    pub max_prefill_tokens: usize,
 }
 
-/// `[rewards]`: the same shape as aha-rewards' `RewardConfig` (`[[rewards.checkers]]` tables).
+/// `[rewards]`: the same shape as aha-rewards' `RewardConfig` (`[[rewards.checkers]]` tables),
+/// and how many threads judge completions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardsConfig {
+    /// Threads that run the checkers while the model generates; 0 = one per CPU. Default 0.
+    #[serde(default)]
+    pub workers: usize,
     /// The checkers whose weighted sum is the reward. Required, at least one.
     pub checkers: Vec<CheckerConfig>,
 }
@@ -277,10 +291,17 @@ pub struct RunConfig {
     pub keep_last: usize,
     /// The run directory (config, metrics.jsonl, traces.sqlite, checkpoints). Default `runs/aha`.
     pub output_dir: PathBuf,
-    /// Every this many steps (and at the last), evaluate greedily on the held-out problems
+    /// Every this many steps (and at the last), evaluate on the held-out problems
     /// (`data.eval_count` / `data.eval_source`) and log `eval_accuracy` etc. with that step's
     /// metrics; 0 = never. Default 0.
     pub eval_every: u64,
+    /// Temperature of those evaluations; 0 = greedy. Default 0.
+    pub eval_temperature: f64,
+    /// Completions per held-out problem when `eval_temperature > 0` (accuracy is their mean,
+    /// pass@1); greedy evaluation samples one. Default 1.
+    pub eval_samples: usize,
+    /// Held-out problem i samples from `eval_seed + i`. Default 0.
+    pub eval_seed: u64,
 }
 
 fn default_dtype() -> String {
@@ -315,6 +336,22 @@ impl Default for SamplingConfig {
             max_new_tokens: 256,
             max_prompt_tokens: 512,
             stop_strings: Vec::new(),
+            kv_cache_gib: EngineConfig::default().kv_cache_bytes as f64 / GIB,
+            max_sequences: EngineConfig::default().max_sequences,
+            max_prefill_tokens: EngineConfig::default().max_prefill_tokens,
+        }
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+impl SamplingConfig {
+    /// The generation engine's limits.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            kv_cache_bytes: (self.kv_cache_gib * GIB) as u64,
+            max_sequences: self.max_sequences,
+            max_prefill_tokens: self.max_prefill_tokens,
         }
     }
 }
@@ -361,6 +398,9 @@ impl Default for RunConfig {
             keep_last: 3,
             output_dir: PathBuf::from("runs/aha"),
             eval_every: 0,
+            eval_temperature: 0.0,
+            eval_samples: 1,
+            eval_seed: 0,
         }
     }
 }
@@ -535,6 +575,11 @@ impl TrainConfig {
         check((0.0..1.0).contains(&s.min_p), "sampling.min_p", || format!("must be in [0, 1), got {}", s.min_p))?;
         check(s.max_new_tokens >= 1, "sampling.max_new_tokens", || "must be at least 1".into())?;
         check(s.max_prompt_tokens >= 1, "sampling.max_prompt_tokens", || "must be at least 1".into())?;
+        check(s.kv_cache_gib > 0.0 && s.kv_cache_gib.is_finite(), "sampling.kv_cache_gib", || {
+            format!("must be a finite number > 0, got {}", s.kv_cache_gib)
+        })?;
+        check(s.max_sequences >= 1, "sampling.max_sequences", || "must be at least 1".into())?;
+        check(s.max_prefill_tokens >= 1, "sampling.max_prefill_tokens", || "must be at least 1".into())?;
 
         check(!self.rewards.checkers.is_empty(), "rewards.checkers", || "needs at least one checker".into())?;
         for (i, c) in self.rewards.checkers.iter().enumerate() {
@@ -558,6 +603,10 @@ impl TrainConfig {
 
         self.optim.validate()?;
         check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
+        check(r.eval_temperature >= 0.0 && r.eval_temperature.is_finite(), "run.eval_temperature", || {
+            format!("must be a finite number >= 0 (0 = greedy), got {}", r.eval_temperature)
+        })?;
+        check(r.eval_samples >= 1, "run.eval_samples", || "must be at least 1".into())?;
         Ok(())
     }
 
@@ -575,7 +624,20 @@ impl TrainConfig {
 /// Settings a resumed run may change and still continue as a straight run with the new values
 /// would have: when to save, keep, evaluate and (under a schedule that does not depend on the
 /// run's length) stop.
-const RESUME_NEUTRAL_KEYS: [&str; 3] = ["run.save_every", "run.keep_last", "run.eval_every"];
+const RESUME_NEUTRAL_KEYS: &[&str] = &[
+    "run.save_every",
+    "run.keep_last",
+    "run.eval_every",
+    "run.eval_temperature",
+    "run.eval_samples",
+    "run.eval_seed",
+    // Generation limits and reward threads change when and where work runs, not what a group's
+    // tokens or rewards are (a group's tokens depend only on its seed).
+    "sampling.kv_cache_gib",
+    "sampling.max_sequences",
+    "sampling.max_prefill_tokens",
+    "rewards.workers",
+];
 
 /// The settings that differ between a run's stored configuration and the one a resume runs
 /// with, as `(dotted key, stored value, new value)`, leaving out those that cannot change the
@@ -990,5 +1052,43 @@ name = "countdown"
         assert_eq!(again, c);
         let rewards = c.rewards.to_reward_config();
         assert_eq!(rewards.checkers[0].options, serde_json::json!({"format_score": 0.1}));
+    }
+
+    #[test]
+    fn generation_limits_evaluation_and_reward_threads_are_settings() {
+        let c = TrainConfig::from_toml(MINIMAL, "config.toml", &[]).unwrap();
+        assert_eq!(c.sampling.engine(), EngineConfig::default(), "the defaults are the engine's own");
+        assert_eq!((c.rewards.workers, c.run.eval_temperature, c.run.eval_samples, c.run.eval_seed), (0, 0.0, 1, 0));
+        let sets: Vec<String> = [
+            "sampling.kv_cache_gib=0.5",
+            "sampling.max_sequences=32",
+            "sampling.max_prefill_tokens=2048",
+            "rewards.workers=3",
+            "run.eval_temperature=1.0",
+            "run.eval_samples=4",
+            "run.eval_seed=7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let changed = TrainConfig::from_toml(MINIMAL, "config.toml", &sets).unwrap();
+        assert_eq!(
+            changed.sampling.engine(),
+            EngineConfig { kv_cache_bytes: 512 << 20, max_sequences: 32, max_prefill_tokens: 2048 }
+        );
+        assert_eq!(changed.rewards.workers, 3);
+        assert_eq!((changed.run.eval_temperature, changed.run.eval_samples, changed.run.eval_seed), (1.0, 4, 7));
+        // None of them changes what a resumed run trains.
+        assert_eq!(changed_on_resume(&c, &changed), vec![]);
+        for (set, message) in [
+            ("sampling.kv_cache_gib=0", "sampling.kv_cache_gib must be a finite number > 0"),
+            ("sampling.max_sequences=0", "sampling.max_sequences must be at least 1"),
+            ("sampling.max_prefill_tokens=0", "sampling.max_prefill_tokens must be at least 1"),
+            ("run.eval_temperature=-1", "run.eval_temperature must be a finite number >= 0"),
+            ("run.eval_samples=0", "run.eval_samples must be at least 1"),
+        ] {
+            let e = err(MINIMAL, &[set]);
+            assert!(e.contains(message), "{set}: {e}");
+        }
     }
 }

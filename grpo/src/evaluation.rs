@@ -33,6 +33,8 @@ pub struct EvalSettings {
     /// Problem i samples from `seed + i`.
     pub seed: u64,
     pub stop_strings: Vec<String>,
+    /// The generation engine's limits.
+    pub engine: EngineConfig,
 }
 
 /// One judged completion.
@@ -108,7 +110,7 @@ impl HeldOut {
             stop_token_ids: policy.config().eos_token_ids.clone(),
             ..Default::default()
         };
-        let mut engine = ShardedEngine::new(policy, params, EngineConfig::default())?
+        let mut engine = ShardedEngine::new(policy, params, settings.engine.clone())?
             .with_stop_strings(tokenizer, settings.stop_strings.clone())?;
         let samples = if greedy { 1 } else { settings.samples.max(1) };
         let requests: Vec<GenerationRequest> = self

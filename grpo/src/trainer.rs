@@ -26,7 +26,7 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    EngineConfig, FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
+    FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
     ShardedEngine, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
@@ -79,7 +79,10 @@ pub fn train_with_checkers(
     let pool_config = PoolConfig {
         group_size: config.sampling.group_size,
         seed: config.run.seed,
-        reward_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        reward_workers: match config.rewards.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers => workers,
+        },
         max_prompt_tokens: config.sampling.max_prompt_tokens,
         distinct_prompts: Some(train_set.problems.len()),
     };
@@ -147,7 +150,7 @@ fn sampling_engine<'a>(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    Ok(ShardedEngine::new(policy, params, EngineConfig::default())?
+    Ok(ShardedEngine::new(policy, params, config.sampling.engine())?
         .with_stop_strings(tokenizer, sampling.stop_strings.clone())?)
 }
 
@@ -271,15 +274,17 @@ impl Training for GrpoTraining<'_> {
         Ok((metrics, trace_groups(step, &sampled.groups, &advantages.advantages)))
     }
 
-    /// Greedy accuracy on the held-out problems.
+    /// Accuracy on the held-out problems: greedy, or sampled at `run.eval_temperature`.
     fn evaluate(&mut self) -> Result<Map<String, Value>> {
         let Some(held_out) = &self.held_out else { return Ok(Map::new()) };
+        let (run, sampling) = (&self.config.run, &self.config.sampling);
         let settings = EvalSettings {
-            temperature: 0.0,
-            max_new_tokens: self.config.sampling.max_new_tokens,
-            samples: 1,
-            seed: 0,
-            stop_strings: self.config.sampling.stop_strings.clone(),
+            temperature: run.eval_temperature,
+            max_new_tokens: sampling.max_new_tokens,
+            samples: run.eval_samples,
+            seed: run.eval_seed,
+            stop_strings: sampling.stop_strings.clone(),
+            engine: sampling.engine(),
         };
         let correctness_label = self.labels.first().map(String::as_str);
         let report = held_out.evaluate(self.policy, self.tokenizer, self.checker, correctness_label, &settings)?;
