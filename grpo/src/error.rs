@@ -7,9 +7,26 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum GrpoError {
     /// A bad training configuration: `config.toml:12: unknown field ...`, or
-    /// `--set grpo.epsilon=-1: grpo.epsilon must be > 0 (got -1)`.
+    /// `--set grpo.epsilon=-1: grpo.epsilon must be > 0 (got -1)`, or reward checkers that cannot
+    /// be built from it.
     #[error("{0}")]
     Config(String),
+    /// Training data that cannot be used: a dataset or example file that does not load, a prompt
+    /// template that does not render, no problem short enough, no group left to train on.
+    #[error("{0}")]
+    Data(String),
+    /// The run directory cannot be used as asked: in use by another process, already holding a
+    /// run (without `--resume`), not a run directory, or a checkpoint's state that does not read.
+    #[error("{0}")]
+    RunDir(String),
+    /// The trace store (`traces.sqlite`) or the report made from it failed: disk full, a
+    /// corrupted database.
+    #[error("{0}")]
+    Traces(String),
+    /// The loss or gradient became NaN or infinite during a run, which stopped there: the message
+    /// names the step and the last good checkpoint.
+    #[error("{0}")]
+    Diverged(String),
     /// A batch the step cannot train on (empty prompt, log-probs of the wrong length, ...).
     #[error("invalid batch: {0}")]
     Input(String),

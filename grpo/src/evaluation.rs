@@ -70,7 +70,7 @@ impl HeldOut {
     ) -> Result<Self> {
         let mut held_out = HeldOut { problems: Vec::new(), prompts: Vec::new() };
         for problem in problems {
-            let text = prompter.render(problem).map_err(|e| GrpoError::Config(format!("data: {e}")))?;
+            let text = prompter.render(problem).map_err(|e| GrpoError::Data(format!("data: {e}")))?;
             let ids = tokenizer.encode(&text)?;
             if !ids.is_empty() && ids.len() <= max_prompt_tokens {
                 held_out.problems.push(problem.clone());
@@ -127,7 +127,7 @@ impl HeldOut {
                 let sample = checker_sample(&problem.sample, completion.token_ids.len(), completion.finish_reason);
                 let breakdown = checker
                     .breakdown(&text, &sample)
-                    .map_err(|e| GrpoError::Config(format!("evaluation problem {}: {e}", problem.id)))?;
+                    .map_err(|e| GrpoError::Data(format!("evaluation problem {}: {e}", problem.id)))?;
                 let first = breakdown.parts.iter().find(|(label, _, _)| Some(label.as_str()) == correctness_label);
                 let correct = first.and_then(|(_, _, verdict)| verdict.reward_value()).is_some_and(|r| r >= 1.0);
                 completions.push(EvalCompletion {

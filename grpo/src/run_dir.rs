@@ -95,7 +95,7 @@ impl RunLock {
                 let holder = holder.trim();
                 let holder =
                     if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-                return Err(GrpoError::Config(format!(
+                return Err(GrpoError::RunDir(format!(
                     "{} is in use by {holder} (aha train or aha sft); wait for it to finish or stop it",
                     root.display()
                 )));
@@ -124,7 +124,7 @@ impl RunDir {
         fs::create_dir_all(root).map_err(io(root))?;
         let lock = RunLock::acquire(root)?;
         if Self::holds_progress(root) {
-            return Err(GrpoError::Config(format!(
+            return Err(GrpoError::RunDir(format!(
                 "{} already holds a run; continue it with `--resume {}` or choose another run.output_dir",
                 root.display(),
                 root.display()
@@ -140,7 +140,7 @@ impl RunDir {
     /// changed or removed.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join(CONFIG_FILE).is_file() {
-            return Err(GrpoError::Config(format!("{}: not a run directory (no {CONFIG_FILE})", root.display())));
+            return Err(GrpoError::RunDir(format!("{}: not a run directory (no {CONFIG_FILE})", root.display())));
         }
         Ok(Self { root: root.to_path_buf(), _lock: None })
     }
@@ -228,7 +228,7 @@ impl RunDir {
         let path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&path).map_err(io(&path))?;
         let state = serde_json::from_str(&text)
-            .map_err(|e| GrpoError::Config(format!("{}: not a trainer state: {e}", path.display())))?;
+            .map_err(|e| GrpoError::RunDir(format!("{}: not a trainer state: {e}", path.display())))?;
         Ok(Some((dir, state)))
     }
 
@@ -292,7 +292,7 @@ impl RunDir {
     pub fn write_report(&self) -> Result<PathBuf> {
         let title = self.root.file_name().map_or("aha run".into(), |n| n.to_string_lossy().into_owned());
         let html = aha_traces::render_report(&title, &self.metrics_path(), &self.traces_path())
-            .map_err(|e| GrpoError::Config(e.to_string()))?;
+            .map_err(|e| GrpoError::Traces(e.to_string()))?;
         let path = self.root.join(REPORT_FILE);
         write_atomically(&path, html.as_bytes())?;
         Ok(path)

@@ -198,7 +198,7 @@ impl Run {
 /// checkpoint is. Other errors pass through.
 fn diverged(step: u64, error: GrpoError, last_checkpoint: Option<&Path>) -> GrpoError {
     match error {
-        GrpoError::NonFinite { .. } => GrpoError::Config(format!(
+        GrpoError::NonFinite { .. } => GrpoError::Diverged(format!(
             "step {step}: {error}; the run stops here, and its last good checkpoint is {}",
             last_checkpoint.map_or("none (no checkpoint was saved yet)".into(), |p| p.display().to_string())
         )),

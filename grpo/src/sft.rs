@@ -223,7 +223,7 @@ pub fn load_data(data: &SftDataConfig, tokenizer: &Tokenizer, eos: Option<u32>, 
             if line.trim().is_empty() {
                 continue;
             }
-            let at = |message: String| GrpoError::Config(format!("{}:{}: {message}", path.display(), index + 1));
+            let at = |message: String| GrpoError::Data(format!("{}:{}: {message}", path.display(), index + 1));
             let (prompt, completion) = parse_line(line).map_err(at)?;
             let mut prompt = match prompt {
                 Some(prompt) => tokenizer.encode(&prompt)?,
@@ -254,10 +254,10 @@ pub fn load_data(data: &SftDataConfig, tokenizer: &Tokenizer, eos: Option<u32>, 
                 data.max_length
             ),
         };
-        return Err(GrpoError::Config(format!("{}: no examples to train on ({why})", path.display())));
+        return Err(GrpoError::Data(format!("{}: no examples to train on ({why})", path.display())));
     }
     if data.eval_count >= examples.len() {
-        return Err(GrpoError::Config(format!(
+        return Err(GrpoError::Data(format!(
             "data.eval_count ({}) must be smaller than the number of examples in {} ({})",
             data.eval_count,
             path.display(),

@@ -355,7 +355,7 @@ impl GrpoTraining<'_> {
         }
         let (groups, rewards): (Vec<ScoredGroup>, Vec<Vec<f64>>) = judged.into_iter().unzip();
         if groups.is_empty() {
-            return Err(GrpoError::Config(format!(
+            return Err(GrpoError::Data(format!(
                 "step {step}: no group to train on (every problem was unjudged, or dynamic sampling found no group \
                  whose rewards differ within grpo.max_extra_batches)"
             )));
@@ -368,17 +368,17 @@ impl GrpoTraining<'_> {
     fn judged_groups(&mut self, count: usize) -> Result<(Vec<JudgedGroup>, usize)> {
         let source = &self.config.data.source;
         let batch = self.pool.next_groups(count).map_err(|e| match e {
-            RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Config(format!(
+            RolloutError::NoUsablePrompt { distinct, limit } => GrpoError::Data(format!(
                 "{source}: no usable problem: the prompts of all {distinct} are longer than \
                  sampling.max_prompt_tokens = {limit} tokens (or empty)"
             )),
             other => other.into(),
         })?;
         if let Some(message) = self.pool.prompts().template_error() {
-            return Err(GrpoError::Config(format!("data.template: {message}")));
+            return Err(GrpoError::Data(format!("data.template: {message}")));
         }
         if batch.is_empty() {
-            return Err(GrpoError::Config(format!(
+            return Err(GrpoError::Data(format!(
                 "{source}: no usable problems (all skipped, or every prompt is longer than sampling.max_prompt_tokens)"
             )));
         }
@@ -437,7 +437,7 @@ pub fn load_problems(config: &TrainConfig, checker: &CombinedChecker) -> Result<
     };
     let dataset = source.load(required_fields, config.run.seed).map_err(data_error)?;
     if dataset.is_empty() {
-        return Err(GrpoError::Config(format!("{}: no problems ({})", data.source, dataset.why_empty())));
+        return Err(GrpoError::Data(format!("{}: no problems ({})", data.source, dataset.why_empty())));
     }
     match &data.eval_source {
         Some(eval) => {
@@ -579,9 +579,9 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
 }
 
 fn data_error(error: aha_datasets::DatasetError) -> GrpoError {
-    GrpoError::Config(format!("data: {error}"))
+    GrpoError::Data(format!("data: {error}"))
 }
 
 fn trace_error(error: aha_traces::TraceError) -> GrpoError {
-    GrpoError::Config(error.to_string())
+    GrpoError::Traces(error.to_string())
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use aha_grpo::sft::train;
-use aha_grpo::{load_data, sft_gradients, sft_loss, SftConfig, SftExample};
+use aha_grpo::{load_data, sft_gradients, sft_loss, GrpoError, SftConfig, SftExample};
 use aha_model::{CausalLM, LoadOptions, Tokenizer};
 use common::{deterministic, fixture, metrics, weights};
 use serde_json::Value;
@@ -261,13 +261,16 @@ fn bad_data_and_configuration_are_one_line_errors() {
     let data = dir.path().join("bad.jsonl");
     std::fs::write(&data, "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"a\", \"answer\": \"b\"}\n")
         .unwrap();
-    let error =
-        train(config(&fixture(), &data, &dir.path().join("run"), 1, &[]), false, |_| {}).unwrap_err().to_string();
+    let error = train(config(&fixture(), &data, &dir.path().join("run"), 1, &[]), false, |_| {}).unwrap_err();
+    assert!(matches!(error, GrpoError::Data(_)), "{error:?}");
+    let error = error.to_string();
     assert!(error.starts_with(&format!("{}:3: missing key \"completion\"", data.display())), "{error}");
     assert!(!error.contains('\n'), "{error}");
 
     let text = "[model]\npath = \"m\"\n[data]\nsource = \"d.jsonl\"\nmax_len = 10\n";
-    let error = SftConfig::from_toml(text, "sft.toml", &[]).unwrap_err().to_string();
+    let error = SftConfig::from_toml(text, "sft.toml", &[]).unwrap_err();
+    assert!(matches!(error, GrpoError::Config(_)), "{error:?}");
+    let error = error.to_string();
     assert!(
         error.starts_with("sft.toml:5: unknown field `max_len`, expected one of `source`, `max_length`"),
         "{error}"
@@ -280,7 +283,9 @@ fn bad_data_and_configuration_are_one_line_errors() {
     let data = write_pairs(dir.path(), &PAIRS);
     let out = dir.path().join("diverging");
     let extra = ["optim.lr=1e30", "optim.max_grad_norm=0", "run.save_every=1"];
-    let error = train(config(&fixture(), &data, &out, 6, &extra), false, |_| {}).unwrap_err().to_string();
+    let error = train(config(&fixture(), &data, &out, 6, &extra), false, |_| {}).unwrap_err();
+    assert!(matches!(error, GrpoError::Diverged(_)), "{error:?}");
+    let error = error.to_string();
     assert!(error.contains("non-finite") && error.contains("last good checkpoint is"), "{error}");
     assert!(error.contains(&out.join("checkpoints/step-").display().to_string()), "{error}");
 }

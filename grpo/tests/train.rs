@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use aha_grpo::{train, train_with_checkers, RunDir, TrainConfig};
+use aha_grpo::{train, train_with_checkers, GrpoError, RunDir, TrainConfig};
 use aha_model::{CausalLM, LoadOptions};
 use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
 use aha_traces::TraceReader;
@@ -130,7 +130,9 @@ fn a_run_writes_metrics_traces_and_checkpoints() {
     }
 
     // The run directory is not reused by accident.
-    let error = train(config(&out, 5, &[]), false, |_| {}).unwrap_err().to_string();
+    let error = train(config(&out, 5, &[]), false, |_| {}).unwrap_err();
+    assert!(matches!(error, GrpoError::RunDir(_)), "{error:?}");
+    let error = error.to_string();
     assert!(error.contains("already holds a run") && error.contains("--resume"), "{error}");
 }
 
@@ -170,7 +172,9 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     let out = dir.path().join("run");
     // An absurd learning rate without clipping: the weights overflow and the loss turns NaN.
     let config = config(&out, 6, &["optim.lr=1e30", "optim.max_grad_norm=0", "run.save_every=1"]);
-    let error = train(config, false, |_| {}).unwrap_err().to_string();
+    let error = train(config, false, |_| {}).unwrap_err();
+    assert!(matches!(error, GrpoError::Diverged(_)), "{error:?}");
+    let error = error.to_string();
     assert!(error.contains("non-finite") && error.contains("last good checkpoint"), "{error}");
     let run = RunDir::open(&out).unwrap();
     let (latest, state) = run.latest_checkpoint().unwrap().expect("a checkpoint before the divergence");
