@@ -29,6 +29,7 @@
 
 pub mod advantages;
 pub mod config;
+mod config_file;
 pub mod error;
 pub mod evaluation;
 pub mod loss;

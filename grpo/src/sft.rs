@@ -37,7 +37,8 @@ use tch::Kind;
 
 use aha_model::{CausalLM, Tokenizer};
 
-use crate::config::{check, parse_toml, Invalid, ModelInit, ModelSource, OptimConfig};
+use crate::config::{check, Invalid, ModelInit, ModelSource, OptimConfig};
+use crate::config_file::parse_toml;
 use crate::error::{GrpoError, Result};
 use crate::optim::AdamW;
 use crate::run_dir::TrainerState;
