@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter};
-use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, GrpoError, HeldOut, TrainConfig};
+use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
 use aha_model::{train_byte_level_bpe, CausalLM, Tokenizer};
 use aha_rewards::Registry;
 use aha_traces::{TraceReader, TRACE_FILE};
@@ -139,7 +139,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
     // The held-out problems and the checker, as the trainer sees them.
     let checker = build_checker(&config, &Registry::with_builtins())?;
     let (_, eval_set) = load_problems(&config, &checker)?;
-    let options = config.model.load_options(false).map_err(GrpoError::from)?;
+    let options = config.model.load_options(false);
     let base = CausalLM::load(&model_dir, options).with_context(|| format!("loading {}", model_dir.display()))?;
     let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
     let prompter = Prompter::new(&config.data.template, &model_dir)?;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use aha_model::{DTypeName, DeviceName};
 use aha_rollout::EngineConfig;
 
 use crate::advantages::ScaleRewards;
@@ -54,17 +55,17 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// dtype of the weights and forward passes: `f32`, `bf16` or `f16`. Default `f32`.
     #[serde(default = "default_dtype")]
-    pub dtype: String,
+    pub dtype: DTypeName,
     /// dtype of the matrix products, when narrower than `dtype`: `bf16` over `f32` weights is
     /// mixed precision as `torch.autocast` (or TRL's `bf16 = true`) does it: fp32 weights,
     /// optimizer state, norms and log-softmax; bf16 linear layers, attention, LM head and KV
     /// cache. Several times faster where the CPU has bf16 units (AMX, AVX512-BF16) or on GPUs;
     /// slower on CPUs without them. Default: `dtype`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compute_dtype: Option<String>,
+    pub compute_dtype: Option<DTypeName>,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `auto`.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: DeviceName,
     /// Where the weights come from: `pretrained` (the safetensors in `path`) or `random` (fresh
     /// weights for the architecture of `path/config.json`: then `path` needs only config.json and
     /// tokenizer.json). `random` is for `aha sft` (training from scratch); GRPO needs a policy
@@ -297,12 +298,12 @@ pub struct RunConfig {
     pub eval_seed: u64,
 }
 
-fn default_dtype() -> String {
-    "f32".into()
+fn default_dtype() -> DTypeName {
+    DTypeName::F32
 }
 
-fn default_device() -> String {
-    "auto".into()
+fn default_device() -> DeviceName {
+    DeviceName::Auto
 }
 
 fn default_template() -> String {
@@ -424,27 +425,15 @@ impl OverlongPenalty {
 }
 
 impl ModelSource {
-    /// Checks `model.dtype`, `model.compute_dtype` and `model.device` (`model.init` is each
-    /// command's business).
-    pub fn validate(&self) -> Result<(), Invalid> {
-        self.load_options(false).map(|_| ())
-    }
-
-    /// How to load the model: device, dtypes, and whether the weights are trained.
-    pub fn load_options(&self, trainable: bool) -> Result<aha_model::LoadOptions, Invalid> {
-        let invalid = |key: &str| {
-            let key = key.to_string();
-            move |e: aha_model::ModelError| Invalid { message: format!("{key}: {e}"), key }
-        };
-        Ok(aha_model::LoadOptions {
-            device: aha_model::parse_device(&self.device).map_err(invalid("model.device"))?,
-            kind: aha_model::parse_kind(&self.dtype).map_err(invalid("model.dtype"))?,
-            compute: match &self.compute_dtype {
-                Some(name) => Some(aha_model::parse_kind(name).map_err(invalid("model.compute_dtype"))?),
-                None => None,
-            },
+    /// How to load the model: device, dtypes, and whether the weights are trained. (The names
+    /// were checked when the file was read.)
+    pub fn load_options(&self, trainable: bool) -> aha_model::LoadOptions {
+        aha_model::LoadOptions {
+            device: self.device.device(),
+            kind: self.dtype.kind(),
+            compute: self.compute_dtype.map(DTypeName::kind),
             trainable,
-        })
+        }
     }
 }
 
@@ -550,7 +539,6 @@ impl TrainConfig {
     /// Checks ranges and combinations; the first problem found, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
         let (s, g, r) = (&self.sampling, &self.grpo, &self.run);
-        self.model.validate()?;
         check(self.model.init == ModelInit::Pretrained, "model.init", || {
             "= \"random\" is for `aha sft`: GRPO samples from the policy, so it starts from trained weights".into()
         })?;
@@ -691,7 +679,8 @@ name = "countdown"
     #[test]
     fn minimal_config_gets_the_defaults() {
         let c = TrainConfig::from_toml(MINIMAL, "config.toml", &[]).unwrap();
-        assert_eq!(c.model.dtype, "f32");
+        assert_eq!(c.model.dtype, DTypeName::F32);
+        assert_eq!(c.model.device, DeviceName::Auto);
         assert_eq!(c.sampling, SamplingConfig::default());
         assert_eq!(c.optim, OptimConfig::default());
         assert_eq!(c.run, RunConfig::default());
@@ -796,8 +785,9 @@ name = "countdown"
             ("optim.betas=[0.9, 1.0]", "optim.betas must be in [0, 1), got beta2 = 1"),
             ("optim.micro_batch_size=0", "optim.micro_batch_size must be at least 1"),
             ("grpo.beta=-1", "grpo.beta must be a finite number >= 0, got -1"),
-            ("model.dtype=f64", "model.dtype: "),
-            ("model.compute_dtype=f8", "model.compute_dtype: "),
+            ("model.dtype=f64", "--set model.dtype=f64: unknown dtype \"f64\" (expected f32, bf16 or f16)"),
+            ("model.compute_dtype=f8", "unknown dtype \"f8\""),
+            ("model.device=tpu", "--set model.device=tpu: unknown device \"tpu\""),
             ("grpo.overlong_penalty.cache_tokens=1000", "must not exceed sampling.max_new_tokens (256)"),
             ("model.init=random", "model.init = \"random\" is for `aha sft`"),
         ] {

@@ -151,7 +151,6 @@ impl SftConfig {
 
     /// Checks ranges; the first problem found, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
-        self.model.validate()?;
         check(!self.data.source.as_os_str().is_empty(), "data.source", || {
             "needs a JSON-lines file of {\"prompt\", \"completion\"} or {\"text\"}, or a .txt file".into()
         })?;
@@ -372,7 +371,7 @@ pub fn train(config: SftConfig, resume: bool, on_step: impl FnMut(&Value)) -> Re
     if let Some(done) = run.already_done() {
         return Ok(done);
     }
-    let options = config.model.load_options(true)?;
+    let options = config.model.load_options(true);
     let model = match (run.checkpoint(), config.model.init) {
         (Some(dir), _) => CausalLM::load(dir, options)?,
         (None, ModelInit::Pretrained) => CausalLM::load(&config.model.path, options)?,

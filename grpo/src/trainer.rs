@@ -61,9 +61,9 @@ pub fn train_with_checkers(
     }
 
     let weights = run.checkpoint().unwrap_or(&config.model.path);
-    let policy = CausalLM::load(weights, config.model.load_options(true)?)?;
+    let policy = CausalLM::load(weights, config.model.load_options(true))?;
     let reference = if config.grpo.beta > 0.0 {
-        Some(CausalLM::load(&config.model.path, config.model.load_options(false)?)?)
+        Some(CausalLM::load(&config.model.path, config.model.load_options(false))?)
     } else {
         None
     };

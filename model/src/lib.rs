@@ -80,3 +80,86 @@ pub fn parse_kind(name: &str) -> Result<tch::Kind> {
         _ => Err(ModelError::Input(format!("unknown dtype \"{name}\" (expected f32, bf16 or f16)"))),
     }
 }
+
+/// A dtype as a configuration file names it (`f32`, `bf16`, `f16`, or `float32`, `bfloat16`,
+/// `float16`): parsed when the file is read, written back by its short name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DTypeName(tch::Kind);
+
+impl DTypeName {
+    pub const F32: DTypeName = DTypeName(tch::Kind::Float);
+
+    pub fn kind(self) -> tch::Kind {
+        self.0
+    }
+}
+
+impl TryFrom<String> for DTypeName {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Self, String> {
+        parse_kind(&name).map(DTypeName).map_err(name_error)
+    }
+}
+
+/// What a configuration file says about a name it got wrong: the parser's message alone.
+fn name_error(error: ModelError) -> String {
+    match error {
+        ModelError::Input(message) => message,
+        other => other.to_string(),
+    }
+}
+
+impl From<DTypeName> for String {
+    fn from(dtype: DTypeName) -> String {
+        match dtype.0 {
+            tch::Kind::BFloat16 => "bf16",
+            tch::Kind::Half => "f16",
+            _ => "f32",
+        }
+        .into()
+    }
+}
+
+/// A device as a configuration file names it (`cpu`, `cuda`, `cuda:N`, `auto`): parsed when the
+/// file is read; `auto` is resolved when the model is loaded (CUDA when available).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceName {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceName {
+    pub fn device(self) -> tch::Device {
+        match self {
+            DeviceName::Auto => tch::Device::cuda_if_available(),
+            DeviceName::Cpu => tch::Device::Cpu,
+            DeviceName::Cuda(index) => tch::Device::Cuda(index),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceName {
+    type Error = String;
+    fn try_from(name: String) -> std::result::Result<Self, String> {
+        if name == "auto" {
+            return Ok(DeviceName::Auto);
+        }
+        Ok(match parse_device(&name).map_err(name_error)? {
+            tch::Device::Cuda(index) => DeviceName::Cuda(index),
+            _ => DeviceName::Cpu,
+        })
+    }
+}
+
+impl From<DeviceName> for String {
+    fn from(device: DeviceName) -> String {
+        match device {
+            DeviceName::Auto => "auto".into(),
+            DeviceName::Cpu => "cpu".into(),
+            DeviceName::Cuda(index) => format!("cuda:{index}"),
+        }
+    }
+}
