@@ -77,11 +77,8 @@ fn run_file(args: RunArgs, repo_root: &Path) -> Result<()> {
         .module
         .or_else(|| std::env::var_os("AHA_SANDBOX_MODULE").filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| repo_root.join("assets/wasm").join(lang.module_file_name()));
-    let mut config = SandboxConfig::new(module)
-        .lang(lang)
-        .workers(1)
-        .fuel_metering(true)
-        .unpacked_stdlib(!args.no_unpacked_stdlib);
+    let mut config =
+        SandboxConfig::new(module).lang(lang).workers(1).fuel_metering(true).unpacked_stdlib(!args.no_unpacked_stdlib);
     if args.no_snapshot {
         config = config.snapshot(None);
     }

@@ -44,14 +44,7 @@ pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 /// device is usable here is [`check_device`]'s business (a config written for a GPU machine still
 /// parses on a laptop).
 pub fn parse_device(name: &str) -> Result<tch::Device> {
-    match name {
-        "cpu" => Ok(tch::Device::Cpu),
-        "auto" => Ok(tch::Device::cuda_if_available()),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(tch::Device::Cuda).ok_or_else(|| {
-            ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))
-        }),
-    }
+    DeviceName::parse(name).map(DeviceName::device)
 }
 
 /// A CUDA device this process cannot use is an error here, before any tensor goes to it (instead
@@ -132,6 +125,18 @@ pub enum DeviceName {
 }
 
 impl DeviceName {
+    /// Parses `cpu`, `cuda` (= `cuda:0`), `cuda:N` or `auto`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "cpu" => Ok(DeviceName::Cpu),
+            "auto" => Ok(DeviceName::Auto),
+            "cuda" => Ok(DeviceName::Cuda(0)),
+            _ => name.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceName::Cuda).ok_or_else(|| {
+                ModelError::Input(format!("unknown device \"{name}\" (expected cpu, cuda, cuda:N or auto)"))
+            }),
+        }
+    }
+
     pub fn device(self) -> tch::Device {
         match self {
             DeviceName::Auto => tch::Device::cuda_if_available(),
@@ -144,13 +149,7 @@ impl DeviceName {
 impl TryFrom<String> for DeviceName {
     type Error = String;
     fn try_from(name: String) -> std::result::Result<Self, String> {
-        if name == "auto" {
-            return Ok(DeviceName::Auto);
-        }
-        Ok(match parse_device(&name).map_err(name_error)? {
-            tch::Device::Cuda(index) => DeviceName::Cuda(index),
-            _ => DeviceName::Cpu,
-        })
+        DeviceName::parse(&name).map_err(name_error)
     }
 }
 

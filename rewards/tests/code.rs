@@ -304,7 +304,8 @@ fn sandbox_infrastructure_failure_is_a_skip_not_zero() {
 
 #[test]
 fn many_completions_from_many_threads_share_the_pool() {
-    let run = RunOptions { timeout_ms: 30_000, workers: Some(2), cache_dir: Some(CACHE.into()), ..RunOptions::default() };
+    let run =
+        RunOptions { timeout_ms: 30_000, workers: Some(2), cache_dir: Some(CACHE.into()), ..RunOptions::default() };
     let c = CodeChecker::new(CodeOptions { run, ..CodeOptions::default() });
     let s = assert_problem();
     std::thread::scope(|scope| {

@@ -129,10 +129,18 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: usize,
-    /// Wasm fuel budget (about one unit per instruction; CPython's start-up alone takes about
-    /// 125 million, 210 million when it imports from its zip). `None`: unlimited. Needs
+    /// Wasm fuel budget (about one unit per instruction; a trivial program from the snapshot takes
+    /// about 0.5 million, while python.wasm's start-up alone takes about 125 million, 210 million
+    /// when it imports from its zip). `None`: unlimited. Needs
     /// [`SandboxConfig::fuel_metering`]; ignored without it.
     pub fuel: Option<u64>,
+}
+
+impl Limits {
+    /// The fuel a store is given: the budget, or as good as unlimited.
+    fn fuel_budget(&self) -> u64 {
+        self.fuel.unwrap_or(u64::MAX)
+    }
 }
 
 impl Default for Limits {
@@ -189,7 +197,7 @@ pub struct SandboxConfig {
     pub workers: usize,
     pub cache: CacheDir,
     /// Count fuel (enables [`Limits::fuel`] and [`Verdict::fuel_used`]). Off by default: it costs
-    /// about 20% of throughput (CPython's start-up alone is ~125 million units).
+    /// up to about 20% of throughput.
     pub fuel_metering: bool,
     /// A fixed guest argv for every run, replacing [`Lang::argv`]: for a module that is not an
     /// interpreter taking a program text (a WASI plug-in), or an interpreter started another way.
@@ -590,7 +598,7 @@ async fn execute(shared: &Shared, job: Job) -> Verdict {
     };
     let wall_ms = start.elapsed().as_millis() as u64;
     let Usage { fuel_used, refused_memory } = usage;
-    let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+    let fuel_budget = limits.fuel_budget();
 
     let cap = limits.max_output_bytes;
     let (out, err) = (stdout.contents(), stderr.contents());
@@ -651,7 +659,7 @@ fn new_store<W>(shared: &Shared, limits: &Limits, start: Instant, wasi: W) -> Re
     let mut store = Store::new(&shared.engine, Guest { wasi, limiter: Limiter { memory_cap, refused_memory: None } });
     store.limiter(|guest| &mut guest.limiter);
     if shared.fuel_metering {
-        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| format!("setting fuel: {e:#}"))?;
+        store.set_fuel(limits.fuel_budget()).map_err(|e| format!("setting fuel: {e:#}"))?;
     }
     let deadline = start + limits.timeout;
     store.set_epoch_deadline(1);
@@ -673,7 +681,7 @@ struct Usage {
 
 impl Usage {
     fn of<W>(store: Store<Guest<W>>, shared: &Shared, limits: &Limits) -> Usage {
-        let budget = limits.fuel.unwrap_or(u64::MAX);
+        let budget = limits.fuel_budget();
         let fuel_used = if shared.fuel_metering { store.get_fuel().ok().map(|left| budget - left) } else { None };
         Usage { fuel_used, refused_memory: store.data().limiter.refused_memory }
     }

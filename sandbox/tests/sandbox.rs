@@ -388,7 +388,11 @@ fn gigabytes_of_output_hit_the_output_cap() {
 #[test]
 fn without_the_unpacked_stdlib_the_guest_has_no_directory_and_no_environment() {
     // Reuses the compiled module from the shared cache; only the mount is switched off.
-    let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).unpacked_stdlib(false).snapshot(None);
+    let config = SandboxConfig::new(PYTHON_WASM)
+        .workers(1)
+        .cache(CacheDir::Dir(CACHE.into()))
+        .unpacked_stdlib(false)
+        .snapshot(None);
     let strict = Sandbox::new(config).unwrap();
     assert!(strict.module_info().stdlib_dir.is_none());
     let code = "import os, sys, json\nprint(dict(os.environ), sys.path[1], json.__file__)\nos.listdir('/stdlib')";
@@ -470,7 +474,8 @@ fn compiled_cache_is_written_read_and_rebuilt_when_corrupted() {
 fn the_standard_library_is_a_read_only_mount_of_plain_files() {
     let dir = command_sandbox().module_info().stdlib_dir.clone().expect("a cache folder gives an unpacked stdlib");
     assert!(dir.join("encodings/__init__.pyc").is_file() && dir.join("json/__init__.pyc").is_file());
-    let v = run_on(command_sandbox(), "import sys, encodings, json\nprint(sys.path[1], encodings.__file__, json.__file__)");
+    let v =
+        run_on(command_sandbox(), "import sys, encodings, json\nprint(sys.path[1], encodings.__file__, json.__file__)");
     expect(&v, Status::Ok);
     assert_eq!(v.stdout, "/stdlib /stdlib/encodings/__init__.pyc /stdlib/json/__init__.pyc\n");
     // Start-up importing from the zip costs ~210 million instructions, from the mount ~125 million.
@@ -573,7 +578,10 @@ fn fixed_argv_replaces_the_language_argv() {
 fn the_snapshot_skips_cpythons_start_up() {
     let info = snapshot_sandbox().module_info();
     assert!(info.path.ends_with("python-snapshot.wasm"), "{info:?}");
-    let v = run_on(snapshot_sandbox(), "import sys, json\nprint(sys.version_info[:2], sys.argv, __name__, json.dumps([1]))");
+    let v = run_on(
+        snapshot_sandbox(),
+        "import sys, json\nprint(sys.version_info[:2], sys.argv, __name__, json.dumps([1]))",
+    );
     expect(&v, Status::Ok);
     assert_eq!(v.stdout, "(3, 14) ['-c'] __main__ [1]\n");
     // python.wasm burns ~125 million instructions before a program's first line; the snapshot has
@@ -637,7 +645,10 @@ print("pristine", random.random() == expected)
 
 #[test]
 fn modules_outside_the_snapshot_import_from_its_read_only_standard_library() {
-    let v = run_on(snapshot_sandbox(), "import calendar, sys\nprint(calendar.isleap(2024), calendar.__file__, sys.path[0])");
+    let v = run_on(
+        snapshot_sandbox(),
+        "import calendar, sys\nprint(calendar.isleap(2024), calendar.__file__, sys.path[0])",
+    );
     expect(&v, Status::Ok);
     assert_eq!(v.stdout, "True /python/calendar.py /python\n");
     let stdlib = std::path::Path::new(PYTHON_SNAPSHOT).with_file_name("python-snapshot-stdlib");
@@ -666,7 +677,8 @@ fn an_unusable_snapshot_falls_back_to_python_wasm() {
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm\x0d\0\x01\0garbage").unwrap();
     for snapshot in [dir.path().join("missing.wasm"), not_a_component, garbage] {
-        let config = SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).snapshot(Some(snapshot));
+        let config =
+            SandboxConfig::new(PYTHON_WASM).workers(1).cache(CacheDir::Dir(CACHE.into())).snapshot(Some(snapshot));
         let sandbox = Sandbox::new(config).unwrap();
         assert!(!sandbox.uses_snapshot());
         assert!(sandbox.module_info().path.ends_with("python.wasm"));
