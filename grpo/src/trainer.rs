@@ -154,7 +154,7 @@ fn sampling_engine<'a>(
         .with_stop_strings(tokenizer, sampling.stop_strings.clone())?)
 }
 
-/// The held-out problems of the greedy evaluation every `run.eval_every` steps; `None` when there
+/// The held-out problems of the evaluation every `run.eval_every` steps; `None` when there
 /// are none or it is off.
 fn held_out(config: &TrainConfig, eval_set: &Dataset, tokenizer: &Tokenizer) -> Result<Option<HeldOut>> {
     if eval_set.is_empty() || config.run.eval_every == 0 {
