@@ -36,7 +36,8 @@ enum Command {
     Logprobs(LogprobsArgs),
     /// Sample completions of a prompt.
     Generate(GenerateArgs),
-    /// Load a model and write it back in Hugging Face format (change dtype, re-shard).
+    /// Load a model and write it back in Hugging Face format (change dtype, re-shard; with
+    /// --adapter, the adapter merged into the weights).
     Convert(ConvertArgs),
     /// The built-in default: a miniature R1-Zero. GRPO teaches the bundled tiny base model to work
     /// 3-digit sums out instead of guessing; accuracy before and after, length and the share of
@@ -87,6 +88,10 @@ struct ModelArgs {
     /// as torch.autocast). Default: --dtype.
     #[arg(long)]
     compute_dtype: Option<String>,
+    /// A LoRA adapter folder (PEFT's adapter_model.safetensors and adapter_config.json) for the
+    /// model in --model; it is merged into the weights once, when loaded.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -185,7 +190,11 @@ fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
         compute: args.compute_dtype.as_deref().map(parse_kind).transpose().context("--compute-dtype")?,
         trainable: false,
     };
-    let model = CausalLM::load(&args.model, options)?;
+    let mut model = CausalLM::load(&args.model, options)?;
+    if let Some(adapter) = &args.adapter {
+        model.load_adapter(adapter, false)?;
+        model.merge_adapters();
+    }
     let tokenizer = Tokenizer::from_dir(&args.model, model.config().vocab_size)?;
     Ok((model, tokenizer))
 }

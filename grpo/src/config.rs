@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use aha_model::{DTypeName, DeviceName};
+use aha_model::{DTypeName, DeviceName, LoraConfig};
 use aha_rollout::EngineConfig;
 
 use crate::advantages::ScaleRewards;
@@ -44,6 +44,10 @@ pub struct TrainConfig {
     /// `[run]`: length, seed, checkpoints, output.
     #[serde(default)]
     pub run: RunConfig,
+    /// `[lora]`: train LoRA adapters on the frozen base instead of every weight. Absent: full
+    /// fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 /// `[model]`
@@ -72,6 +76,11 @@ pub struct ModelSource {
     /// that can already sample sensible completions. Default `pretrained`.
     #[serde(default)]
     pub init: ModelInit,
+    /// A LoRA adapter folder (PEFT's `adapter_model.safetensors` and `adapter_config.json`) to
+    /// continue training, on the frozen base in `path`, with its own rank, alpha and target
+    /// modules (so without a `[lora]` section). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 /// `model.init`: load the checkpoint's weights, or start from fresh ones.
@@ -425,6 +434,20 @@ impl OverlongPenalty {
 }
 
 impl ModelSource {
+    /// Checks `[model]` with `[lora]`, the rule `aha train` and `aha sft` share.
+    pub fn validate_with(&self, lora: Option<&LoraConfig>) -> Result<(), Invalid> {
+        if let Some(lora) = lora {
+            lora.check().map_err(|(key, message)| Invalid { key: format!("lora.{key}"), message })?;
+        }
+        check(lora.is_none() || self.adapter.is_none(), "model.adapter", || {
+            "continues an adapter with its own r, alpha and target modules: leave [lora] out".into()
+        })?;
+        check(self.init == ModelInit::Pretrained || (lora.is_none() && self.adapter.is_none()), "model.init", || {
+            "= \"random\" trains every weight from scratch, LoRA adapts a pretrained base: drop [lora] or model.adapter"
+                .into()
+        })
+    }
+
     /// How to load the model: device, dtypes, and whether the weights are trained. (The names
     /// were checked when the file was read.)
     pub fn load_options(&self, trainable: bool) -> aha_model::LoadOptions {
@@ -542,6 +565,7 @@ impl TrainConfig {
         check(self.model.init == ModelInit::Pretrained, "model.init", || {
             "= \"random\" is for `aha sft`: GRPO samples from the policy, so it starts from trained weights".into()
         })?;
+        self.model.validate_with(self.lora.as_ref())?;
         check(!self.data.source.trim().is_empty(), "data.source", || {
             "needs a problem file or a built-in task such as \"builtin:countdown\"".into()
         })?;

@@ -73,7 +73,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimizer over `params` (for a model: `var_store().variables()`), with zero moments.
+    /// An optimizer over the trainable ones of `params`, with zero moments.
     pub fn new(params: impl IntoIterator<Item = (String, Tensor)>, config: AdamWConfig) -> Self {
         let mut params: Vec<(String, Tensor)> = params.into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -88,9 +88,9 @@ impl AdamW {
         Self { config, params, step: 0 }
     }
 
-    /// The trainable weights of `model`.
+    /// The trainable parameters of `model` (its adapters alone under LoRA).
     pub fn for_model(model: &aha_model::CausalLM, config: AdamWConfig) -> Self {
-        Self::new(model.var_store().variables(), config)
+        Self::new(model.parameters(), config)
     }
 
     pub fn config(&self) -> &AdamWConfig {

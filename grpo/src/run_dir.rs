@@ -7,8 +7,9 @@
 //! RUN_DIR/metrics.jsonl        one JSON object per step
 //! RUN_DIR/traces.sqlite        every prompt and completion (aha-traces)
 //! RUN_DIR/report.html          charts and a trace browser, written at the end (`aha report`)
-//! RUN_DIR/checkpoints/step-N/  a Hugging Face model folder, plus optimizer.safetensors and
-//!                              trainer_state.json (the step, data cursor and sampling counter)
+//! RUN_DIR/checkpoints/step-N/  a Hugging Face model folder (with LoRA: a PEFT adapter folder),
+//!                              plus optimizer.safetensors and trainer_state.json (the step, data
+//!                              cursor and sampling counter)
 //! ```
 //!
 //! A checkpoint is written into `checkpoints/.partial-step-N/` and renamed when complete
@@ -248,7 +249,10 @@ impl RunDir {
         if partial.exists() {
             fs::remove_dir_all(&partial).map_err(io(&partial))?;
         }
-        policy.save(&partial, SaveOptions::default())?;
+        match policy.lora() {
+            Some(_) => policy.save_adapter(&partial)?,
+            None => policy.save(&partial, SaveOptions::default())?,
+        }
         optimizer.save(&partial.join(OPTIMIZER_FILE))?;
         let state_json = serde_json::to_string_pretty(state).expect("the state serialises");
         write_atomically(&partial.join(STATE_FILE), state_json.as_bytes())?;

@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use aha_model::CausalLM;
+use aha_model::{CausalLM, LoraConfig};
 
+use crate::config::{ModelInit, ModelSource};
 use crate::error::{GrpoError, Result};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::run_dir::{RunDir, TrainerState};
@@ -60,6 +61,8 @@ pub(crate) struct RunSchedule {
     pub keep_last: usize,
     /// The learning rate of each step.
     pub lr: LrSchedule,
+    /// The run's seed (`run.seed`).
+    pub seed: u64,
 }
 
 impl RunSchedule {
@@ -131,11 +134,6 @@ impl Run {
         (self.state.step >= self.schedule.steps).then(|| self.outcome(self.checkpoint.clone()))
     }
 
-    /// The checkpoint to load the weights and optimizer from; `None` for a new run.
-    pub fn checkpoint(&self) -> Option<&Path> {
-        self.checkpoint.as_deref()
-    }
-
     /// Where the data and sampling continue from (all zero for a new run).
     pub fn state(&self) -> &TrainerState {
         &self.state
@@ -143,6 +141,30 @@ impl Run {
 
     pub fn dir(&self) -> &RunDir {
         &self.dir
+    }
+
+    /// The model to train: for a new run from `source` (its weights, or fresh ones with
+    /// `init = "random"` drawn from `seed`), for a resumed one from the checkpoint. With LoRA
+    /// (`lora`, or `source.adapter` to continue an adapter) the base weights load frozen and only
+    /// adapters train: the checkpoint's, `source.adapter`'s, or new ones (PEFT's initialisation,
+    /// drawn from `seed`).
+    pub fn model(&self, source: &ModelSource, lora: Option<&LoraConfig>, seed: u64) -> Result<CausalLM> {
+        let checkpoint = self.checkpoint.as_deref();
+        if lora.is_none() && source.adapter.is_none() {
+            let options = source.load_options(true);
+            return Ok(match (checkpoint, source.init) {
+                (Some(dir), _) => CausalLM::load(dir, options)?,
+                (None, ModelInit::Pretrained) => CausalLM::load(&source.path, options)?,
+                (None, ModelInit::Random) => CausalLM::init_random(&source.path, options, seed)?,
+            });
+        }
+        let mut model = CausalLM::load(&source.path, source.load_options(false))?;
+        match (checkpoint.or(source.adapter.as_deref()), lora) {
+            (Some(adapter), _) => model.load_adapter(adapter, true)?,
+            (None, Some(lora)) => model.add_lora(lora, seed)?,
+            (None, None) => unreachable!("checked above"),
+        }
+        Ok(model)
     }
 
     /// AdamW over `model`'s parameters: fresh for a new run, with the checkpoint's state for a
@@ -161,6 +183,9 @@ impl Run {
         let mut last_checkpoint = self.checkpoint.clone();
         for step in self.state.step + 1..=schedule.steps {
             let lr = schedule.lr.lr_at(step - 1);
+            // LoRA's dropout masks start each step from the run's seed and the step, so that a
+            // resumed run draws what it would have drawn.
+            training.model().seed_dropout(schedule.seed.rotate_left(32) ^ step);
             let (mut metrics, record) =
                 training.step(step, lr).map_err(|e| diverged(step, e, last_checkpoint.as_deref()))?;
             let fields = metrics.as_object_mut().expect("a metrics line is a JSON object");
@@ -224,6 +249,7 @@ mod tests {
                 min_lr_ratio: 0.0,
                 total_steps: steps,
             },
+            seed: 0,
         }
     }
 

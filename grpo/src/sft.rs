@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tch::Kind;
 
-use aha_model::{CausalLM, Tokenizer};
+use aha_model::{CausalLM, LoraConfig, Tokenizer};
 
-use crate::config::{check, Invalid, ModelInit, ModelSource, OptimConfig};
+use crate::config::{check, Invalid, ModelSource, OptimConfig};
 use crate::config_file::parse_toml;
 use crate::error::{GrpoError, Result};
 use crate::optim::AdamW;
@@ -64,6 +64,9 @@ pub struct SftConfig {
     /// `[run]`: length, batch size, seed, checkpoints, output.
     #[serde(default)]
     pub run: SftRunConfig,
+    /// `[lora]`: train LoRA adapters on the frozen base, as `aha train`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 /// `[data]` of `aha sft`.
@@ -151,6 +154,7 @@ impl SftConfig {
 
     /// Checks ranges; the first problem found, with its key.
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.model.validate_with(self.lora.as_ref())?;
         check(!self.data.source.as_os_str().is_empty(), "data.source", || {
             "needs a JSON-lines file of {\"prompt\", \"completion\"} or {\"text\"}, or a .txt file".into()
         })?;
@@ -308,7 +312,7 @@ pub struct SftPass {
 /// of `micro_batch_size`, leaving the gradient of the batch loss in the parameters' `.grad`. A
 /// NaN or infinite loss stops with [`GrpoError::NonFinite`].
 pub fn sft_gradients(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize) -> Result<SftPass> {
-    for mut var in model.var_store().trainable_variables() {
+    for mut var in model.trainable_parameters() {
         var.zero_grad();
     }
     pass(model, examples, micro_batch_size, true)
@@ -366,17 +370,13 @@ pub fn train(config: SftConfig, resume: bool, on_step: impl FnMut(&Value)) -> Re
         save_every: config.run.save_every,
         keep_last: config.run.keep_last,
         lr: config.optim.lr_schedule(config.run.steps),
+        seed: config.run.seed,
     };
     let run = Run::begin(&config.run.output_dir, &config.to_toml_string(), resume, schedule)?;
     if let Some(done) = run.already_done() {
         return Ok(done);
     }
-    let options = config.model.load_options(true);
-    let model = match (run.checkpoint(), config.model.init) {
-        (Some(dir), _) => CausalLM::load(dir, options)?,
-        (None, ModelInit::Pretrained) => CausalLM::load(&config.model.path, options)?,
-        (None, ModelInit::Random) => CausalLM::init_random(&config.model.path, options, config.run.seed)?,
-    };
+    let model = run.model(&config.model, config.lora.as_ref(), config.run.seed)?;
     let tokenizer = Tokenizer::from_dir(&config.model.path, model.config().vocab_size)?;
     let data = load_data(&config.data, &tokenizer, model.config().eos_token_ids.first().copied(), config.run.seed)?;
     warn_about(&config.data, &data, model.config().max_position_embeddings as usize);
@@ -519,7 +519,7 @@ mod tests {
         assert_eq!(c.optim.lr, DEFAULT_SFT_LR);
         assert_eq!(OptimConfig { lr: DEFAULT_SFT_LR, ..OptimConfig::default() }, c.optim);
         assert_eq!(c.run, SftRunConfig::default());
-        assert_eq!(c.model.init, ModelInit::Pretrained);
+        assert_eq!(c.model.init, crate::config::ModelInit::Pretrained);
         assert_eq!((c.data.max_length, c.data.eval_count, c.data.shuffle, c.data.add_eos), (1024, 0, true, true));
         // A given lr (in the file or an override) wins over the SFT default.
         let c = SftConfig::from_toml(&format!("{MINIMAL}[optim]\nlr = 0.5\n"), "sft.toml", &[]).unwrap();

@@ -27,7 +27,8 @@
 //!
 //! With `num_iterations` (mu) > 1 the old log-probs are computed once, without gradient, before
 //! the first update, and the step makes mu updates on the same batch. The reference log-probs
-//! (beta > 0) are computed once as well.
+//! (beta > 0) are computed once as well: from the reference model or, for a policy with LoRA
+//! adapters, from its own base weights with the adapters switched off.
 
 use aha_model::{CausalLM, CompletionPass, PaddedBatch};
 use serde::Serialize;
@@ -349,6 +350,7 @@ pub struct PassStats {
 }
 
 fn check_batch(policy: &CausalLM, batch: &TrainBatch, settings: &StepSettings, reference: bool) -> Result<()> {
+    let reference = reference || policy.lora().is_some();
     if batch.sequences.is_empty() {
         return Err(GrpoError::Input("the batch has no sequences".into()));
     }
@@ -417,7 +419,9 @@ fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, devi
 }
 
 /// Cuts the batch into micro-batches and computes what stays fixed during the step: the
-/// reference log-probs (beta != 0) and, with mu > 1, the old log-probs.
+/// reference log-probs (beta != 0) and, with mu > 1, the old log-probs. The reference log-probs
+/// come from `reference`, or, for a policy with LoRA adapters and no `reference`, from the
+/// policy's own base weights (adapters off).
 pub fn prepare_batch(
     policy: &CausalLM,
     reference: Option<&CausalLM>,
@@ -448,8 +452,12 @@ pub fn prepare_batch(
     tch::no_grad(|| {
         for mb in micro_batches.iter_mut().filter(|mb| mb.layout.width > 0) {
             if settings.loss.beta != 0.0 {
-                let reference = reference.expect("checked in check_batch");
-                mb.reference = Some(mb.layout.logprobs(reference, settings.temperature, false).0.to_device(device));
+                let logprobs = match reference {
+                    Some(reference) => mb.layout.logprobs(reference, settings.temperature, false).0,
+                    // A policy with LoRA adapters: its base is the reference.
+                    None => policy.without_adapters(|| mb.layout.logprobs(policy, settings.temperature, false).0),
+                };
+                mb.reference = Some(logprobs.to_device(device));
             }
             if settings.num_iterations > 1 {
                 mb.old = Some(mb.layout.logprobs(policy, settings.temperature, false).0);
@@ -473,7 +481,7 @@ pub fn prepare_batch(
 /// Zeroes the policy's gradients, then runs forward and backward over every micro-batch, leaving
 /// the gradient of the whole-batch loss in the parameters' `.grad`.
 pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSettings) -> Result<PassStats> {
-    for mut var in policy.var_store().trainable_variables() {
+    for mut var in policy.trainable_parameters() {
         var.zero_grad();
     }
     let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
@@ -506,7 +514,7 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
     }
     // Nothing ran (every advantage 0): the gradient is still defined, and zero, so that AdamW
     // moves exactly as it would have after running them (a resumed run must not differ).
-    let trainable = policy.var_store().trainable_variables();
+    let trainable = policy.trainable_parameters();
     if trainable.iter().any(|v| !v.grad().defined()) {
         let zero: Tensor = trainable.iter().map(|v| v.sum(v.kind()) * 0.0).sum();
         zero.backward();

@@ -60,9 +60,9 @@ pub fn train_with_checkers(
         return Ok(done);
     }
 
-    let weights = run.checkpoint().unwrap_or(&config.model.path);
-    let policy = CausalLM::load(weights, config.model.load_options(true))?;
-    let reference = if config.grpo.beta > 0.0 {
+    let policy = run.model(&config.model, config.lora.as_ref(), config.run.seed)?;
+    // With LoRA the reference is the policy's own base (adapters off): no second copy.
+    let reference = if config.grpo.beta > 0.0 && policy.lora().is_none() {
         Some(CausalLM::load(&config.model.path, config.model.load_options(false))?)
     } else {
         None
@@ -119,6 +119,7 @@ fn run_schedule(config: &TrainConfig) -> RunSchedule {
         save_every: config.run.save_every,
         keep_last: config.run.keep_last,
         lr: config.lr_schedule(),
+        seed: config.run.seed,
     }
 }
 

@@ -60,16 +60,27 @@ impl Checkpoint {
             return Err(ModelError::NoWeights { dir: dir.to_path_buf() });
         };
 
-        let mut files = Vec::with_capacity(file_names.len());
-        let mut locations = HashMap::new();
-        for name in file_names {
-            let path = dir.join(&name);
-            if !path.is_file() {
+        for name in &file_names {
+            if !dir.join(name).is_file() {
                 return Err(ModelError::Weights {
                     path: index_path.clone(),
                     message: format!("shard {name} listed in the index is missing"),
                 });
             }
+        }
+        Self::open_files(dir, file_names.iter().map(|name| dir.join(name)).collect())
+    }
+
+    /// Opens one safetensors file (a LoRA adapter's `adapter_model.safetensors`).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::open_files(&dir, vec![path.to_path_buf()])
+    }
+
+    fn open_files(dir: &Path, paths: Vec<PathBuf>) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut locations = HashMap::new();
+        for path in paths {
             let file = File::open(&path).map_err(io_error(&path))?;
             // SAFETY: the map is read-only and lives as long as this Checkpoint; we copy every
             // tensor out of it before the Checkpoint is dropped.
@@ -88,6 +99,13 @@ impl Checkpoint {
 
     pub fn contains(&self, name: &str) -> bool {
         self.locations.contains_key(name)
+    }
+
+    /// The names of all tensors, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.locations.keys().map(String::as_str).collect();
+        names.sort();
+        names
     }
 
     /// Reads tensor `name`, checks its shape, and returns it as `kind` on `device`.
@@ -198,17 +216,12 @@ pub fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)], kind: Kind, m
         shards.last_mut().expect("never empty").push((name, tensor));
     }
 
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let count = shards.len();
     let mut weight_map = BTreeMap::new();
     for (i, shard) in shards.iter().enumerate() {
         let file_name =
             if count == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{count:05}.safetensors", i + 1) };
-        let host: Vec<(String, HostTensor)> =
-            shard.iter().map(|(n, t)| Ok(((*n).clone(), HostTensor::new(t, kind)?))).collect::<Result<_>>()?;
-        let path = dir.join(&file_name);
-        safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), metadata.clone(), &path)
-            .map_err(|e| ModelError::Weights { path: path.clone(), message: e.to_string() })?;
+        serialize(&dir.join(&file_name), shard, kind)?;
         for (name, _) in shard {
             weight_map.insert((*name).clone(), file_name.clone());
         }
@@ -220,6 +233,22 @@ pub fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)], kind: Kind, m
     }
     let written: Vec<&String> = weight_map.values().collect();
     remove_stale_weight_files(dir, |name| written.iter().any(|w| *w == name) || (name == INDEX_FILE && count > 1))
+}
+
+/// Writes `tensors` into one safetensors file at `path` as `kind`, with `save_pretrained`'s
+/// metadata (a LoRA adapter's `adapter_model.safetensors`).
+pub fn write_safetensors_file(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().map(|(n, t)| (n, t)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    serialize(path, &sorted, kind)
+}
+
+fn serialize(path: &Path, tensors: &[(&String, &Tensor)], kind: Kind) -> Result<()> {
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    let host: Vec<(String, HostTensor)> =
+        tensors.iter().map(|(n, t)| Ok(((*n).clone(), HostTensor::new(t, kind)?))).collect::<Result<_>>()?;
+    safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), metadata, path)
+        .map_err(|e| ModelError::Weights { path: path.to_path_buf(), message: e.to_string() })
 }
 
 fn remove_stale_weight_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {

@@ -18,6 +18,7 @@ use crate::cache::KvCache;
 use crate::checkpoint::{torch_dtype_name, write_safetensors, Checkpoint};
 use crate::config::{ModelConfig, RopeScaling};
 use crate::error::{io_error, ModelError, Result};
+use crate::lora::{Adapter, Adapters, Projection};
 use crate::mkl_gemm::Packed;
 
 mod fused_decode;
@@ -74,9 +75,11 @@ impl Default for SaveOptions {
     }
 }
 
-struct Linear {
-    weight: Weight,
+pub(crate) struct Linear {
+    pub(crate) weight: Weight,
     bias: Option<Weight>,
+    /// A LoRA adapter on this layer (see `lora.rs`).
+    pub(crate) lora: Option<Adapter>,
     /// MKL's packed copy of an fp32 weight for the fused decode step, and the weight's version
     /// when it was packed (see `mkl_gemm`).
     packed: Mutex<Option<(i64, Arc<Packed>)>>,
@@ -84,7 +87,12 @@ struct Linear {
 
 impl Linear {
     fn new(weight: Weight, bias: Option<Weight>) -> Self {
-        Self { weight, bias, packed: Mutex::new(None) }
+        Self { weight, bias, lora: None, packed: Mutex::new(None) }
+    }
+
+    /// `(out, in)`.
+    pub(crate) fn weight_shape(&self) -> (i64, i64) {
+        self.weight.stored.size2().expect("a linear weight is [out, in]")
     }
 
     /// The weight packed for MKL's GEMM with `rows`-row inputs, packed anew after any change of
@@ -106,7 +114,11 @@ impl Linear {
 
     fn forward(&self, x: &Tensor, grad_enabled: bool) -> Tensor {
         let bias = self.bias.as_ref().map(|b| b.get(grad_enabled));
-        x.linear(&self.weight.get(grad_enabled), bias.as_deref())
+        let y = x.linear(&self.weight.get(grad_enabled), bias.as_deref());
+        match &self.lora {
+            Some(adapter) => adapter.add_to(y, x, grad_enabled),
+            None => y,
+        }
     }
 
     fn requires_grad(&self) -> bool {
@@ -120,8 +132,8 @@ impl Linear {
 /// cast to the stored weight; other passes (generation, evaluation, old and reference log-probs)
 /// reuse one cast until the weight changes. Any in-place update, the optimizer's included, moves
 /// the tensor's version counter, which its views and detached aliases share.
-struct Weight {
-    stored: Tensor,
+pub(crate) struct Weight {
+    pub(crate) stored: Tensor,
     /// The compute dtype and the latest cast, when that dtype differs from the stored one.
     cast: Option<(Kind, Mutex<Option<VersionedCast>>)>,
 }
@@ -186,7 +198,12 @@ impl FusedLinear {
         grad_enabled && self.parts.iter().any(Linear::requires_grad)
     }
 
-    /// Each part's output.
+    /// Whether some part has a LoRA adapter (the fused matrix has none of its own).
+    fn adapted(&self) -> bool {
+        self.parts.iter().any(|p| p.lora.is_some())
+    }
+
+    /// Each part's output (its adapter's included).
     fn forward(&self, x: &Tensor, grad_enabled: bool) -> Vec<Tensor> {
         if self.per_part(grad_enabled) {
             return self.parts.iter().map(|p| p.forward(x, grad_enabled)).collect();
@@ -198,7 +215,11 @@ impl FusedLinear {
             .map(|p| {
                 let size = p.weight.stored.size()[0];
                 start += size;
-                y.narrow(-1, start - size, size)
+                let part = y.narrow(-1, start - size, size);
+                match &p.lora {
+                    Some(adapter) => adapter.add_to(part, x, grad_enabled),
+                    None => part,
+                }
             })
             .collect()
     }
@@ -270,7 +291,7 @@ impl Attention {
     ) -> Tensor {
         let (b, t, _) = x.size3().expect("hidden states are [batch, len, hidden]");
         let (heads, kv_heads, d) = (self.heads, self.kv_heads, self.head_dim);
-        let (q, k, v) = if self.q_norm.is_none() && !self.qkv.per_part(grad_enabled) {
+        let (q, k, v) = if self.q_norm.is_none() && !self.qkv.per_part(grad_enabled) && !self.qkv.adapted() {
             // One GEMM for q, k and v, and one rotation for the heads of q and k together.
             let qkv = self.qkv.fused.forward(x, grad_enabled).view([b, t, heads + 2 * kv_heads, d]);
             let qk = rope.apply(&qkv.narrow(2, 0, heads + kv_heads), false);
@@ -410,6 +431,10 @@ pub struct CausalLM {
     packs_weights: bool,
     /// Whether training passes may run fused (`CausalLM::trains_fused`).
     fused_training: bool,
+    /// LoRA adapters, when the model has them (see `lora.rs`).
+    pub(crate) adapters: Option<Adapters>,
+    /// The folder the model was built from (for an adapter's `base_model_name_or_path`).
+    source_dir: std::path::PathBuf,
 }
 
 /// Largest fp32 model whose fused decode step keeps packed copies of its weights (2 GiB:
@@ -432,18 +457,19 @@ impl CausalLM {
     pub fn init_random(dir: &Path, options: LoadOptions, seed: u64) -> Result<Self> {
         let config = ModelConfig::from_dir(dir)?;
         let std = config.raw.get("initializer_range").and_then(serde_json::Value::as_f64).unwrap_or(0.02);
-        tch::manual_seed(seed as i64);
-        Self::build(dir, config, options, |name, shape, kind, device| {
-            let is_norm = name.ends_with("norm.weight");
-            let options = (Kind::Float, Device::Cpu);
-            let t = if name.ends_with(".bias") {
-                Tensor::zeros(shape, options)
-            } else if is_norm {
-                Tensor::ones(shape, options)
-            } else {
-                Tensor::randn(shape, options) * std
-            };
-            Ok(t.to_kind(kind).to_device(device))
+        crate::lora::seeded(seed, || {
+            Self::build(dir, config, options, |name, shape, kind, device| {
+                let is_norm = name.ends_with("norm.weight");
+                let options = (Kind::Float, Device::Cpu);
+                let t = if name.ends_with(".bias") {
+                    Tensor::zeros(shape, options)
+                } else if is_norm {
+                    Tensor::ones(shape, options)
+                } else {
+                    Tensor::randn(shape, options) * std
+                };
+                Ok(t.to_kind(kind).to_device(device))
+            })
         })
     }
 
@@ -559,6 +585,8 @@ impl CausalLM {
             compute,
             packs_weights: weight_bytes <= PACKED_WEIGHTS_UP_TO_BYTES,
             fused_training: true,
+            adapters: None,
+            source_dir: dir.to_path_buf(),
         })
     }
 
@@ -586,9 +614,49 @@ impl CausalLM {
         self.compute
     }
 
-    /// The weights, under their Hugging Face names (for optimisers and for saving).
+    /// The base weights, under their Hugging Face names (for saving).
     pub fn var_store(&self) -> &VarStore {
         &self.vars
+    }
+
+    /// Every parameter under its name, sorted by name: the base weights (Hugging Face's names)
+    /// and the LoRA adapters (PEFT's), trainable or not. Optimisers take the trainable ones.
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        let mut all: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
+        if let Some(adapters) = &self.adapters {
+            all.extend(adapters.vars.variables());
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The parameters that train (`requires_grad`): the adapters when the base is frozen.
+    pub fn trainable_parameters(&self) -> Vec<Tensor> {
+        self.parameters().into_iter().map(|(_, t)| t).filter(Tensor::requires_grad).collect()
+    }
+
+    /// The folder the model was loaded (or its architecture read) from.
+    pub fn source_dir(&self) -> &Path {
+        &self.source_dir
+    }
+
+    /// Calls `f` on every linear layer of the decoder layers, in order, with its layer index.
+    pub(crate) fn for_each_linear(
+        &mut self,
+        mut f: impl FnMut(usize, Projection, &mut Linear) -> Result<()>,
+    ) -> Result<()> {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let [q, k, v] = &mut layer.self_attn.qkv.parts[..] else { unreachable!("q, k and v") };
+            f(i, Projection::Q, q)?;
+            f(i, Projection::K, k)?;
+            f(i, Projection::V, v)?;
+            f(i, Projection::O, &mut layer.self_attn.o_proj)?;
+            let [gate, up] = &mut layer.mlp.gate_up.parts[..] else { unreachable!("gate and up") };
+            f(i, Projection::Gate, gate)?;
+            f(i, Projection::Up, up)?;
+            f(i, Projection::Down, &mut layer.mlp.down_proj)?;
+        }
+        Ok(())
     }
 
     /// An empty KV cache for `batch` sequences of up to `capacity` tokens.
@@ -772,6 +840,11 @@ impl CausalLM {
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).expect("json") + "\n")
             .map_err(io_error(&config_path))?;
 
+        self.write_companion_files(dir)
+    }
+
+    /// Writes the tokenizer and generation files the model came with into `dir`.
+    pub(crate) fn write_companion_files(&self, dir: &Path) -> Result<()> {
         for (name, bytes) in &self.companion_files {
             let path = dir.join(name);
             std::fs::write(&path, bytes).map_err(io_error(&path))?;

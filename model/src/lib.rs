@@ -28,6 +28,7 @@ pub mod cpu_math;
 pub mod decoder;
 pub mod error;
 pub mod intra_op;
+pub mod lora;
 mod mkl_gemm;
 pub mod tokenizer;
 
@@ -38,6 +39,7 @@ pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
 pub use config::{ModelConfig, RopeConfig, RopeScaling};
 pub use decoder::{CausalLM, CompletionPass, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
+pub use lora::{LoraConfig, Projection, TargetModules};
 pub use tokenizer::{train_byte_level_bpe, Tokenizer};
 
 /// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA when available). Whether the

@@ -44,7 +44,11 @@ impl CausalLM {
     /// SDPA but oneDNN compiles and keeps a kernel for every cache length (24.5M bench model, 256
     /// tokens: 1.2 GB peak RSS against 0.36 GB).
     pub(super) fn decodes_fused(&self, new_tokens: i64, cache: &KvCache, grad_enabled: bool) -> bool {
-        new_tokens == 1 && !grad_enabled && self.is_fp32_on_cpu() && cache.keys_are_transposed()
+        new_tokens == 1
+            && !grad_enabled
+            && self.is_fp32_on_cpu()
+            && !self.adapters_active()
+            && cache.keys_are_transposed()
     }
 
     /// fp32 weights and passes on the CPU: what the fused (Rust and MKL) paths run on.
@@ -66,7 +70,9 @@ impl CausalLM {
     /// with each product on every thread: sharded, every thread reads every weight each step
     /// (1.55 s against 1.33 s for 64 x 64 tokens).
     pub fn decodes_rows_apart(&self) -> bool {
-        self.is_fp32_on_cpu() && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
+        self.is_fp32_on_cpu()
+            && self.adapters.is_none()
+            && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
     }
 
     /// `forward` for one token per row through `cache` (see [`CausalLM::decodes_fused`]):

@@ -47,12 +47,13 @@ const MIN_TOKENS_PER_PART: usize = 512;
 
 impl CausalLM {
     /// Whether [`CausalLM::completion_pass`] can run: an fp32 model (weights and passes) on the
-    /// CPU, small enough (see `FUSED_TRAINING_UP_TO_LAYER_MACS`), every weight trainable, and
-    /// fused training not switched off ([`CausalLM::set_fused_training`]).
+    /// CPU, small enough (see `FUSED_TRAINING_UP_TO_LAYER_MACS`), every weight trainable, no LoRA
+    /// adapters, and fused training not switched off ([`CausalLM::set_fused_training`]).
     pub fn trains_fused(&self) -> bool {
         self.fused_training
             && self.is_fp32_on_cpu()
             && self.layer_macs_per_token() <= FUSED_TRAINING_UP_TO_LAYER_MACS
+            && self.adapters.is_none()
             && self.vars.variables().values().all(Tensor::requires_grad)
     }
 
