@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import sys
@@ -115,6 +116,9 @@ def main():
     ap.add_argument("--use-vllm", action="store_true", help="generate with colocated vLLM")
     ap.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--beta", type=float, default=0.0, help="KL coefficient (a reference model when > 0)")
+    ap.add_argument("--lora-r", type=int, default=0,
+                    help="train a PEFT LoRA adapter of this rank (alpha 2r, all-linear) instead of every weight")
     ap.add_argument("--load-avg", default=None, help="recorded in the output (compare_grpo.sh)")
     ap.add_argument("--num-problems", type=int, default=64)
     ap.add_argument("--write-prompts", metavar="FILE")
@@ -189,7 +193,7 @@ def main():
         top_p=1.0,
         top_k=0,
         loss_type=args.loss_type,
-        beta=0.0,
+        beta=args.beta,
         num_iterations=1,
         epsilon=0.2,
         scale_rewards="group",
@@ -231,8 +235,14 @@ def main():
                 self.logs.append(dict(logs))
 
     timer = Timer()
+    peft_config = None
+    if args.lora_r:
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=config,
-                          train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
+                          train_dataset=dataset, processing_class=tokenizer, callbacks=[timer],
+                          peft_config=peft_config)
     # What the trainer will actually do, checked rather than assumed.
     assert trainer.args.generation_batch_size == batch, trainer.args.generation_batch_size
     assert trainer.args.steps_per_generation == batch // micro, trainer.args.steps_per_generation
@@ -278,6 +288,9 @@ def main():
         "loss_type": args.loss_type,
         "gradient_checkpointing": args.gradient_checkpointing,
         "precision": "bf16 autocast" if args.bf16 else "fp32",
+        "beta": args.beta,
+        "lora_r": args.lora_r,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "steps_timed": len(steady),
         "s_per_step": round(s_step, 4),
         "s_per_step_mean": round(statistics.mean(steady), 4),

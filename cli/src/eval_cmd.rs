@@ -84,7 +84,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let checker = registry.build(&checker_name, &Value::Null)?;
     let prompter = Prompter::new(&args.template, &args.model.model)?;
     let texts = problems.iter().map(|p| prompter.render(p)).collect::<Result<Vec<_>, _>>()?;
-    let (model, tokenizer) = crate::load(&args.model)?;
+    let (model, tokenizer) = crate::load(&args.model, true)?;
     let prompts = problems
         .iter()
         .zip(texts)

@@ -89,7 +89,8 @@ struct ModelArgs {
     #[arg(long)]
     compute_dtype: Option<String>,
     /// A LoRA adapter folder (PEFT's adapter_model.safetensors and adapter_config.json) for the
-    /// model in --model; it is merged into the weights once, when loaded.
+    /// model in --model. Scoring (logprobs) runs it beside the weights, as PEFT does; generation
+    /// and convert merge it into them once.
     #[arg(long)]
     adapter: Option<PathBuf>,
 }
@@ -183,7 +184,9 @@ fn main() {
     }
 }
 
-fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
+/// The model and tokenizer of `args`; its adapter merged into the weights when `merge` (faster
+/// generation: the fused decode step), kept apart otherwise (PEFT's numbers exactly).
+fn load(args: &ModelArgs, merge: bool) -> Result<(CausalLM, Tokenizer)> {
     let options = LoadOptions {
         device: parse_device(&args.device).context("--device")?,
         kind: parse_kind(&args.dtype).context("--dtype")?,
@@ -193,7 +196,9 @@ fn load(args: &ModelArgs) -> Result<(CausalLM, Tokenizer)> {
     let mut model = CausalLM::load(&args.model, options)?;
     if let Some(adapter) = &args.adapter {
         model.load_adapter(adapter, false)?;
-        model.merge_adapters();
+        if merge {
+            model.merge_adapters();
+        }
     }
     let tokenizer = Tokenizer::from_dir(&args.model, model.config().vocab_size)?;
     Ok((model, tokenizer))
@@ -222,7 +227,7 @@ fn doctor() -> Result<()> {
 }
 
 fn logprobs(args: LogprobsArgs) -> Result<()> {
-    let (model, tokenizer) = load(&args.model)?;
+    let (model, tokenizer) = load(&args.model, false)?;
     let tokens = tokenizer.encode(&args.text)?;
     anyhow::ensure!(!tokens.is_empty(), "--text is empty: there is nothing to score");
     let logprobs = model.sequence_logprobs(std::slice::from_ref(&tokens), args.temperature)?.remove(0);
@@ -231,7 +236,7 @@ fn logprobs(args: LogprobsArgs) -> Result<()> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let (model, tokenizer) = load(&args.model)?;
+    let (model, tokenizer) = load(&args.model, true)?;
     let prompt_ids = tokenizer.encode(&args.prompt)?;
     anyhow::ensure!(!prompt_ids.is_empty(), "--prompt is empty: there is nothing to continue");
     let params = SamplingParams {
@@ -276,7 +281,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn convert(args: ConvertArgs) -> Result<()> {
-    let (model, _) = load(&args.model)?;
+    let (model, _) = load(&args.model, true)?;
     let options = SaveOptions { kind: Some(model.kind()), max_shard_bytes: args.max_shard_mb << 20 };
     model.save(&args.out, options).with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", json!({ "out": args.out, "parameters": model.num_parameters(), "dtype": args.model.dtype }));

@@ -238,6 +238,59 @@ fn convert_writes_a_folder_that_loads_the_same() {
     assert!(scored.status.success(), "{}", String::from_utf8_lossy(&scored.stderr));
 }
 
+fn lora_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora").join(name)
+}
+
+#[test]
+fn an_adapter_changes_the_scores_and_convert_merges_it() {
+    let base = fixture("qwen2");
+    let adapter = lora_fixture("qwen2");
+    // (PEFT's own numbers are checked in tests/tests/lora_parity.rs; here the command line.)
+    let text = "The cat sat on the mat.";
+    let scored = |args: &[&str]| -> Vec<f64> {
+        let out = aha(&[&["logprobs", "--text", text][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    let with_adapter = scored(&["--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()]);
+    let plain = scored(&["--model", base.to_str().unwrap()]);
+    assert!(with_adapter.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-2), "the adapter changes nothing");
+
+    let out = tempfile::tempdir().unwrap();
+    let merged = out.path().join("merged");
+    let status = aha(&[
+        "convert",
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(merged.join("model.safetensors").is_file() && !merged.join("adapter_config.json").exists());
+    let from_merged = scored(&["--model", merged.to_str().unwrap()]);
+    for (a, b) in from_merged.iter().zip(&with_adapter) {
+        assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "merged {a} vs adapter {b}");
+    }
+
+    // An adapter for another base: one line naming the tensor, exit status 1.
+    let llama = fixture("llama");
+    let qwen3_adapter = lora_fixture("qwen3");
+    let line = error_line(&[
+        "logprobs",
+        "--model",
+        llama.to_str().unwrap(),
+        "--adapter",
+        qwen3_adapter.to_str().unwrap(),
+        "--text",
+        text,
+    ]);
+    assert!(line.contains("k_proj.lora_B.weight") && line.contains("another base model"), "{line}");
+}
+
 #[test]
 fn sandbox_run_prints_a_verdict_and_exits_zero_whatever_the_guest_did() {
     let dir = tempfile::tempdir().unwrap();

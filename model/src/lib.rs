@@ -10,11 +10,13 @@
 //! gives completion log-probs and takes their gradient back into the weights' `.grad`.
 //! [`intra_op`] runs those kernels' parallel loops on libtorch's own threads, and lends them to
 //! the other crates (the rollout's shards and sampler, the optimizer).
+//! LoRA adapters ([`lora`]) live inside its linear layers, read and written in PEFT's format; a
+//! pass can switch them off to run the frozen base.
 //! It does not sample (that is `aha-rollout`), nor hold a loss or an optimizer (that is
 //! `aha-grpo`): it gives both the same logits.
 //!
-//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save), [`CompletionPass`],
-//! [`ModelConfig`],
+//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save; adapters), [`CompletionPass`],
+//! [`ModelConfig`], [`LoraConfig`],
 //! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ChatTemplate`] (the tokenizer's chat template, rendered as
 //! transformers renders it), [`ModelError`].
 
