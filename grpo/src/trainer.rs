@@ -67,6 +67,9 @@ pub fn train_with_checkers(
     } else {
         None
     };
+    // With LoRA, generation runs on a copy with the adapters merged in (refreshed after every
+    // update): the base model's fused decode step instead of two extra products per layer.
+    let merged = policy.lora().map(|_| policy.merged_copy()).transpose()?;
     let tokenizer = Arc::new(Tokenizer::from_dir(&config.model.path, policy.config().vocab_size)?);
     let optimizer = run.optimizer(&policy, config.optim.adamw())?;
 
@@ -74,7 +77,8 @@ pub fn train_with_checkers(
     let (train_set, eval_set) = load_problems(&config, &checker)?;
     warn_skipped_rows(&config, &train_set);
     let prompts = PromptFeed::new(&config, &train_set, run.state().problems_drawn)?;
-    let engine = sampling_engine(&config, &policy, &tokenizer)?;
+    let sampler = merged.as_ref().unwrap_or(&policy);
+    let engine = sampling_engine(&config, sampler, &tokenizer)?;
     let held_out = held_out(&config, &eval_set, &tokenizer)?;
     let pool_config = PoolConfig {
         group_size: config.sampling.group_size,
@@ -99,6 +103,7 @@ pub fn train_with_checkers(
     let training = GrpoTraining {
         config: &config,
         policy: &policy,
+        sampler,
         reference,
         tokenizer: &tokenizer,
         checker: &checker,
@@ -216,6 +221,8 @@ impl Iterator for PromptFeed<'_> {
 struct GrpoTraining<'a> {
     config: &'a TrainConfig,
     policy: &'a CausalLM,
+    /// The model generation and evaluation run on: the policy, or under LoRA its merged copy.
+    sampler: &'a CausalLM,
     reference: Option<CausalLM>,
     tokenizer: &'a Tokenizer,
     checker: &'a CombinedChecker,
@@ -258,6 +265,9 @@ impl Training for GrpoTraining<'_> {
         let train_started = Instant::now();
         let batch = train_batch(&sampled.groups, &advantages.advantages);
         let stats = train_step(self.policy, self.reference.as_ref(), &mut self.optimizer, &batch, &self.settings, lr)?;
+        if !std::ptr::eq(self.sampler, self.policy) {
+            self.policy.merge_into(self.sampler);
+        }
         let train_seconds = train_started.elapsed().as_secs_f64();
 
         let metrics = step_metrics(StepRecord {
@@ -288,7 +298,7 @@ impl Training for GrpoTraining<'_> {
             engine: sampling.engine(),
         };
         let correctness_label = self.labels.first().map(String::as_str);
-        let report = held_out.evaluate(self.policy, self.tokenizer, self.checker, correctness_label, &settings)?;
+        let report = held_out.evaluate(self.sampler, self.tokenizer, self.checker, correctness_label, &settings)?;
         Ok(report.metrics())
     }
 

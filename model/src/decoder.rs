@@ -475,7 +475,7 @@ impl CausalLM {
 
     /// The model of `config` (read from `dir`) with each weight from
     /// `weight(name, shape, kind, device)`.
-    fn build(
+    pub(crate) fn build(
         dir: &Path,
         config: ModelConfig,
         options: LoadOptions,
@@ -640,7 +640,28 @@ impl CausalLM {
         &self.source_dir
     }
 
-    /// Calls `f` on every linear layer of the decoder layers, in order, with its layer index.
+    /// Every linear layer of the decoder layers, in order, with its layer index.
+    pub(crate) fn linears(&self) -> Vec<(usize, Projection, &Linear)> {
+        let mut all = Vec::with_capacity(7 * self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (attn, mlp) = (&layer.self_attn, &layer.mlp);
+            let [q, k, v] = &attn.qkv.parts[..] else { unreachable!("q, k and v") };
+            let [gate, up] = &mlp.gate_up.parts[..] else { unreachable!("gate and up") };
+            all.extend([
+                (i, Projection::Q, q),
+                (i, Projection::K, k),
+                (i, Projection::V, v),
+                (i, Projection::O, &attn.o_proj),
+                (i, Projection::Gate, gate),
+                (i, Projection::Up, up),
+                (i, Projection::Down, &mlp.down_proj),
+            ]);
+        }
+        all
+    }
+
+    /// Calls `f` on every linear layer of the decoder layers, in order, with its layer index
+    /// (the order of [`CausalLM::linears`]).
     pub(crate) fn for_each_linear(
         &mut self,
         mut f: impl FnMut(usize, Projection, &mut Linear) -> Result<()>,

@@ -30,7 +30,7 @@ use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{write_safetensors_file, Checkpoint};
-use crate::decoder::{CausalLM, Linear};
+use crate::decoder::{CausalLM, Linear, LoadOptions};
 use crate::error::{io_error, ModelError, Result};
 
 /// The adapter's weights, as PEFT names the file.
@@ -580,6 +580,41 @@ impl CausalLM {
                 Ok(())
             })
             .expect("merging cannot fail");
+        });
+    }
+
+    /// A copy of the model for generation, with its adapters merged into the copy's weights and
+    /// no adapters of its own, so that generation runs at the base model's speed (the fused
+    /// decode step). [`CausalLM::merge_into`] refreshes it after the adapters change. Without
+    /// adapters, a plain copy.
+    pub fn merged_copy(&self) -> Result<CausalLM> {
+        let weights = self.var_store().variables();
+        let options = LoadOptions {
+            device: self.device(),
+            kind: self.kind(),
+            compute: Some(self.compute_kind()),
+            trainable: false,
+        };
+        let copy =
+            CausalLM::build(&self.source_dir().to_path_buf(), self.config().clone(), options, |name, _, _, _| {
+                Ok(tch::no_grad(|| weights[name].detach().copy()))
+            })?;
+        self.merge_into(&copy);
+        Ok(copy)
+    }
+
+    /// Writes `W + s·B·A` (in fp32, cast to the weights' dtype) into each adapted layer of
+    /// `target`, a [`CausalLM::merged_copy`] of this model: the layers without adapters are the
+    /// frozen base's already.
+    pub fn merge_into(&self, target: &CausalLM) {
+        tch::no_grad(|| {
+            for ((_, _, mine), (_, _, theirs)) in self.linears().into_iter().zip(target.linears()) {
+                if let Some(adapter) = &mine.lora {
+                    let merged = mine.weight.stored.to_kind(Kind::Float) + adapter.delta_weight();
+                    let mut weight = theirs.weight.stored.shallow_clone();
+                    weight.copy_(&merged);
+                }
+            }
         });
     }
 

@@ -248,3 +248,37 @@ fn adapters_for_another_model_or_a_bad_config_are_one_line_errors() {
     let error = serde_json::from_str::<LoraConfig>(r#"{"target_modules": ["qproj"]}"#).unwrap_err().to_string();
     assert!(error.contains("\"qproj\" matches no layer"), "{error}");
 }
+
+#[test]
+fn a_merged_copy_samples_what_the_adapters_give_and_follows_their_updates() {
+    let name = "qwen2";
+    let sequences = sequences(&expected(name));
+    let model = with_peft_adapter(name, true);
+    let copy = model.merged_copy().unwrap();
+    assert!(copy.lora().is_none() && copy.trainable_parameters().is_empty());
+    let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| f64::from((x - y).abs()) < TOLERANCE * f64::from(y.abs()).max(1.0))
+    };
+    let before = model.sequence_logprobs(&sequences, 1.0).unwrap();
+    assert!(close(&copy.sequence_logprobs(&sequences, 1.0).unwrap(), &before));
+    // An update of the adapters (as the optimizer's, in place) reaches the copy at the next merge.
+    tch::no_grad(|| {
+        for (key, mut t) in model.parameters() {
+            if key.contains("lora_B") {
+                let _ = t.g_mul_scalar_(-1.0);
+            }
+        }
+    });
+    let after = model.sequence_logprobs(&sequences, 1.0).unwrap();
+    assert!(!close(&after, &before), "flipping B changes the model");
+    model.merge_into(&copy);
+    assert!(close(&copy.sequence_logprobs(&sequences, 1.0).unwrap(), &after));
+    // The base weights themselves are untouched.
+    assert!(close(
+        &model.without_adapters(|| model.sequence_logprobs(&sequences, 1.0).unwrap()),
+        &CausalLM::load(&base(name), LoadOptions::default()).unwrap().sequence_logprobs(&sequences, 1.0).unwrap()
+    ));
+}
