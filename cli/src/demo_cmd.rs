@@ -31,6 +31,9 @@ use aha_traces::{TraceReader, TRACE_FILE};
 
 use crate::train_cmd::{finished, number, Progress};
 
+#[path = "aha_moment.rs"]
+pub mod aha_moment;
+
 /// The demo's training configuration (also usable with `aha train`).
 const DEMO_CONFIG: &str = include_str!("../../examples/configs/demo.toml");
 /// Where `DEMO_CONFIG` lives, for error messages.
@@ -62,6 +65,9 @@ enum DemoAction {
     /// Write the demo base model's pretraining corpus (train.jsonl), its tokenizer and config.json
     /// (DIR/base), for `aha sft` (see scripts/make_demo_model.sh).
     Corpus(CorpusArgs),
+    /// The "aha moment": self-checking ("Wait, let me check:") that emerges under RL rewarded
+    /// only for right answers (a second base model, assets/aha-moment-model).
+    AhaMoment(aha_moment::AhaMomentArgs),
 }
 
 #[derive(Args)]
@@ -85,6 +91,7 @@ struct CorpusArgs {
 pub fn run(args: DemoArgs, repo_root: &Path) -> Result<()> {
     match args.action {
         Some(DemoAction::Corpus(corpus)) => write_corpus(&corpus),
+        Some(DemoAction::AhaMoment(aha)) => aha_moment::run(aha, repo_root),
         None => demo(&args, repo_root),
     }
 }

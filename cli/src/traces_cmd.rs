@@ -210,8 +210,10 @@ pub fn run(args: TracesArgs) -> Result<()> {
                 for label in &labels {
                     write!(out, " {:>10}", format!("acc:{label}"))?;
                 }
+                // Each phrase's column is as wide as the phrase (at least 10): headers whole.
+                let widths: Vec<usize> = phrases.iter().map(|p| p.chars().count().max(10)).collect();
                 for phrase in &phrases {
-                    write!(out, " {:>10}", truncate(phrase, 10))?;
+                    write!(out, " {:>10}", phrase)?;
                 }
                 writeln!(out)?;
                 for s in &stats {
@@ -225,8 +227,8 @@ pub fn run(args: TracesArgs) -> Result<()> {
                     for label in &labels {
                         write!(out, " {:>10.3}", s.accuracy.get(label).copied().unwrap_or(0.0))?;
                     }
-                    for phrase in &phrases {
-                        write!(out, " {:>10.3}", s.phrases[phrase])?;
+                    for (phrase, width) in phrases.iter().zip(&widths) {
+                        write!(out, " {:>width$.3}", s.phrases[phrase])?;
                     }
                     writeln!(out)?;
                 }
@@ -334,10 +336,6 @@ fn follow_columns(followed: &[(u64, Vec<CompletionRow>)], width: usize, colour: 
         .collect();
     lines.extend(side_by_side(&align_blocks(&columns), column, gap));
     lines
-}
-
-fn truncate(text: &str, width: usize) -> String {
-    text.chars().take(width).collect()
 }
 
 fn print_row(out: &mut impl Write, row: &CompletionRow, colour: bool) -> Result<()> {
