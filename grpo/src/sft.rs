@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tch::Kind;
 
-use aha_model::{CausalLM, LoraConfig, Tokenizer};
+use aha_model::{CausalLM, CompletionBatch, LoraConfig, Tokenizer};
 
 use crate::config::{check, Invalid, ModelSource, OptimConfig};
 use crate::config_file::parse_toml;
@@ -43,7 +43,6 @@ use crate::error::{GrpoError, Result};
 use crate::optim::AdamW;
 use crate::run_dir::TrainerState;
 use crate::run_loop::{Run, RunSchedule, TrainOutcome, Training};
-use crate::step::CompletionLayout;
 
 /// `aha sft`'s learning rate when `optim.lr` is not given: TRL's `SFTConfig` default, a usual
 /// rate for fully fine-tuning a pretrained model (GRPO's 1e-6 would barely move it). A model
@@ -343,10 +342,10 @@ fn pass(model: &CausalLM, examples: &[SftExample], micro_batch_size: usize, back
     for chunk in by_length.chunks(micro_batch_size) {
         let rows: Vec<(&[u32], &[u32], bool)> =
             chunk.iter().map(|e| (&e.prompt_ids[..], &e.target_ids[..], true)).collect();
-        let layout = CompletionLayout::new(&rows, model.device())?;
-        let scored = layout.scored(model, 1.0, false);
+        let layout = CompletionBatch::new(&rows, model.device())?;
+        let scored = layout.train_pass(model, 1.0, false);
         let logprobs = &scored.logprobs;
-        let mask = layout.loss_mask.to_device(logprobs.device());
+        let mask = layout.loss_mask().to_device(logprobs.device());
         let masked = logprobs.where_self(&mask, &logprobs.zeros_like());
         let micro_loss = -masked.sum(Kind::Float) / tokens as f64;
         let value = micro_loss.double_value(&[]);

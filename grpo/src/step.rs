@@ -7,30 +7,19 @@
 //! contributes 1/B times its token mean, for `dr_grpo` its token sum over B * max_new_tokens, for
 //! `dapo` and `bnpo` its token sum over the number of loss tokens in the batch.
 //!
-//! Layout: each completion is scored after its prompt, `prompt ++ completion`, left-padded
-//! (aha-model's [`PaddedBatch`], with per-row positions and a padding mask), so completions end
-//! in the last column; the last `C` positions of the hidden states before the end, where `C` is
-//! the longest completion of the micro-batch, predict the completion tokens. Completions of one
-//! prompt in a micro-batch share one pass over it through a KV cache (`CompletionLayout`), which
-//! computes the same thing for a third less work at GRPO's usual lengths. Log-probs use logits
-//! divided by the sampling temperature, log-softmax in fp32, in chunks of rows, and the entropy
-//! of the same tempered distribution from the same chunk (detached: a metric only): one function,
-//! `CausalLM::token_logprobs_and_entropy`, which scoring outside training uses too. `aha sft`
-//! scores its examples through the same layout (`CompletionLayout`), with its loss on the
-//! completion tokens.
-//!
-//! A small fp32 model on the CPU (`CausalLM::trains_fused`) runs its own pass instead of
-//! autograd's (`CausalLM::completion_pass`, the same layout without padding): its log-probs are
-//! a leaf here, the loss's gradient with respect to them goes back through that pass
-//! (`ScoredPass::backward`). The tiny model's training pass runs 1.5-1.6x faster; the same loss
-//! and gradients up to rounding (tests/fused_training.rs).
+//! Each micro-batch is an [`aha_model::CompletionBatch`]: completions scored after their prompts,
+//! the completions of one prompt sharing one pass over it, log-probs at the sampling temperature
+//! in fp32 (and the entropy of the same distribution, a metric only). Its `train_pass` gives the
+//! log-probs the loss is built on and `TrainPass::backward` takes the loss's gradient back into
+//! the policy; how the model computes them (autograd, or the fused CPU pass of a small fp32
+//! model) is aha-model's business. `aha sft` trains through the same interface.
 //!
 //! With `num_iterations` (mu) > 1 the old log-probs are computed once, without gradient, before
 //! the first update, and the step makes mu updates on the same batch. The reference log-probs
 //! (beta > 0) are computed once as well: from the reference model or, for a policy with LoRA
 //! adapters, from its own base weights with the adapters switched off.
 
-use aha_model::{CausalLM, CompletionPass, PaddedBatch};
+use aha_model::{CausalLM, CompletionBatch};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -132,187 +121,9 @@ pub struct StepStats {
     pub iterations: Vec<IterationStats>,
 }
 
-/// Sequences `prompt ++ completion` with their completion tokens as targets: the layout of GRPO's
-/// micro-batches and of `aha sft`'s (where the "completion" is what the loss is on), so that both
-/// score tokens the same way.
-pub(crate) struct CompletionLayout {
-    /// Each row's prompt and completion, for the model's fused training pass.
-    rows: Vec<(Vec<u32>, Vec<u32>)>,
-    input: LayoutInput,
-    /// Longest completion, C.
-    width: i64,
-    /// `[b, C]` completion tokens, right-aligned (zeros before shorter completions).
-    targets: Tensor,
-    /// `[b, C]` bool: completion tokens that count in the loss.
-    pub(crate) loss_mask: Tensor,
-}
-
-enum LayoutInput {
-    /// Each row `prompt ++ completion`, left-padded: the C positions before the last predict the
-    /// completion.
-    Whole(PaddedBatch),
-    /// Rows that share a prompt (the G completions of a GRPO group) run it once. Its tokens but
-    /// the last go through the model once per distinct prompt, into a KV cache; the cache is
-    /// copied to every row that shares it (gradients from all of them add up in the copy's
-    /// backward pass); then each row's last prompt token and completion attend to it. The same
-    /// products as `Whole` for every token that counts, about (G - 1) / G of the prompt's cost
-    /// less: with 40-token prompts and 64-token completions, a third of the pass.
-    SharedPrompts {
-        /// Each distinct prompt without its last token, left-padded.
-        prefixes: PaddedBatch,
-        /// `[b]` int64: the prefix of each row.
-        prefix_of_row: Tensor,
-        /// `[b, 1 + C]`: each row's last prompt token, then its completion, left-padded, and the
-        /// positions of these tokens in the whole sequence.
-        block: PaddedBatch,
-    },
-}
-
-impl CompletionLayout {
-    /// One row per `(prompt, completion, counts)`: every prompt has at least one token; the
-    /// completion's tokens are in the loss mask when `counts`. Rows with equal prompts share
-    /// their prompt's pass when there are any (and every prompt has two tokens or more).
-    pub(crate) fn new(rows: &[(&[u32], &[u32], bool)], device: Device) -> Result<Self> {
-        let b = rows.len();
-        let width = rows.iter().map(|(_, completion, _)| completion.len()).max().unwrap_or(0);
-        let mut targets = vec![0i64; b * width];
-        let mut mask = vec![false; b * width];
-        for (row, &(_, completion, counts)) in rows.iter().enumerate() {
-            let start = row * width + width - completion.len();
-            for (j, &id) in completion.iter().enumerate() {
-                targets[start + j] = i64::from(id);
-                mask[start + j] = counts;
-            }
-        }
-        let shape = [b as i64, width as i64];
-        let mut distinct: Vec<&[u32]> = Vec::new();
-        let prefix_of_row: Vec<i64> = rows
-            .iter()
-            .map(|(prompt, _, _)| match distinct.iter().position(|p| p == prompt) {
-                Some(i) => i as i64,
-                None => {
-                    distinct.push(prompt);
-                    distinct.len() as i64 - 1
-                }
-            })
-            .collect();
-        let shared = distinct.len() < b && rows.iter().all(|(prompt, _, _)| prompt.len() >= 2);
-        let input = if shared {
-            let prefixes: Vec<Vec<u32>> = distinct.iter().map(|p| p[..p.len() - 1].to_vec()).collect();
-            let blocks: Vec<Vec<u32>> =
-                rows.iter().map(|(prompt, completion, _)| [&prompt[prompt.len() - 1..], completion].concat()).collect();
-            let mut block = PaddedBatch::left_padded(&blocks, 0, device)?;
-            // Block token k of a row sits at position (prompt length - 1) + k.
-            let offsets: Vec<i64> = rows.iter().map(|(prompt, _, _)| prompt.len() as i64 - 1).collect();
-            let offsets = Tensor::from_slice(&offsets).to_device(device).unsqueeze(1);
-            block.positions = (&block.positions + offsets).where_self(&block.attention_mask, &block.positions);
-            LayoutInput::SharedPrompts {
-                prefixes: PaddedBatch::left_padded(&prefixes, 0, device)?,
-                prefix_of_row: Tensor::from_slice(&prefix_of_row).to_device(device),
-                block,
-            }
-        } else {
-            let full: Vec<Vec<u32>> =
-                rows.iter().map(|(prompt, completion, _)| [*prompt, *completion].concat()).collect();
-            LayoutInput::Whole(PaddedBatch::left_padded(&full, 0, device)?)
-        };
-        Ok(Self {
-            rows: rows.iter().map(|(prompt, completion, _)| (prompt.to_vec(), completion.to_vec())).collect(),
-            input,
-            width: width as i64,
-            targets: Tensor::from_slice(&targets).view(shape).to_device(device),
-            loss_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
-        })
-    }
-
-    /// Forward pass on `model` (moved to its device) for values only (old and reference
-    /// log-probs, losses for checks): completion log-probs `[b, C]` at `temperature` and, if
-    /// asked, entropies.
-    pub(crate) fn logprobs(&self, model: &CausalLM, temperature: f64, entropy: bool) -> (Tensor, Option<Tensor>) {
-        let scored = self.scored(model, temperature, entropy);
-        (scored.logprobs.detach(), scored.entropies)
-    }
-
-    /// The forward pass of a training step: as `logprobs`, and the way back for a loss's
-    /// gradient. A model that trains fused (`CausalLM::trains_fused`: small, fp32, CPU) runs its
-    /// own pass, whose log-probs are a leaf here; others go through autograd.
-    pub(crate) fn scored(&self, model: &CausalLM, temperature: f64, entropy: bool) -> ScoredPass {
-        if model.trains_fused() {
-            let rows: Vec<(&[u32], &[u32])> = self.rows.iter().map(|(p, c)| (&p[..], &c[..])).collect();
-            let mut pass = model.completion_pass(&rows, temperature, entropy);
-            let logprobs = std::mem::replace(&mut pass.logprobs, Tensor::new()).set_requires_grad(true);
-            let entropies = pass.entropies.take();
-            return ScoredPass { logprobs, entropies, fused: Some(pass) };
-        }
-        let (logprobs, entropies) = self.autograd_logprobs(model, temperature, entropy);
-        ScoredPass { logprobs, entropies, fused: None }
-    }
-
-    fn autograd_logprobs(&self, model: &CausalLM, temperature: f64, entropy: bool) -> (Tensor, Option<Tensor>) {
-        let device = model.device();
-        let on_device = |batch: &PaddedBatch| {
-            (
-                batch.input_ids.to_device(device),
-                batch.positions.to_device(device),
-                batch.padding_mask().map(|m| m.to_device(device)),
-            )
-        };
-        let hidden = match &self.input {
-            LayoutInput::Whole(input) => {
-                let (ids, positions, mask) = on_device(input);
-                let hidden = model.forward(&ids, &positions, mask.as_ref(), None);
-                // Position p predicts token p + 1: the C positions before the last predict the
-                // completion.
-                let full = ids.size()[1];
-                hidden.narrow(1, full - self.width - 1, self.width)
-            }
-            LayoutInput::SharedPrompts { prefixes, prefix_of_row, block } => {
-                let (ids, positions, mask) = on_device(prefixes);
-                let prefix_len = ids.size()[1];
-                let mut cache = model.new_cache(ids.size()[0], prefix_len);
-                let _ = model.forward(&ids, &positions, mask.as_ref(), Some(&mut cache));
-                let block_len = block.input_ids.size()[1];
-                let mut cache = cache.gather(&prefix_of_row.to_device(device), prefix_len, prefix_len + block_len);
-                // Padding inside the block is masked whether or not a row is padded.
-                let (ids, positions, mask) = (
-                    block.input_ids.to_device(device),
-                    block.positions.to_device(device),
-                    block.attention_mask.to_device(device),
-                );
-                let hidden = model.forward(&ids, &positions, Some(&mask), Some(&mut cache));
-                // Block token k predicts block token k + 1: the first C positions predict the
-                // (right-aligned) completion.
-                hidden.narrow(1, 0, self.width)
-            }
-        };
-        model.token_logprobs_and_entropy(&hidden, &self.targets.to_device(device), temperature, entropy)
-    }
-}
-
-/// Log-probs (and entropies) of a micro-batch, and the pass that computed them.
-pub(crate) struct ScoredPass {
-    pub(crate) logprobs: Tensor,
-    pub(crate) entropies: Option<Tensor>,
-    fused: Option<CompletionPass>,
-}
-
-impl ScoredPass {
-    /// Adds the gradient of `loss` (a function of `logprobs`) to the model's `.grad`.
-    pub(crate) fn backward(self, model: &CausalLM, loss: &Tensor) {
-        loss.backward();
-        if let Some(fused) = self.fused {
-            // No gradient reached the log-probs (a loss that does not use them): nothing to add.
-            let grad = self.logprobs.grad();
-            if grad.defined() {
-                fused.backward(model, &grad);
-            }
-        }
-    }
-}
-
 /// The tensors of one micro-batch, on the policy's device.
 struct MicroBatch {
-    layout: CompletionLayout,
+    layout: CompletionBatch,
     /// `[b]` fp32.
     advantages: Tensor,
     old: Option<Tensor>,
@@ -390,8 +201,8 @@ fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, devi
         .iter()
         .map(|s| (&s.prompt_ids[..], &s.completion_ids[..], !(settings.mask_truncated_completions && s.truncated)))
         .collect();
-    let layout = CompletionLayout::new(&rows, device)?;
-    let (b, width) = (sequences.len(), layout.width as usize);
+    let layout = CompletionBatch::new(&rows, device)?;
+    let (b, width) = (sequences.len(), layout.width() as usize);
     let mut sampled = vec![0f32; b * width];
     let mut has_sampled = vec![false; b * width];
     for (row, s) in sequences.iter().enumerate() {
@@ -434,7 +245,7 @@ pub fn prepare_batch(
     // exactly 0 to the loss and its gradient: it still counts in the normaliser below, but is
     // never run. Late in training, when most groups are all right, this is most of the batch.
     // The rest go in order of prompt, so that a micro-batch holds the completions of a group
-    // and runs their prompt once (`CompletionLayout`), then of completion length, so that it
+    // and runs their prompt once (`CompletionBatch`), then of completion length, so that it
     // pads less (the loss is a sum: the order does not change it).
     let mut carrying: Vec<&TrainSequence> =
         batch.sequences.iter().filter(|s| settings.loss.beta != 0.0 || s.advantage != 0.0).collect();
@@ -450,7 +261,7 @@ pub fn prepare_batch(
         .map(|chunk| build_micro_batch(chunk, settings, device))
         .collect::<Result<Vec<_>>>()?;
     tch::no_grad(|| {
-        for mb in micro_batches.iter_mut().filter(|mb| mb.layout.width > 0) {
+        for mb in micro_batches.iter_mut().filter(|mb| mb.layout.width() > 0) {
             if settings.loss.beta != 0.0 {
                 let logprobs = match reference {
                     Some(reference) => mb.layout.logprobs(reference, settings.temperature, false).0,
@@ -485,15 +296,15 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
         var.zero_grad();
     }
     let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
-    for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width > 0) {
-        let scored = mb.layout.scored(policy, settings.temperature, true);
+    for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width() > 0) {
+        let scored = mb.layout.train_pass(policy, settings.temperature, true);
         let logprobs = &scored.logprobs;
         let inputs = LossInputs {
             logprobs,
             old_logprobs: mb.old.as_ref(),
             ref_logprobs: mb.reference.as_ref(),
             advantages: &mb.advantages,
-            mask: &mb.layout.loss_mask,
+            mask: mb.layout.loss_mask(),
             entropies: scored.entropies.as_ref(),
         };
         let out = policy_loss(&inputs, &settings.loss, &batch.normalizer)?;
@@ -526,14 +337,14 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
 pub fn batch_loss(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSettings) -> Result<f64> {
     tch::no_grad(|| {
         let mut total = 0.0;
-        for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width > 0) {
+        for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width() > 0) {
             let (logprobs, _) = mb.layout.logprobs(policy, settings.temperature, false);
             let inputs = LossInputs {
                 logprobs: &logprobs,
                 old_logprobs: mb.old.as_ref(),
                 ref_logprobs: mb.reference.as_ref(),
                 advantages: &mb.advantages,
-                mask: &mb.layout.loss_mask,
+                mask: mb.layout.loss_mask(),
                 entropies: None,
             };
             total += policy_loss(&inputs, &settings.loss, &batch.normalizer)?.loss.double_value(&[]);

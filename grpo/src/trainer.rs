@@ -69,7 +69,7 @@ pub fn train_with_checkers(
     };
     // With LoRA, generation runs on a copy with the adapters merged in (refreshed after every
     // update): the base model's fused decode step instead of two extra products per layer.
-    let merged = policy.lora().map(|_| policy.merged_copy()).transpose()?;
+    let merged = policy.lora().filter(|lora| lora.merge_for_generation).map(|_| policy.merged_copy()).transpose()?;
     let tokenizer = Arc::new(Tokenizer::from_dir(&config.model.path, policy.config().vocab_size)?);
     let optimizer = run.optimizer(&policy, config.optim.adamw())?;
 

@@ -24,7 +24,7 @@ use crate::mkl_gemm::Packed;
 mod fused_decode;
 mod fused_train;
 
-pub use fused_train::CompletionPass;
+pub(crate) use fused_train::CompletionPass;
 
 /// Files copied next to the weights when a model is saved, so that transformers and vLLM load
 /// the folder unchanged.
@@ -636,7 +636,7 @@ impl CausalLM {
     }
 
     /// The folder the model was loaded (or its architecture read) from.
-    pub fn source_dir(&self) -> &Path {
+    pub(crate) fn source_dir(&self) -> &Path {
         &self.source_dir
     }
 

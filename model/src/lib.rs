@@ -6,7 +6,8 @@
 //! dtype or, mixed precision, in bf16 over fp32 weights) and computes per-token log-probs in fp32
 //! without ever materialising a `[batch x len x vocab]` tensor. Single-token decode steps of fp32
 //! models on the CPU run fused: libtorch for the GEMMs, Rust ([`cpu_math`]) for the rest. So do
-//! the training passes of small fp32 models on the CPU ([`CausalLM::completion_pass`]): the model
+//! the training passes of small fp32 models on the CPU, behind the one training-pass interface
+//! that GRPO and SFT use ([`CompletionBatch`], [`TrainPass`]): the model
 //! gives completion log-probs and takes their gradient back into the weights' `.grad`.
 //! [`intra_op`] runs those kernels' parallel loops on libtorch's own threads, and lends them to
 //! the other crates (the rollout's shards and sampler, the optimizer).
@@ -15,7 +16,8 @@
 //! It does not sample (that is `aha-rollout`), nor hold a loss or an optimizer (that is
 //! `aha-grpo`): it gives both the same logits.
 //!
-//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save; adapters), [`CompletionPass`],
+//! Main types: [`CausalLM`] (load, forward, logits, log-probs, save; adapters), [`CompletionBatch`]
+//! and [`TrainPass`] (scoring completions for training),
 //! [`ModelConfig`], [`LoraConfig`],
 //! [`KvCache`], [`PaddedBatch`], [`Tokenizer`], [`ChatTemplate`] (the tokenizer's chat template, rendered as
 //! transformers renders it), [`ModelError`].
@@ -25,6 +27,7 @@ pub mod batch;
 pub mod cache;
 pub mod chat_template;
 pub mod checkpoint;
+pub mod completions;
 pub mod config;
 pub mod cpu_math;
 pub mod decoder;
@@ -38,8 +41,9 @@ pub use architecture::Architecture;
 pub use batch::{positions_from_mask, PaddedBatch};
 pub use cache::KvCache;
 pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
+pub use completions::{CompletionBatch, TrainPass};
 pub use config::{ModelConfig, RopeConfig, RopeScaling};
-pub use decoder::{CausalLM, CompletionPass, LoadOptions, SaveOptions};
+pub use decoder::{CausalLM, LoadOptions, SaveOptions};
 pub use error::{ModelError, Result};
 pub use lora::{LoraConfig, Projection, TargetModules};
 pub use tokenizer::{train_byte_level_bpe, Tokenizer};

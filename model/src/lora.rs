@@ -64,6 +64,16 @@ pub struct LoraConfig {
     /// Scale by alpha / √r instead of alpha / r. Default false.
     #[serde(default)]
     pub use_rslora: bool,
+    /// Generate (GRPO's rollouts and evaluations) on a copy of the model with the adapters merged
+    /// into its weights, refreshed after every update: the base model's decode speed, for the
+    /// memory of a second copy of the weights. `false` generates through the adapters. Default
+    /// true. (Not part of PEFT's file.)
+    #[serde(default = "yes")]
+    pub merge_for_generation: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_rank() -> usize {
@@ -82,6 +92,7 @@ impl Default for LoraConfig {
             dropout: 0.0,
             target_modules: TargetModules::default(),
             use_rslora: false,
+            merge_for_generation: true,
         }
     }
 }
@@ -250,12 +261,17 @@ impl Adapter {
         if self.dropout > 0.0 && grad_enabled && self.a.requires_grad() {
             x = self.masks.draw(|| x.dropout(self.dropout, true));
         }
-        let delta = x.linear::<&Tensor>(&self.a, None).linear::<&Tensor>(&self.b, None) * self.scaling;
+        let delta = self.delta(&x);
         if y.kind() == Kind::Float {
             y + delta
         } else {
             (y.to_kind(Kind::Float) + delta).to_kind(y.kind())
         }
+    }
+
+    /// `s·(x·Aᵀ)·Bᵀ` of an fp32 `x`: the adapter's update of the layer's output.
+    pub(crate) fn delta(&self, x: &Tensor) -> Tensor {
+        x.linear::<&Tensor>(&self.a, None).linear::<&Tensor>(&self.b, None) * self.scaling
     }
 
     /// s·B·A, the change of the base weight the adapter amounts to, `[out, in]` fp32.
@@ -445,8 +461,10 @@ impl CausalLM {
     pub fn add_lora(&mut self, config: &LoraConfig, seed: u64) -> Result<()> {
         config.check().map_err(|(key, message)| ModelError::Input(format!("lora.{key}: {message}")))?;
         let device = self.device();
+        let targets = config.target_modules.clone();
+        let adapted = |_, projection| targets.0.contains(&projection);
         seeded(seed, || {
-            self.attach(config.clone(), true, |_, _, linear| {
+            self.attach(config.clone(), true, adapted, |_, _, linear| {
                 let (out, inp) = linear.weight_shape();
                 let bound = 1.0 / (inp as f64).sqrt();
                 let mut a = Tensor::empty([config.r as i64, inp], (Kind::Float, device));
@@ -508,10 +526,11 @@ impl CausalLM {
             dropout: peft.lora_dropout,
             target_modules: TargetModules(projections),
             use_rslora: peft.use_rslora,
+            merge_for_generation: true,
         };
         let device = self.device();
         let r = config.r as i64;
-        self.attach_where(config, trainable, |layer, projection| found.contains_key(&(layer, projection)), |layer, projection, linear| {
+        self.attach(config, trainable, |layer, projection| found.contains_key(&(layer, projection)), |layer, projection, linear| {
             let (out, inp) = linear.weight_shape();
             let read = |matrix: char, shape: &[i64]| {
                 checkpoint.tensor(&key(layer, projection, matrix), shape, Kind::Float, device).map_err(|e| match e {
@@ -618,18 +637,9 @@ impl CausalLM {
         });
     }
 
-    /// Adds adapters to every layer `config` targets, each `(A, B)` from `make`.
+    /// Adds an adapter to each layer `adapted(layer, projection)` chooses, `(A, B)` from
+    /// `make`; on an error, to none.
     fn attach(
-        &mut self,
-        config: LoraConfig,
-        trainable: bool,
-        make: impl FnMut(usize, Projection, &Linear) -> Result<(Tensor, Tensor)>,
-    ) -> Result<()> {
-        let targets = config.target_modules.clone();
-        self.attach_where(config, trainable, |_, projection| targets.0.contains(&projection), make)
-    }
-
-    fn attach_where(
         &mut self,
         config: LoraConfig,
         trainable: bool,

@@ -27,7 +27,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{CausalLM, Linear, RmsNorm};
+use super::{CausalLM, FusedLinear, Linear, RmsNorm};
 use crate::cache::{KvCache, SLOT_ALIGNMENT};
 use crate::cpu_math::{self, multiversioned};
 use crate::intra_op;
@@ -44,11 +44,7 @@ impl CausalLM {
     /// SDPA but oneDNN compiles and keeps a kernel for every cache length (24.5M bench model, 256
     /// tokens: 1.2 GB peak RSS against 0.36 GB).
     pub(super) fn decodes_fused(&self, new_tokens: i64, cache: &KvCache, grad_enabled: bool) -> bool {
-        new_tokens == 1
-            && !grad_enabled
-            && self.is_fp32_on_cpu()
-            && !self.adapters_active()
-            && cache.keys_are_transposed()
+        new_tokens == 1 && !grad_enabled && self.is_fp32_on_cpu() && cache.keys_are_transposed()
     }
 
     /// fp32 weights and passes on the CPU: what the fused (Rust and MKL) paths run on.
@@ -70,9 +66,7 @@ impl CausalLM {
     /// with each product on every thread: sharded, every thread reads every weight each step
     /// (1.55 s against 1.33 s for 64 x 64 tokens).
     pub fn decodes_rows_apart(&self) -> bool {
-        self.is_fp32_on_cpu()
-            && self.adapters.is_none()
-            && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
+        self.is_fp32_on_cpu() && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
     }
 
     /// `forward` for one token per row through `cache` (see [`CausalLM::decodes_fused`]):
@@ -126,7 +120,14 @@ impl CausalLM {
                 // SAFETY: a fresh contiguous fp32 CPU tensor, written only through this slice.
                 logits: run_logits.as_ref().map(|l| unsafe { host_mut(l) }),
             };
-            let step = DecodeStep { model: self, cos: host(&cos), sin: host(&sin), capacity, slot };
+            let step = DecodeStep {
+                model: self,
+                cos: host(&cos),
+                sin: host(&sin),
+                capacity,
+                slot,
+                adapters: self.adapters_active(),
+            };
             if split {
                 step.run_split(rows_in, threads);
             } else {
@@ -162,6 +163,9 @@ struct DecodeStep<'a> {
     sin: &'a [f32],
     capacity: usize,
     slot: usize,
+    /// Whether the LoRA adapters apply (decided on the calling thread: the switch is per thread,
+    /// and the step may run on several).
+    adapters: bool,
 }
 
 /// Some consecutive rows of a decode step: their tokens, positions and key mask, each layer's
@@ -210,7 +214,7 @@ impl DecodeStep<'_> {
         let shape = AttentionShape { heads, kv_heads, head_dim, capacity: self.capacity, slot: self.slot };
         for ((layer, keys), values) in model.layers.iter().zip(rows.keys).zip(rows.values) {
             let attn = &layer.self_attn;
-            let qkv = self.project(&attn.qkv.fused, &norm_rows(&x, &layer.input_layernorm, n));
+            let qkv = self.project_fused(&attn.qkv, &norm_rows(&x, &layer.input_layernorm, n));
             let inputs = AttentionInputs {
                 qkv: host(&qkv),
                 positions: rows.positions,
@@ -224,7 +228,7 @@ impl DecodeStep<'_> {
             add_rows(&mut x, &self.project(&attn.o_proj, &attended));
 
             let mlp = &layer.mlp;
-            let gate_up = self.project(&mlp.gate_up.fused, &norm_rows(&x, &layer.post_attention_layernorm, n));
+            let gate_up = self.project_fused(&mlp.gate_up, &norm_rows(&x, &layer.post_attention_layernorm, n));
             let intermediate = c.intermediate_size as usize;
             let activated = matrix(n, intermediate, |out| silu_times_up(host(&gate_up), intermediate, out));
             add_rows(&mut x, &self.project(&mlp.down_proj, &activated));
@@ -239,11 +243,40 @@ impl DecodeStep<'_> {
     }
 
     /// `linear` of `x` (`[rows, in]`), through MKL's packed copy of the weight where the model
-    /// keeps one.
+    /// keeps one, plus its LoRA adapter's update when adapters apply.
     fn project(&self, linear: &Linear, x: &Tensor) -> Tensor {
+        let mut y = self.project_base(linear, x);
+        if let Some(adapter) = linear.lora.as_ref().filter(|_| self.adapters) {
+            let _ = y.g_add_(&adapter.delta(x));
+        }
+        y
+    }
+
+    /// [`DecodeStep::project`] of the parts of `linear` with one product: each part's adapter
+    /// update goes to its columns.
+    fn project_fused(&self, linear: &FusedLinear, x: &Tensor) -> Tensor {
+        let y = self.project_base(&linear.fused, x);
+        if self.adapters {
+            let mut start = 0;
+            for part in &linear.parts {
+                let size = part.weight.stored.size()[0];
+                if let Some(adapter) = &part.lora {
+                    let _ = y.narrow(1, start, size).g_add_(&adapter.delta(x));
+                }
+                start += size;
+            }
+        }
+        y
+    }
+
+    /// `x·Wᵀ + b` of the base weights.
+    fn project_base(&self, linear: &Linear, x: &Tensor) -> Tensor {
         let rows = x.size()[0];
         let packed = if self.model.packs_weights { linear.packed(rows as usize) } else { None };
-        let Some(packed) = packed else { return linear.forward(x, false) };
+        let Some(packed) = packed else {
+            let bias = linear.bias.as_ref().map(|b| &b.stored);
+            return x.linear(&linear.weight.stored, bias);
+        };
         let bias = linear.bias.as_ref().map(|b| host(&b.stored));
         let outputs = linear.weight.stored.size()[0] as usize;
         matrix(rows as usize, outputs, |out| packed.multiply(host(x), bias, out))

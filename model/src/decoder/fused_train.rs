@@ -68,7 +68,7 @@ impl CausalLM {
     /// tokens at `temperature`, right-aligned in `[rows, longest completion]` (0 before shorter
     /// completions), and with `entropy` the entropy of each of those distributions. Keeps what
     /// [`CompletionPass::backward`] needs. Only where [`CausalLM::trains_fused`].
-    pub fn completion_pass(&self, rows: &[(&[u32], &[u32])], temperature: f64, entropy: bool) -> CompletionPass {
+    pub(crate) fn completion_pass(&self, rows: &[(&[u32], &[u32])], temperature: f64, entropy: bool) -> CompletionPass {
         assert!(self.trains_fused(), "completion_pass needs a model that trains fused");
         assert!(temperature > 0.0, "temperature must be positive for log-probs, got {temperature}");
         let width = rows.iter().map(|(_, completion)| completion.len()).max().unwrap_or(0);
@@ -105,7 +105,7 @@ impl CausalLM {
 }
 
 /// The forward half of a fused training pass (see [`CausalLM::completion_pass`]).
-pub struct CompletionPass {
+pub(crate) struct CompletionPass {
     /// `[rows, longest completion]` fp32 log-probs of the completion tokens, right-aligned.
     pub logprobs: Tensor,
     /// The same shape: entropies of the tempered distributions, if asked for.
