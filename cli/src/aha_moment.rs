@@ -72,15 +72,19 @@ struct CorpusArgs {
     /// Output folder (created).
     #[arg(long)]
     out: PathBuf,
-    /// Number of prompt/completion examples.
+    /// Number of lines (solutions and practice texts).
     #[arg(long, default_value_t = 100_000)]
     examples: usize,
     /// Share of examples whose first attempt is checked (confirmed or corrected).
     #[arg(long, default_value_t = 0.1)]
     check_share: f64,
     /// Probability that a first attempt is right.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.4)]
     attempt_right: f64,
+    /// Share of the corpus's lines that are practice texts (a column-by-column sum alone, no
+    /// prompt, no check) rather than solutions.
+    #[arg(long, default_value_t = 0.3)]
+    practice_share: f64,
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Largest tokenizer vocabulary.
@@ -451,7 +455,11 @@ fn toml_string(text: &str) -> String {
 /// each answered by a first attempt (right with probability `attempt_right`), checked with
 /// probability `check_share`; a tokenizer learned from it; config.json of a small Qwen2.
 fn write_corpus(args: &CorpusArgs) -> Result<()> {
-    for (name, value) in [("--check-share", args.check_share), ("--attempt-right", args.attempt_right)] {
+    for (name, value) in [
+        ("--check-share", args.check_share),
+        ("--attempt-right", args.attempt_right),
+        ("--practice-share", args.practice_share),
+    ] {
         if !(0.0..=1.0).contains(&value) {
             bail!("{name} must be in [0, 1], got {value}");
         }
@@ -464,7 +472,7 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let task = Addition { digits: 3 };
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut lines = Vec::with_capacity(args.examples);
-    let (mut checked, mut attempts_right, mut corrected) = (0, 0, 0);
+    let (mut checked, mut attempts_right, mut corrected, mut practice) = (0, 0, 0, 0);
     let (candidates, _) =
         Dataset::from_problems(task.generate(args.examples * 2, args.seed)?).without_questions_of(&eval_set);
     for problem in &candidates.problems {
@@ -472,6 +480,11 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
             break;
         }
         let (a, b) = Addition::operands(problem).context("an addition problem")?;
+        if rng.random_bool(args.practice_share) {
+            practice += 1;
+            lines.push(json!({ "text": SelfCheck::practice_text(a, b) }));
+            continue;
+        }
         let attempt = SelfCheck::attempt(a, b, args.attempt_right, &mut rng);
         attempts_right += usize::from(attempt == a + b);
         let completion = if rng.random_bool(args.check_share) {
@@ -495,7 +508,14 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let mut texts: Vec<String> = lines
         .iter()
         .take(4000)
-        .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
+        .map(|l| {
+            format!(
+                "{}{}{}",
+                l["prompt"].as_str().unwrap_or(""),
+                l["completion"].as_str().unwrap_or(""),
+                l["text"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     for i in 0..500u64 {
         let (a, b) = (100 + i * 7 % 900, 999 - i * 13 % 900);
@@ -541,11 +561,12 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
     let checked_tokens = tokenizer.encode(&SelfCheck::checked_completion(999, 999, 1988))?.len();
     let unchecked_tokens = tokenizer.encode(&SelfCheck::unchecked_completion(999, 999, 1988))?.len();
-    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
+    let prompt_tokens = lines.iter().find_map(|l| l["prompt"].as_str()).map_or(Ok(0), |p| tokenizer.encode(p).map(|ids| ids.len()))?;
     println!(
         "{}",
         json!({
-            "corpus": corpus, "examples": lines.len(), "checked": checked, "checks_correcting": corrected,
+            "corpus": corpus, "lines": lines.len(), "practice_texts": practice,
+            "solutions": lines.len() - practice, "checked": checked, "checks_correcting": corrected,
             "attempts_right": attempts_right, "base": base_dir,
             "tokenizer_tokens": tokens, "vocab_size": vocab_size, "prompt_tokens": prompt_tokens,
             "longest_checked_tokens": checked_tokens, "unchecked_tokens": unchecked_tokens,

@@ -117,6 +117,18 @@ impl SelfCheck {
         format!(" <think> {a} + {b} = {attempt}. {} {columns} {verdict} </think> <answer>{sum}</answer>", Self::MARK)
     }
 
+    /// A practice text (not a solution, and no self-check): the column-by-column sum alone, as a
+    /// textbook shows it. The base model learns column addition from these; its solutions rarely
+    /// use it.
+    pub fn practice_text(a: u64, b: u64) -> String {
+        let worked = Addition::worked_completion(a, b);
+        let columns = worked
+            .strip_prefix(" <think> ")
+            .and_then(|w| w.split(" </think>").next())
+            .unwrap_or_default();
+        format!("Column addition of {a} + {b}: {columns} So {a} + {b} = {}.", a + b)
+    }
+
     /// Whether a completion checks itself.
     pub fn checks(completion: &str) -> bool {
         completion.contains(Self::MARK)
