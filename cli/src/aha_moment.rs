@@ -422,9 +422,16 @@ fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Va
         let gold = gold(problem);
         read.changes_answer() && read.first_attempt.as_deref() != Some(&gold) && read.final_answer.as_deref() == Some(&gold)
     };
+    // A check that also says so in words ("So it is <gold>, not <attempt>.") reads best.
+    let says_so = |text: &str, problem: usize| {
+        let read = SelfCheck::analyse(text);
+        fixes(text, problem)
+            && text.contains(&format!("So it is {}, not {}.", gold(problem), read.first_attempt.unwrap_or_default()))
+    };
     let pairs = || before.greedy.completions.iter().zip(&after.greedy.completions);
     let chosen = pairs()
-        .find(|(b, a)| !b.correct && fixes(&a.text, a.problem))
+        .find(|(b, a)| !b.correct && says_so(&a.text, a.problem))
+        .or_else(|| pairs().find(|(b, a)| !b.correct && fixes(&a.text, a.problem)))
         .or_else(|| pairs().find(|(_, a)| fixes(&a.text, a.problem)));
     if let Some((b, a)) = chosen {
         return json!({
