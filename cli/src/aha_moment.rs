@@ -173,7 +173,8 @@ impl CheckStats {
 fn report_stats(held_out: &HeldOut, report: &EvalReport) -> CheckStats {
     let mut stats = CheckStats::default();
     for c in &report.completions {
-        let gold = held_out.problem(c.problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("");
+        let gold =
+            held_out.problem(c.problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("");
         stats.add(&c.text, gold);
     }
     stats
@@ -352,8 +353,18 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         ("greedy accuracy", &before["greedy_accuracy"], &after["greedy_accuracy"], true),
         ("self-checking completions (T=1)", &before["t1"]["check_share"], &after["t1"]["check_share"], true),
         ("  accuracy when checked (T=1)", &before["t1"]["accuracy_checked"], &after["t1"]["accuracy_checked"], true),
-        ("  accuracy when not checked (T=1)", &before["t1"]["accuracy_unchecked"], &after["t1"]["accuracy_unchecked"], true),
-        ("checks that change the answer", &before["t1"]["change_share_of_checks"], &after["t1"]["change_share_of_checks"], true),
+        (
+            "  accuracy when not checked (T=1)",
+            &before["t1"]["accuracy_unchecked"],
+            &after["t1"]["accuracy_unchecked"],
+            true,
+        ),
+        (
+            "checks that change the answer",
+            &before["t1"]["change_share_of_checks"],
+            &after["t1"]["change_share_of_checks"],
+            true,
+        ),
         (
             "  of those, wrong -> right",
             &before["t1"]["wrong_to_right_share_of_changes"],
@@ -391,7 +402,10 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
             );
         }
     }
-    let _ = writeln!(text, "(per step, over the sampled training completions; changes: share of checks that change the answer)");
+    let _ = writeln!(
+        text,
+        "(per step, over the sampled training completions; changes: share of checks that change the answer)"
+    );
     if let Some(example) = summary["example"].as_object() {
         let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
         let _ = writeln!(
@@ -400,8 +414,18 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
             example["question"].as_str().unwrap_or(""),
             example["answer"].as_str().unwrap_or("")
         );
-        let _ = writeln!(text, "  before ({}):{}", verdict(&example["before_correct"]), example["before"].as_str().unwrap_or(""));
-        let _ = writeln!(text, "  after  ({}):{}", verdict(&example["after_correct"]), example["after"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            text,
+            "  before ({}):{}",
+            verdict(&example["before_correct"]),
+            example["before"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(
+            text,
+            "  after  ({}):{}",
+            verdict(&example["after_correct"]),
+            example["after"].as_str().unwrap_or("")
+        );
     }
     let root = run_dir.display();
     let _ = writeln!(text, "\nrun directory: {root}");
@@ -420,7 +444,9 @@ fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Va
     let fixes = |text: &str, problem: usize| {
         let read = SelfCheck::analyse(text);
         let gold = gold(problem);
-        read.changes_answer() && read.first_attempt.as_deref() != Some(&gold) && read.final_answer.as_deref() == Some(&gold)
+        read.changes_answer()
+            && read.first_attempt.as_deref() != Some(&gold)
+            && read.final_answer.as_deref() == Some(&gold)
     };
     // A check that also says so in words ("So it is <gold>, not <attempt>.") reads best.
     let says_so = |text: &str, problem: usize| {
@@ -568,7 +594,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
     let checked_tokens = tokenizer.encode(&SelfCheck::checked_completion(999, 999, 1988))?.len();
     let unchecked_tokens = tokenizer.encode(&SelfCheck::unchecked_completion(999, 999, 1988))?.len();
-    let prompt_tokens = lines.iter().find_map(|l| l["prompt"].as_str()).map_or(Ok(0), |p| tokenizer.encode(p).map(|ids| ids.len()))?;
+    let prompt_tokens =
+        lines.iter().find_map(|l| l["prompt"].as_str()).map_or(Ok(0), |p| tokenizer.encode(p).map(|ids| ids.len()))?;
     println!(
         "{}",
         json!({

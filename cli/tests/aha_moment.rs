@@ -38,7 +38,8 @@ fn a_short_aha_moment_demo_raises_self_checking_and_accuracy() {
     assert!(curve.iter().all(|p| p["check_share"].is_f64() && p["length"].is_f64()), "{summary}");
 
     // `aha traces stats` counts the demo's phrase, with whole column headers.
-    let stats = Command::new(env!("CARGO_BIN_EXE_aha")).args(["traces", run.to_str().unwrap(), "stats"]).output().unwrap();
+    let stats =
+        Command::new(env!("CARGO_BIN_EXE_aha")).args(["traces", run.to_str().unwrap(), "stats"]).output().unwrap();
     let table = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.status.success(), "{table}");
     let header = table.lines().next().unwrap_or("");

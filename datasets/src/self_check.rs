@@ -46,7 +46,10 @@ pub struct CheckedCompletion {
 impl CheckedCompletion {
     /// A check that ends with another answer than the first attempt.
     pub fn changes_answer(&self) -> bool {
-        self.checks && self.first_attempt.is_some() && self.final_answer.is_some() && self.first_attempt != self.final_answer
+        self.checks
+            && self.first_attempt.is_some()
+            && self.final_answer.is_some()
+            && self.first_attempt != self.final_answer
     }
 }
 
@@ -108,12 +111,10 @@ impl SelfCheck {
     /// The completion that checks its first attempt column by column, confirming or correcting it.
     pub fn checked_completion(a: u64, b: u64, attempt: u64) -> String {
         let worked = Addition::worked_completion(a, b);
-        let columns = worked
-            .strip_prefix(" <think> ")
-            .and_then(|w| w.split(" </think>").next())
-            .unwrap_or_default();
+        let columns = worked.strip_prefix(" <think> ").and_then(|w| w.split(" </think>").next()).unwrap_or_default();
         let sum = a + b;
-        let verdict = if attempt == sum { format!("So {sum} is right.") } else { format!("So it is {sum}, not {attempt}.") };
+        let verdict =
+            if attempt == sum { format!("So {sum} is right.") } else { format!("So it is {sum}, not {attempt}.") };
         format!(" <think> {a} + {b} = {attempt}. {} {columns} {verdict} </think> <answer>{sum}</answer>", Self::MARK)
     }
 
@@ -122,10 +123,7 @@ impl SelfCheck {
     /// use it.
     pub fn practice_text(a: u64, b: u64) -> String {
         let worked = Addition::worked_completion(a, b);
-        let columns = worked
-            .strip_prefix(" <think> ")
-            .and_then(|w| w.split(" </think>").next())
-            .unwrap_or_default();
+        let columns = worked.strip_prefix(" <think> ").and_then(|w| w.split(" </think>").next()).unwrap_or_default();
         format!("Column addition of {a} + {b}: {columns} So {a} + {b} = {}.", a + b)
     }
 
