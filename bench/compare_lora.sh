@@ -10,8 +10,8 @@
 #   0.5b  random weights with Qwen2.5-0.5B's config, 2 prompts x 4 completions x 32 tokens,
 #         4 steps (1 warm-up)
 # LoRA on both sides: r = 16, alpha = 32, all linear layers of every decoder layer, no dropout;
-# aha's twice: generating on a merged copy (lora, the default) and through the adapters
-# (lora-unmerged, lora.merge_for_generation = false).
+# aha's twice: generating through the adapters (lora-unmerged, the default) and on a merged copy
+# (lora, lora.merge_for_generation = true).
 # Prints one JSON line per (impl, model, mode): s_per_step (median of the steady steps) and
 # peak_rss_mib (the process's maximum resident set).
 set -euo pipefail
@@ -56,7 +56,7 @@ for name in ${MODELS:-25m 0.5b}; do
   for mode in full lora lora-unmerged; do
     lora=()
     [ "$mode" != full ] && lora=(--set lora.r=16 --set lora.alpha=32 --set lora.target_modules=all-linear)
-    [ "$mode" = lora-unmerged ] && lora+=(--set lora.merge_for_generation=false)
+    [ "$mode" = lora ] && lora+=(--set lora.merge_for_generation=true)
     run="$TMP/aha-$name-$mode"
     peak_rss "$AHA" --threads "$THREADS" train bench/configs/grpo-bench-25m.toml --set model.path="$model" \
       --set grpo.beta=0.04 --set run.output_dir="$run" --set run.steps="$steps" "${shape[@]}" "${lora[@]}" \

@@ -67,8 +67,8 @@ pub fn train_with_checkers(
     } else {
         None
     };
-    // With LoRA, generation runs on a copy with the adapters merged in (refreshed after every
-    // update): the base model's fused decode step instead of two extra products per layer.
+    // With LoRA and `merge_for_generation`, generation runs on a copy with the adapters merged
+    // in (refreshed after every update); by default, through the adapters.
     let merged = policy.lora().filter(|lora| lora.merge_for_generation).map(|_| policy.merged_copy()).transpose()?;
     let tokenizer = Arc::new(Tokenizer::from_dir(&config.model.path, policy.config().vocab_size)?);
     let optimizer = run.optimizer(&policy, config.optim.adamw())?;

@@ -65,15 +65,12 @@ pub struct LoraConfig {
     #[serde(default)]
     pub use_rslora: bool,
     /// Generate (GRPO's rollouts and evaluations) on a copy of the model with the adapters merged
-    /// into its weights, refreshed after every update: the base model's decode speed, for the
-    /// memory of a second copy of the weights. `false` generates through the adapters. Default
-    /// true. (Not part of PEFT's file.)
-    #[serde(default = "yes")]
+    /// into its weights, refreshed after every update, instead of through the adapters. Default
+    /// false: the fused decode step applies adapters itself, and at Qwen2.5-0.5B's size the copy
+    /// cost more (its refresh, and 2.8 GB) than it saved (bench/compare_lora.sh). (Not part of
+    /// PEFT's file.)
+    #[serde(default)]
     pub merge_for_generation: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn default_rank() -> usize {
@@ -92,7 +89,7 @@ impl Default for LoraConfig {
             dropout: 0.0,
             target_modules: TargetModules::default(),
             use_rslora: false,
-            merge_for_generation: true,
+            merge_for_generation: false,
         }
     }
 }
@@ -506,9 +503,9 @@ impl CausalLM {
             }
             found.entry((layer, projection)).or_default()[usize::from(matrix == 'B')] = true;
         }
-        if let Some(((layer, projection), _)) = found.iter().find(|(_, both)| !both[0] || !both[1]) {
-            let missing = if found[&(*layer, *projection)][0] { 'B' } else { 'A' };
-            return Err(ModelError::MissingTensor { name: key(*layer, *projection, missing), dir: dir.to_path_buf() });
+        if let Some((&(layer, projection), both)) = found.iter().find(|(_, both)| !both[0] || !both[1]) {
+            let missing = if both[0] { 'B' } else { 'A' };
+            return Err(ModelError::MissingTensor { name: key(layer, projection, missing), dir: dir.to_path_buf() });
         }
         let mut projections: Vec<Projection> = found.keys().map(|(_, p)| *p).collect();
         projections.sort();
@@ -526,7 +523,7 @@ impl CausalLM {
             dropout: peft.lora_dropout,
             target_modules: TargetModules(projections),
             use_rslora: peft.use_rslora,
-            merge_for_generation: true,
+            merge_for_generation: false,
         };
         let device = self.device();
         let r = config.r as i64;
