@@ -77,7 +77,12 @@ fn a_peft_adapter_gives_pefts_logprobs() {
         let ours = model.sequence_logprobs(&sequences(&expected), 1.0).unwrap();
         for (ours, theirs) in ours.iter().zip(expected["logprobs"].as_array().unwrap()) {
             let theirs: Vec<f32> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-            let worst = ours.iter().zip(&theirs).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+            // Relative to the log-prob (these reach -13): another CPU's kernels sum in another order.
+            let worst = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| f64::from((a - b).abs()) / f64::from(b.abs()).max(1.0))
+                .fold(0.0, f64::max);
             assert!(worst < TOLERANCE, "{name}: log-probs differ from PEFT's by {worst}");
         }
         // The adapter changes the model: the base alone is far from PEFT's numbers.
@@ -103,7 +108,8 @@ fn adapter_gradients_equal_pefts_and_only_adapters_get_one() {
         let names = |v: &[(String, Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         assert_eq!(names(&ours), names(&theirs), "{name}: the trainable parameters are PEFT's");
         for ((key, ours), (_, theirs)) in ours.iter().zip(&theirs) {
-            let diff = max_diff(&ours.grad(), theirs);
+            // Relative to the gradient's largest entry (portable kernels round differently).
+            let diff = max_diff(&ours.grad(), theirs) / theirs.abs().max().double_value(&[]).max(1.0);
             assert!(diff < TOLERANCE, "{name}: gradient of {key} differs from PEFT's by {diff}");
         }
         for (key, weight) in model.var_store().variables() {
