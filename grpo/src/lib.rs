@@ -39,11 +39,12 @@ mod run_loop;
 pub mod sft;
 pub mod step;
 pub mod trainer;
+mod weight_sync;
 
 pub use advantages::{compute_advantages, Advantages, DynamicSampling, ScaleRewards};
 pub use config::{
-    changed_on_resume, CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig, OverlongPenalty,
-    RewardsConfig, RunConfig, SamplingConfig, TrainConfig,
+    changed_on_resume, BackendKind, CheckerConfig, DataConfig, GrpoConfig, ModelInit, ModelSource, OptimConfig,
+    OverlongPenalty, RewardsConfig, RolloutConfig, RunConfig, SamplingConfig, TrainConfig,
 };
 pub use error::{GrpoError, Result};
 pub use evaluation::{EvalCompletion, EvalReport, EvalSettings, HeldOut};

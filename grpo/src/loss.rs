@@ -6,6 +6,8 @@
 //! rho_it  = exp(logp_theta_it - logp_old_it)                       (importance ratio)
 //! L_it    = -min(rho_it * A_i, clip(rho_it, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_it
 //! KL_it   = exp(ref_it - logp_theta_it) - (ref_it - logp_theta_it) - 1       (k3 estimator)
+//! w_it    = min(exp(logp_old_it - logp_behaviour_it), tis_cap)  (with tis_cap; else 1)
+//! L_it    = w_it * (the clipped term) + beta * KL_it
 //!
 //! grpo     loss = 1/B * sum_i ( 1/|o_i| * sum_t L_it )        DeepSeekMath, arXiv:2402.03300
 //! bnpo     loss = sum_it L_it / (tokens of the micro-batch)
@@ -25,6 +27,12 @@
 //! Why k3: it is an unbiased, always non-negative estimate of KL(pi_theta || pi_ref) from samples
 //! of pi_theta (Schulman, "Approximating KL divergence", 2020), used by DeepSeekMath. It is added
 //! to the loss per token rather than folded into the reward.
+//!
+//! Why w: when the completions were sampled elsewhere (a vLLM or SGLang server), the sampler's
+//! distribution pi_behaviour differs a little from the trainer's pi_old (other kernels, dtypes,
+//! a stale weight copy). Truncated importance sampling (Ionides 2008; as TRL's vLLM correction
+//! and veRL apply it) reweights each token by pi_old / pi_behaviour, capped so that a rare token
+//! cannot dominate the batch. The weight carries no gradient; the KL term is not reweighted.
 //!
 //! Why four aggregations: they weight long and short answers differently, which is the whole
 //! difference between the methods.
@@ -84,6 +92,8 @@ pub struct LossParams {
     pub epsilon_high: f64,
     /// Weight of the k3 KL penalty; 0 means no reference model.
     pub beta: f64,
+    /// Cap of the truncated importance-sampling weight; `None` = no reweighting.
+    pub tis_cap: Option<f64>,
 }
 
 /// Sizes of the whole optimisation batch that the aggregations divide by.
@@ -125,6 +135,9 @@ pub struct LossInputs<'a> {
     pub mask: &'a Tensor,
     /// Per-token entropy of the sampling distribution, for the metric only.
     pub entropies: Option<&'a Tensor>,
+    /// log pi_behaviour, the log-probs the sampler reported (where it reported none: log pi_old,
+    /// so the weight is 1); used with `tis_cap`.
+    pub behaviour_logprobs: Option<&'a Tensor>,
 }
 
 /// Sums over the tokens of a (micro-)batch, to be added across micro-batches and divided by the
@@ -192,7 +205,7 @@ pub struct LossOutput {
 
 /// The loss of one (micro-)batch; see the module documentation for the formula.
 pub fn policy_loss(inputs: &LossInputs, params: &LossParams, normalizer: &Normalizer) -> Result<LossOutput> {
-    let LossInputs { logprobs, old_logprobs, ref_logprobs, advantages, mask, entropies } = *inputs;
+    let LossInputs { logprobs, old_logprobs, ref_logprobs, advantages, mask, entropies, behaviour_logprobs } = *inputs;
     let shape = logprobs.size();
     if shape.len() != 2 || mask.size() != shape {
         return Err(GrpoError::Input(format!(
@@ -204,8 +217,12 @@ pub fn policy_loss(inputs: &LossInputs, params: &LossParams, normalizer: &Normal
     if advantages.size() != [shape[0]] {
         return Err(GrpoError::Input(format!("advantages {:?} must be [{}]", advantages.size(), shape[0])));
     }
-    for (name, t) in [("old log-probs", old_logprobs), ("reference log-probs", ref_logprobs), ("entropies", entropies)]
-    {
+    for (name, t) in [
+        ("old log-probs", old_logprobs),
+        ("reference log-probs", ref_logprobs),
+        ("entropies", entropies),
+        ("behaviour log-probs", behaviour_logprobs),
+    ] {
         if let Some(t) = t {
             if t.size() != shape {
                 return Err(GrpoError::Input(format!(
@@ -236,6 +253,11 @@ pub fn policy_loss(inputs: &LossInputs, params: &LossParams, normalizer: &Normal
     let unclipped = &ratio * &advantage;
     let clipped = ratio.clamp(1.0 - params.epsilon_low, 1.0 + params.epsilon_high) * &advantage;
     let mut per_token = -unclipped.minimum(&clipped);
+    if let (Some(cap), Some(behaviour)) = (params.tis_cap, behaviour_logprobs) {
+        let old = old_logprobs.map_or_else(|| logprobs.detach(), Tensor::shallow_clone);
+        let weight = masked(old - behaviour).exp().clamp_max(cap).detach();
+        per_token = per_token * weight;
+    }
 
     let kl = match ref_logprobs {
         Some(reference) => {

@@ -116,8 +116,13 @@ pub struct StepStats {
     pub sequences: usize,
     /// Mean |sampler log-prob - recomputed log-prob| over the tokens whose sampler log-probs were
     /// given, before the first update; large values mean the two sides disagree (temperature,
-    /// dtype, template) and the ratios are off.
+    /// dtype, template, a remote server's kernels) and the ratios are off.
     pub sampling_logprob_diff: Option<f64>,
+    /// Mean k3 estimate of KL(sampler || trainer) over the same tokens (r - 1 - log r with r the
+    /// trainer's probability over the sampler's).
+    pub sampler_kl: Option<f64>,
+    /// With `grpo.tis_cap`: the share of those tokens whose importance weight was capped.
+    pub tis_capped_frac: Option<f64>,
     pub iterations: Vec<IterationStats>,
 }
 
@@ -155,8 +160,11 @@ impl PreparedBatch {
 pub struct PassStats {
     pub loss: f64,
     pub stats: LossStats,
-    /// Sum of |sampler - recomputed| log-prob and the number of tokens it covers.
+    /// Sums over the tokens with sampler log-probs: |sampler - recomputed| log-prob, the k3 KL
+    /// between them, the tokens whose importance weight reached `tis_cap`; and their number.
     pub sampling_diff_sum: f64,
+    pub sampler_kl_sum: f64,
+    pub tis_capped: f64,
     pub sampling_tokens: f64,
 }
 
@@ -295,10 +303,20 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
     for mut var in policy.trainable_parameters() {
         var.zero_grad();
     }
-    let mut pass = PassStats { loss: 0.0, stats: LossStats::default(), sampling_diff_sum: 0.0, sampling_tokens: 0.0 };
+    let mut pass = PassStats {
+        loss: 0.0,
+        stats: LossStats::default(),
+        sampling_diff_sum: 0.0,
+        sampler_kl_sum: 0.0,
+        tis_capped: 0.0,
+        sampling_tokens: 0.0,
+    };
     for mb in batch.micro_batches.iter().filter(|mb| mb.layout.width() > 0) {
         let scored = mb.layout.train_pass(policy, settings.temperature, true);
         let logprobs = &scored.logprobs;
+        // The sampler's log-probs, with log pi_old where it gave none (an importance weight of 1).
+        let old = mb.old.as_ref().map_or_else(|| logprobs.detach(), Tensor::shallow_clone);
+        let behaviour = mb.sampling.as_ref().map(|(sampled, given)| sampled.where_self(given, &old));
         let inputs = LossInputs {
             logprobs,
             old_logprobs: mb.old.as_ref(),
@@ -306,12 +324,19 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
             advantages: &mb.advantages,
             mask: mb.layout.loss_mask(),
             entropies: scored.entropies.as_ref(),
+            behaviour_logprobs: behaviour.as_ref(),
         };
         let out = policy_loss(&inputs, &settings.loss, &batch.normalizer)?;
-        if let Some((sampled, given)) = &mb.sampling {
+        if let (Some((_, given)), Some(behaviour)) = (&mb.sampling, &behaviour) {
             tch::no_grad(|| {
-                let diff = (logprobs.detach() - sampled).abs().where_self(given, &Tensor::zeros_like(logprobs));
-                pass.sampling_diff_sum += diff.sum(Kind::Double).double_value(&[]);
+                let sum = |t: Tensor| t.where_self(given, &old.zeros_like()).sum(Kind::Double).double_value(&[]);
+                // Before the first update (the iteration these are reported for) pi_theta is pi_old.
+                let log_r = logprobs.detach() - behaviour;
+                pass.sampling_diff_sum += sum(log_r.abs());
+                pass.sampler_kl_sum += sum(log_r.exp() - &log_r - 1.0);
+                if let Some(cap) = settings.loss.tis_cap {
+                    pass.tis_capped += sum(log_r.ge(cap.ln()).to_kind(Kind::Double));
+                }
                 pass.sampling_tokens += given.sum(Kind::Double).double_value(&[]);
             });
         }
@@ -346,6 +371,7 @@ pub fn batch_loss(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSetti
                 advantages: &mb.advantages,
                 mask: mb.layout.loss_mask(),
                 entropies: None,
+                behaviour_logprobs: None,
             };
             total += policy_loss(&inputs, &settings.loss, &batch.normalizer)?.loss.double_value(&[]);
         }
@@ -373,11 +399,13 @@ pub fn train_step(
     }
     let prepared = prepare_batch(policy, reference, batch, settings)?;
     let mut iterations = Vec::with_capacity(settings.num_iterations);
-    let mut sampling_logprob_diff = None;
+    let (mut sampling_logprob_diff, mut sampler_kl, mut tis_capped_frac) = (None, None, None);
     for iteration in 0..settings.num_iterations {
         let pass = accumulate_gradients(policy, &prepared, settings)?;
         if iteration == 0 && pass.sampling_tokens > 0.0 {
             sampling_logprob_diff = Some(pass.sampling_diff_sum / pass.sampling_tokens);
+            sampler_kl = Some(pass.sampler_kl_sum / pass.sampling_tokens);
+            tis_capped_frac = settings.loss.tis_cap.map(|_| pass.tis_capped / pass.sampling_tokens);
         }
         let grad_norm = optimizer.clip_and_step(lr, settings.max_grad_norm)?;
         let s = &pass.stats;
@@ -405,6 +433,8 @@ pub fn train_step(
         tokens: prepared.tokens,
         sequences: prepared.sequences,
         sampling_logprob_diff,
+        sampler_kl,
+        tis_capped_frac,
         iterations,
     })
 }

@@ -26,8 +26,8 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup, ShardedEngine,
-    ROLLOUT_FIELDS,
+    Backend, FinishReason, PoolConfig, RemoteBackend, RolloutError, RolloutPool, RolloutPrompt, SamplingParams,
+    ScoredGroup, ShardedEngine, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
@@ -40,6 +40,7 @@ use crate::run_dir::{RunDir, TrainerState};
 pub use crate::run_loop::TrainOutcome;
 use crate::run_loop::{Run, RunSchedule, Training};
 use crate::step::{train_step, StepSettings, StepStats, TrainBatch, TrainSequence};
+use crate::weight_sync::WeightSyncer;
 
 /// Trains as `config` says, in a new run directory, or continues the run in
 /// `config.run.output_dir` when `resume`. `on_step` sees each step's metrics line. Checkers are
@@ -78,7 +79,11 @@ pub fn train_with_checkers(
     warn_skipped_rows(&config, &train_set);
     let prompts = PromptFeed::new(&config, &train_set, run.state().problems_drawn)?;
     let sampler = merged.as_ref().unwrap_or(&policy);
-    let engine = sampling_engine(&config, sampler, &tokenizer)?;
+    let backend = generation_backend(&config, sampler, &tokenizer)?;
+    let syncer = match config.rollout.remote(&[]) {
+        Some(_) => Some(WeightSyncer::new(&config.rollout.sync_dir, config.rollout.sync_every, &tokenizer)?),
+        None => None,
+    };
     let held_out = held_out(&config, &eval_set, &tokenizer)?;
     let pool_config = PoolConfig {
         group_size: config.sampling.group_size,
@@ -91,7 +96,7 @@ pub fn train_with_checkers(
         distinct_prompts: Some(train_set.problems.len()),
     };
     let pool = RolloutPool::new(
-        engine,
+        backend,
         prompts,
         Arc::clone(&tokenizer),
         Arc::clone(&checker),
@@ -109,6 +114,9 @@ pub fn train_with_checkers(
         checker: &checker,
         optimizer,
         pool,
+        syncer,
+        ahead_version: None,
+        consumed: None,
         held_out,
         traces,
         settings: StepSettings::from_config(&config),
@@ -141,12 +149,13 @@ fn warn_skipped_rows(config: &TrainConfig, train_set: &Dataset) {
     }
 }
 
-/// The generation engine over the policy's weights, sampling as `[sampling]` says.
-fn sampling_engine<'a>(
+/// Where groups are generated, sampling as `[sampling]` says: aha's engine over the policy's
+/// weights, or the servers of `[rollout]`.
+fn generation_backend<'a>(
     config: &TrainConfig,
     policy: &'a CausalLM,
     tokenizer: &'a Tokenizer,
-) -> Result<ShardedEngine<'a>> {
+) -> Result<Box<dyn Backend + 'a>> {
     let sampling = &config.sampling;
     let params = SamplingParams {
         temperature: sampling.temperature,
@@ -156,8 +165,13 @@ fn sampling_engine<'a>(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    Ok(ShardedEngine::new(policy, params, config.sampling.engine())?
-        .with_stop_strings(tokenizer, sampling.stop_strings.clone())?)
+    Ok(match config.rollout.remote(&sampling.stop_strings) {
+        Some(remote) => Box::new(RemoteBackend::new(remote, params)?),
+        None => Box::new(
+            ShardedEngine::new(policy, params, config.sampling.engine())?
+                .with_stop_strings(tokenizer, sampling.stop_strings.clone())?,
+        ),
+    })
 }
 
 /// The held-out problems of the evaluation every `run.eval_every` steps; `None` when there
@@ -227,7 +241,14 @@ struct GrpoTraining<'a> {
     tokenizer: &'a Tokenizer,
     checker: &'a CombinedChecker,
     optimizer: AdamW,
-    pool: RolloutPool<ShardedEngine<'a>, PromptFeed<'a>>,
+    pool: RolloutPool<Box<dyn Backend + 'a>, PromptFeed<'a>>,
+    /// For a remote backend: hands the servers each update.
+    syncer: Option<WeightSyncer>,
+    /// With `rollout.max_staleness = 1`: the policy version that is generating the next step's
+    /// groups, and the data cursor (problems drawn, groups sampled) before they were submitted,
+    /// which is what a checkpoint saves (a resumed run generates them again).
+    ahead_version: Option<u64>,
+    consumed: Option<(u64, u64)>,
     held_out: Option<HeldOut>,
     traces: TraceWriter,
     settings: StepSettings,
@@ -257,8 +278,19 @@ impl Training for GrpoTraining<'_> {
 
     fn step(&mut self, step: u64, lr: f64) -> Result<(Value, Vec<TraceGroup>)> {
         let step_started = Instant::now();
+        // A remote backend's servers get the policy before they generate from it (and before
+        // the first step: they start from whatever they were launched with); with
+        // `rollout.max_staleness = 1` this step's groups were generated during the last one.
+        let mut sync_metrics = self.sync_weights(step - 1)?;
+        let sampled_by = self.ahead_version.take().or_else(|| self.syncer.as_ref().and_then(WeightSyncer::served));
         let generation_before = self.pool.stats().clone();
         let sampled = self.sample_groups(step)?;
+        if self.config.rollout.max_staleness > 0 {
+            self.consumed = Some((self.pool.prompts().drawn, self.pool.next_index()));
+            sync_metrics.extend(self.sync_weights(step - 1)?);
+            self.pool.submit_ahead(self.config.sampling.prompts_per_step)?;
+            self.ahead_version = self.syncer.as_ref().and_then(WeightSyncer::served);
+        }
         let advantages = compute_advantages(&sampled.rewards, self.config.grpo.scale_rewards)?;
         let generation = self.pool.stats().clone();
 
@@ -270,7 +302,7 @@ impl Training for GrpoTraining<'_> {
         }
         let train_seconds = train_started.elapsed().as_secs_f64();
 
-        let metrics = step_metrics(StepRecord {
+        let mut metrics = step_metrics(StepRecord {
             step,
             labels: &self.labels,
             sampled: &sampled,
@@ -282,6 +314,10 @@ impl Training for GrpoTraining<'_> {
             train_seconds,
             step_seconds: step_started.elapsed().as_secs_f64(),
         });
+        if let Some(version) = sampled_by {
+            metrics["sampled_by_version"] = json!(version);
+        }
+        metrics.as_object_mut().expect("an object").extend(sync_metrics);
         Ok((metrics, trace_groups(step, &sampled.groups, &advantages.advantages)))
     }
 
@@ -309,12 +345,9 @@ impl Training for GrpoTraining<'_> {
     fn state(&mut self, step: u64) -> Result<TrainerState> {
         // Traces first: a checkpoint promises that everything up to its step is recorded.
         self.traces.flush().map_err(trace_error)?;
-        Ok(TrainerState {
-            step,
-            problems_drawn: self.pool.prompts().drawn,
-            groups_sampled: self.pool.next_index(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        })
+        let (problems_drawn, groups_sampled) =
+            self.consumed.unwrap_or((self.pool.prompts().drawn, self.pool.next_index()));
+        Ok(TrainerState { step, problems_drawn, groups_sampled, version: env!("CARGO_PKG_VERSION").into() })
     }
 
     fn model(&self) -> &CausalLM {
@@ -342,6 +375,17 @@ impl Training for GrpoTraining<'_> {
 }
 
 impl GrpoTraining<'_> {
+    /// Hands a remote backend's servers the weights after `version` optimizer steps, when due
+    /// and none of their requests is in flight; the sync's metrics.
+    fn sync_weights(&mut self, version: u64) -> Result<Map<String, Value>> {
+        let Some(syncer) = self.syncer.as_mut() else { return Ok(Map::new()) };
+        if self.pool.submitted_ahead() > 0 || !syncer.due(version) {
+            return Ok(Map::new());
+        }
+        let backend = self.pool.backend_mut().weight_sync().expect("a remote backend syncs weights");
+        syncer.sync(backend, self.sampler, version)
+    }
+
     /// Samples until the step has its groups: `sampling.prompts_per_step` judged ones, or, with
     /// dynamic sampling, as many whose rewards differ, within `grpo.max_extra_batches` more
     /// generation batches.
@@ -549,6 +593,8 @@ fn step_metrics(r: StepRecord) -> Value {
         "grad_norm": s.grad_norm,
         "lr": s.lr,
         "sampling_logprob_diff": s.sampling_logprob_diff,
+        "sampler_kl": s.sampler_kl,
+        "tis_capped_frac": s.tis_capped_frac,
         "completion_tokens_per_s": tokens as f64 / r.step_seconds.max(1e-9),
         "generation_s": r.generation_seconds,
         "reward_wait_s": r.reward_wait_seconds,

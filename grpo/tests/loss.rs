@@ -26,7 +26,7 @@ fn assert_close(got: &[f64], expected: &[f64], tol: f64, what: &str) {
 }
 
 fn params(loss_type: LossType, eps_low: f64, eps_high: f64, beta: f64) -> LossParams {
-    LossParams { loss_type, epsilon_low: eps_low, epsilon_high: eps_high, beta }
+    LossParams { loss_type, epsilon_low: eps_low, epsilon_high: eps_high, beta, tis_cap: None }
 }
 
 /// Loss and gradient with respect to the log-probs.
@@ -41,7 +41,15 @@ fn loss_and_grad(
 ) -> (f64, Vec<f64>, aha_grpo::LossStats) {
     let x = logprobs.detach().set_requires_grad(true);
     let out = policy_loss(
-        &LossInputs { logprobs: &x, old_logprobs: old, ref_logprobs: reference, advantages, mask, entropies: None },
+        &LossInputs {
+            logprobs: &x,
+            old_logprobs: old,
+            ref_logprobs: reference,
+            advantages,
+            mask,
+            entropies: None,
+            behaviour_logprobs: None,
+        },
         p,
         normalizer,
     )

@@ -54,7 +54,7 @@ fn batch() -> TrainBatch {
 
 fn settings(loss_type: LossType, micro_batch_size: usize, num_iterations: usize, beta: f64) -> StepSettings {
     StepSettings {
-        loss: LossParams { loss_type, epsilon_low: 0.2, epsilon_high: 0.28, beta },
+        loss: LossParams { loss_type, epsilon_low: 0.2, epsilon_high: 0.28, beta, tis_cap: None },
         num_iterations,
         mask_truncated_completions: false,
         temperature: 0.7,

@@ -51,13 +51,13 @@ pub struct GroupOutput {
     pub completions: Vec<Completion>,
 }
 
-/// Something that turns requests into completions: the local [`Engine`](crate::Engine) today; a
-/// client of a remote inference server (vLLM or SGLang, whose OpenAI-compatible completions API
-/// accepts token-id prompts, `n`, `seed` and returns per-token log-probs) tomorrow. Hence the
+/// Something that turns requests into completions: the local [`Engine`](crate::Engine), or vLLM
+/// or SGLang servers ([`RemoteBackend`](crate::RemoteBackend)). Hence the
 /// plain-data types: token ids in, token ids and fp32 log-probs out, nothing that assumes a local
 /// model or a tensor. The sampling parameters belong to the backend (set when it is built). A
-/// remote backend must also receive the policy's new weights after each optimizer step; the local
-/// one shares the trainer's tensors and sees every update at once.
+/// remote backend ([`RemoteBackend`](crate::RemoteBackend)) also receives the policy's new weights
+/// after each optimizer step ([`Backend::weight_sync`]); the local one shares the trainer's
+/// tensors and sees every update at once.
 pub trait Backend {
     /// Queues a request; its completions come back from [`Backend::poll`].
     fn submit(&mut self, request: GenerationRequest) -> Result<RequestId, RolloutError>;
@@ -68,6 +68,30 @@ pub trait Backend {
 
     /// Requests submitted and not yet returned.
     fn in_flight(&self) -> usize;
+
+    /// How to hand this backend the policy's new weights, for one that serves its own copy (a
+    /// remote server); `None` for one that shares the trainer's tensors.
+    fn weight_sync(&mut self) -> Option<&mut dyn crate::remote::WeightSync> {
+        None
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn submit(&mut self, request: GenerationRequest) -> Result<RequestId, RolloutError> {
+        (**self).submit(request)
+    }
+
+    fn poll(&mut self) -> Result<Vec<GroupOutput>, RolloutError> {
+        (**self).poll()
+    }
+
+    fn in_flight(&self) -> usize {
+        (**self).in_flight()
+    }
+
+    fn weight_sync(&mut self) -> Option<&mut dyn crate::remote::WeightSync> {
+        (**self).weight_sync()
+    }
 }
 
 /// Generates `request.n` completions for every request; the result follows the requests' order.

@@ -8,7 +8,8 @@
 //!   join it, the cache is planned against a memory budget. Stop strings via [`StopStrings`].
 //! - [`ShardedEngine`]: several engines side by side on a CPU's threads, each running its own
 //!   requests without waiting for the others at every step.
-//! - [`Backend`]: the seam a remote inference server would plug into.
+//! - [`Backend`]: what turns requests into completions; [`RemoteBackend`] is the one that sends
+//!   them to vLLM or SGLang servers (with the weight sync after each update, [`WeightSync`]).
 //! - [`RolloutPool`]: prompts in, [`ScoredGroup`]s out; reward checkers run on worker threads
 //!   while the model thread keeps generating.
 //!
@@ -18,6 +19,7 @@
 pub mod engine;
 pub mod generate;
 pub mod pool;
+pub mod remote;
 pub mod sampling;
 pub mod sharded;
 pub mod stop;
@@ -29,6 +31,8 @@ pub use generate::{
 pub use pool::{
     checker_sample, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
 };
+pub use remote::protocol::ServerKind;
+pub use remote::{RemoteBackend, RemoteConfig, SyncReport, WeightSync, WeightsOnDisk};
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use sharded::ShardedEngine;
 pub use stop::StopStrings;

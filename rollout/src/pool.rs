@@ -4,10 +4,12 @@
 //! handed through a crossbeam channel to reward workers, which decode its text and run the
 //! checkers (the code sandbox can take seconds) while the model thread keeps generating the other
 //! groups; it waits for a checker only once every group it was asked for has been generated.
-//! Nothing is generated ahead of a request: GRPO is on-policy, and a group sampled before an
-//! optimizer step would come from an older policy.
+//! Nothing is generated ahead of a request unless asked ([`RolloutPool::submit_ahead`]): GRPO is
+//! on-policy, and a group sampled before an optimizer step comes from an older policy. A remote
+//! backend's servers may generate the next step's groups while the trainer trains
+//! (`rollout.max_staleness = 1`); the groups come out in the same order, with the same seeds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -135,7 +137,14 @@ pub struct RolloutPool<B: Backend, P: Iterator<Item = RolloutPrompt>> {
     /// Prompts skipped since the last usable one, and their distinct ids.
     skipped_in_a_row: usize,
     skipped_ids: HashSet<String>,
+    /// Requests submitted ahead of `next_groups`, oldest first, and the groups of those that
+    /// have finished.
+    ahead: VecDeque<(RequestId, Submitted)>,
+    finished_ahead: HashMap<RequestId, Vec<Completion>>,
 }
+
+/// What the pool remembers of a submitted request: group index, prompt, its ids, seed.
+type Submitted = (u64, RolloutPrompt, Vec<u32>, u64);
 
 impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
     /// `first_index` is the number of groups drawn before (0 for a new run; the saved count when
@@ -185,6 +194,8 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
             stats: PoolStats::default(),
             skipped_in_a_row: 0,
             skipped_ids: HashSet::new(),
+            ahead: VecDeque::new(),
+            finished_ahead: HashMap::new(),
         })
     }
 
@@ -197,49 +208,55 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
         self.next_index
     }
 
+    /// The generation backend (to hand a remote one new weights).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
     /// The prompt source, for what it counts or keeps (the trainer's counts its problems).
     pub fn prompts(&self) -> &P {
         &self.prompts
     }
 
-    /// Generates and scores groups for the next `count` prompts, in prompt order. Fewer come back
-    /// only when the prompts run out; an error when a repeating source has no usable prompt
-    /// (see [`PoolConfig::distinct_prompts`]).
+    /// Generates and scores groups for the next `count` prompts, in prompt order: first those
+    /// submitted ahead, then new ones. Fewer come back only when the prompts run out; an error
+    /// when a repeating source has no usable prompt (see [`PoolConfig::distinct_prompts`]).
     pub fn next_groups(&mut self, count: usize) -> Result<Vec<ScoredGroup>, RolloutError> {
         let start = Instant::now();
-        let mut pending: HashMap<RequestId, (u64, RolloutPrompt, Vec<u32>, u64)> = HashMap::new();
-        while pending.len() < count {
-            let Some(prompt) = self.prompts.next() else { break };
-            let prompt_ids = self.tokenizer.encode(&prompt.text)?;
-            if prompt_ids.is_empty() || prompt_ids.len() > self.config.max_prompt_tokens {
-                self.skip(&prompt, prompt_ids.len())?;
-                continue;
+        let mut pending: HashMap<RequestId, Submitted> = HashMap::new();
+        let mut ready = Vec::new();
+        while pending.len() + ready.len() < count {
+            let Some((id, submitted)) = self.ahead.pop_front() else { break };
+            match self.finished_ahead.remove(&id) {
+                Some(completions) => ready.push((submitted, completions)),
+                None => {
+                    pending.insert(id, submitted);
+                }
             }
-            if self.skipped_in_a_row > 0 {
-                self.skipped_in_a_row = 0;
-                self.skipped_ids.clear();
-            }
-            let index = self.next_index;
-            self.next_index += 1;
-            let seed = self.config.seed.wrapping_add(index);
-            let id = self.backend.submit(GenerationRequest {
-                prompt_ids: prompt_ids.clone(),
-                n: self.config.group_size,
-                seed,
-            })?;
-            pending.insert(id, (index, prompt, prompt_ids, seed));
         }
-        let submitted = pending.len();
+        while pending.len() + ready.len() < count {
+            let Some((id, submitted)) = self.submit_next()? else { break };
+            pending.insert(id, submitted);
+        }
+        let submitted = pending.len() + ready.len();
         let jobs = self.jobs.as_ref().expect("workers run until the pool is dropped");
+        for ((index, prompt, prompt_ids, seed), completions) in ready {
+            let job = Job { index, prompt, prompt_ids, seed, completions };
+            jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
+        }
         while !pending.is_empty() {
             let finished = self.backend.poll()?;
             if finished.is_empty() {
                 return Err(RolloutError::Backend("the backend stopped with requests outstanding".into()));
             }
             for group in finished {
-                let (index, prompt, prompt_ids, seed) = pending
-                    .remove(&group.id)
-                    .ok_or_else(|| RolloutError::Backend(format!("unknown request {}", group.id)))?;
+                let Some((index, prompt, prompt_ids, seed)) = pending.remove(&group.id) else {
+                    if self.ahead.iter().any(|(id, _)| *id == group.id) {
+                        self.finished_ahead.insert(group.id, group.completions);
+                        continue;
+                    }
+                    return Err(RolloutError::Backend(format!("unknown request {}", group.id)));
+                };
                 let job = Job { index, prompt, prompt_ids, seed, completions: group.completions };
                 jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
             }
@@ -265,6 +282,46 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
         groups.sort_by_key(|g| g.index);
         self.stats.groups += groups.len() as u64;
         Ok(groups)
+    }
+
+    /// Submits the next `count` prompts without waiting for them: the backend generates them
+    /// while the caller does something else, and [`RolloutPool::next_groups`] returns them first.
+    pub fn submit_ahead(&mut self, count: usize) -> Result<(), RolloutError> {
+        for _ in 0..count {
+            let Some(next) = self.submit_next()? else { break };
+            self.ahead.push_back(next);
+        }
+        Ok(())
+    }
+
+    /// Requests submitted ahead and not yet returned by `next_groups`.
+    pub fn submitted_ahead(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Submits the next usable prompt's group; `None` when the prompts have run out.
+    fn submit_next(&mut self) -> Result<Option<(RequestId, Submitted)>, RolloutError> {
+        loop {
+            let Some(prompt) = self.prompts.next() else { return Ok(None) };
+            let prompt_ids = self.tokenizer.encode(&prompt.text)?;
+            if prompt_ids.is_empty() || prompt_ids.len() > self.config.max_prompt_tokens {
+                self.skip(&prompt, prompt_ids.len())?;
+                continue;
+            }
+            if self.skipped_in_a_row > 0 {
+                self.skipped_in_a_row = 0;
+                self.skipped_ids.clear();
+            }
+            let index = self.next_index;
+            self.next_index += 1;
+            let seed = self.config.seed.wrapping_add(index);
+            let id = self.backend.submit(GenerationRequest {
+                prompt_ids: prompt_ids.clone(),
+                n: self.config.group_size,
+                seed,
+            })?;
+            return Ok(Some((id, (index, prompt, prompt_ids, seed))));
+        }
     }
 
     /// Counts a prompt that cannot be generated from (empty, or over `max_prompt_tokens`): the

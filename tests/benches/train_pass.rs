@@ -75,7 +75,7 @@ fn main() {
         })
         .collect();
     let settings = StepSettings {
-        loss: LossParams { loss_type: LossType::Dapo, epsilon_low: 0.2, epsilon_high: 0.2, beta: 0.0 },
+        loss: LossParams { loss_type: LossType::Dapo, epsilon_low: 0.2, epsilon_high: 0.2, beta: 0.0, tis_cap: None },
         num_iterations: 1,
         mask_truncated_completions: false,
         temperature: 1.0,

@@ -1,0 +1,554 @@
+//! Generation on vLLM or SGLang servers: the [`Backend`] for runs that outgrow one machine.
+//!
+//! [`RemoteBackend`] sends each group (one prompt, `n` completions, one seed) to the server with
+//! the fewest requests in flight, over pooled HTTP connections on a small tokio runtime of its
+//! own: the model thread only submits and collects, it never waits on the network. A group whose
+//! server errors, times out, drops the connection or answers something malformed is sent again
+//! to another server (with backoff); it is returned once, whatever happened on the way. A server
+//! that keeps failing is set aside for a while ([`servers`]); the run stops with one error only
+//! when a group has been tried `attempts_per_group` times.
+//!
+//! The servers hold their own copy of the policy, so the trainer hands them every update through
+//! [`WeightSync`]: it writes the weights as a Hugging Face folder the servers can read, the
+//! backend has each server load it (vLLM's dev-mode `reload_weights`, SGLang's
+//! `update_weights_from_disk`) and then checks that it did: a fixed token sequence is scored on
+//! the server and compared with the trainer's own log-probs ([`probe`]). A server that fails a
+//! request may have restarted on its original weights, so it loads and passes the check again
+//! before its next group; one that fails the check stops the run, because training on another
+//! policy's samples must never happen silently.
+
+pub mod probe;
+pub mod protocol;
+pub mod servers;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{json, Value};
+
+use crate::{Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams};
+use protocol::{Generation, ServerKind};
+use servers::{Released, Servers, SetAsideRules};
+
+/// Where the servers are and how patient to be with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConfig {
+    pub kind: ServerKind,
+    /// Base URLs, e.g. `http://10.0.0.5:8000`.
+    pub servers: Vec<String>,
+    /// The longest one generation request may take (a whole group).
+    pub request_timeout: Duration,
+    /// How many times a group is sent before the run gives up on it.
+    pub attempts_per_group: usize,
+    pub set_aside: SetAsideRules,
+    /// Stop strings, passed to the servers.
+    pub stop_strings: Vec<String>,
+    /// The largest |server - trainer| log-prob the weight check accepts.
+    pub max_logprob_diff: f64,
+}
+
+impl RemoteConfig {
+    pub fn new(kind: ServerKind, servers: Vec<String>) -> Self {
+        Self {
+            kind,
+            attempts_per_group: 2 * servers.len() + 3,
+            servers,
+            request_timeout: Duration::from_secs(600),
+            set_aside: SetAsideRules {
+                failures_to_set_aside: 3,
+                first_set_aside: Duration::from_secs(5),
+                max_set_aside: Duration::from_secs(60),
+            },
+            stop_strings: Vec::new(),
+            max_logprob_diff: 1e-3,
+        }
+    }
+}
+
+/// Weights the servers should serve, and what the check expects of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsOnDisk {
+    /// A Hugging Face model folder every server can read at this path.
+    pub dir: PathBuf,
+    /// The probe sequence and the trainer's log-probs of its tokens 1.. at temperature 1.
+    pub probe_ids: Vec<u32>,
+    pub probe_logprobs: Vec<f32>,
+}
+
+/// What one weight sync took and found.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SyncReport {
+    /// Time to have every server load the weights.
+    pub load_seconds: f64,
+    /// Time to check every server.
+    pub check_seconds: f64,
+    /// The largest |server - trainer| probe log-prob over the servers that were checked.
+    pub max_abs_logprob_diff: f64,
+    /// Servers that could not be reached, with why; they load the weights and are checked before
+    /// their next group.
+    pub unreachable: Vec<String>,
+}
+
+/// A backend whose servers hold their own copy of the weights.
+pub trait WeightSync {
+    /// Has every server load `weights` and checks each one that answered. Fails when none
+    /// could load them, or when one serves other weights than the check expects.
+    fn load_weights(&mut self, weights: WeightsOnDisk) -> Result<SyncReport, RolloutError>;
+
+    /// Checks every server against the last weights loaded, without loading anything.
+    fn check_weights(&mut self) -> Result<SyncReport, RolloutError>;
+}
+
+/// Why one try of a group did not work out: worth trying elsewhere, or not.
+enum Failure {
+    Retry(String),
+    Fatal(RolloutError),
+}
+
+struct Shared {
+    kind: ServerKind,
+    config: RemoteConfig,
+    params: SamplingParams,
+    client: reqwest::Client,
+    servers: Mutex<Servers>,
+    /// vLLM's served model name of each server, asked once.
+    models: Mutex<Vec<Option<String>>>,
+    weights: Mutex<Option<WeightsOnDisk>>,
+    /// Held by whoever brings a stale server up to date, so that it loads the weights once.
+    refreshing: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Generation on remote servers; see the module documentation.
+pub struct RemoteBackend {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    sender: Sender<(RequestId, Result<Vec<Completion>, RolloutError>)>,
+    finished: Receiver<(RequestId, Result<Vec<Completion>, RolloutError>)>,
+    in_flight: usize,
+    next_id: RequestId,
+}
+
+impl RemoteBackend {
+    /// A backend over `config.servers`, sampling with `params`. No connection is made yet.
+    pub fn new(config: RemoteConfig, params: SamplingParams) -> Result<Self, RolloutError> {
+        params.validate()?;
+        if config.servers.is_empty() {
+            return Err(RolloutError::Params("rollout.servers is empty".into()));
+        }
+        for url in &config.servers {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(RolloutError::Params(format!("server `{url}` is not an http:// URL")));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("aha-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| RolloutError::Backend(format!("starting the HTTP runtime: {e}")))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| RolloutError::Backend(format!("building the HTTP client: {e}")))?;
+        let servers = Servers::new(&config.servers, config.set_aside);
+        let n = config.servers.len();
+        let models = Mutex::new(vec![None; config.servers.len()]);
+        let shared = Arc::new(Shared {
+            kind: config.kind,
+            config,
+            params,
+            client,
+            servers: Mutex::new(servers),
+            models,
+            weights: Mutex::new(None),
+            refreshing: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+        });
+        let (sender, finished) = crossbeam_channel::unbounded();
+        Ok(Self { runtime, shared, sender, finished, in_flight: 0, next_id: 0 })
+    }
+
+    /// Requests in flight on each server.
+    pub fn server_loads(&self) -> Vec<usize> {
+        self.shared.servers.lock().expect("servers").loads()
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn submit(&mut self, request: GenerationRequest) -> Result<RequestId, RolloutError> {
+        if request.prompt_ids.is_empty() || request.n == 0 {
+            return Err(RolloutError::Params("a request needs a prompt and n >= 1".into()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight += 1;
+        let shared = Arc::clone(&self.shared);
+        let sender = self.sender.clone();
+        self.runtime.spawn(async move {
+            let result = shared.run_group(&request).await;
+            // The receiver lives as long as the runtime that runs this task.
+            let _ = sender.send((id, result));
+        });
+        Ok(id)
+    }
+
+    fn poll(&mut self) -> Result<Vec<GroupOutput>, RolloutError> {
+        if self.in_flight == 0 {
+            return Ok(Vec::new());
+        }
+        let first = self.finished.recv().map_err(|_| RolloutError::Backend("the HTTP runtime stopped".into()))?;
+        let mut done = Vec::new();
+        for (id, result) in std::iter::once(first).chain(self.finished.try_iter()) {
+            self.in_flight -= 1;
+            done.push(GroupOutput { id, completions: result? });
+        }
+        Ok(done)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn weight_sync(&mut self) -> Option<&mut dyn WeightSync> {
+        Some(self)
+    }
+}
+
+impl WeightSync for RemoteBackend {
+    fn load_weights(&mut self, weights: WeightsOnDisk) -> Result<SyncReport, RolloutError> {
+        *self.shared.weights.lock().expect("weights") = Some(weights);
+        let shared = Arc::clone(&self.shared);
+        self.runtime.block_on(async move {
+            let n = shared.config.servers.len();
+            let start = Instant::now();
+            let loads = futures_join_all((0..n).map(|i| {
+                let shared = Arc::clone(&shared);
+                async move { shared.load_on(i).await }
+            }))
+            .await;
+            let load_seconds = start.elapsed().as_secs_f64();
+            let mut loaded = Vec::new();
+            let mut unreachable = Vec::new();
+            for (i, load) in loads.into_iter().enumerate() {
+                match load {
+                    Ok(()) => loaded.push(i),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{}: could not load the new weights ({e}); it will before its next group",
+                            shared.url(i)
+                        );
+                        shared.servers.lock().expect("servers").set_stale(i, true);
+                        unreachable.push(format!("{}: {e}", shared.url(i)));
+                    }
+                }
+            }
+            if loaded.is_empty() {
+                return Err(RolloutError::Backend(format!(
+                    "no server could load the new weights: {}",
+                    unreachable.join("; ")
+                )));
+            }
+            let mut report = shared.check_all(loaded).await?;
+            report.load_seconds = load_seconds;
+            report.unreachable.extend(unreachable);
+            Ok(report)
+        })
+    }
+
+    fn check_weights(&mut self) -> Result<SyncReport, RolloutError> {
+        let shared = Arc::clone(&self.shared);
+        self.runtime.block_on(async move {
+            let servers = (0..shared.config.servers.len()).collect();
+            shared.check_all(servers).await
+        })
+    }
+}
+
+/// Runs futures concurrently on the current runtime and returns their outputs in order.
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.expect("a server task panicked"));
+    }
+    out
+}
+
+fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(2))
+}
+
+impl Shared {
+    /// Checks `servers` against the current weights; one that does not answer is marked to load
+    /// and check again before its next group, one that answers wrong stops the run.
+    async fn check_all(self: &Arc<Self>, servers: Vec<usize>) -> Result<SyncReport, RolloutError> {
+        let start = Instant::now();
+        let checks = futures_join_all(servers.iter().map(|&i| {
+            let shared = Arc::clone(self);
+            async move { shared.check_on(i).await }
+        }))
+        .await;
+        let mut report = SyncReport::default();
+        for (&i, check) in servers.iter().zip(checks) {
+            match check {
+                Ok(diff) => {
+                    report.max_abs_logprob_diff = report.max_abs_logprob_diff.max(diff);
+                    self.servers.lock().expect("servers").set_stale(i, false);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    tracing::warn!("{}: weight check failed ({e}); it will redo it before its next group", self.url(i));
+                    self.servers.lock().expect("servers").set_stale(i, true);
+                    report.unreachable.push(format!("{}: {e}", self.url(i)));
+                }
+            }
+        }
+        if report.unreachable.len() == servers.len() {
+            return Err(RolloutError::Backend(format!(
+                "no server answered the weight check: {}",
+                report.unreachable.join("; ")
+            )));
+        }
+        report.check_seconds = start.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn url(&self, server: usize) -> String {
+        self.config.servers[server].trim_end_matches('/').to_string()
+    }
+
+    /// Sends `request` until one server answers it properly.
+    async fn run_group(self: &Arc<Self>, request: &GenerationRequest) -> Result<Vec<Completion>, RolloutError> {
+        let attempts = self.config.attempts_per_group.max(1);
+        let mut last_error = String::new();
+        for attempt in 0..attempts {
+            let server = loop {
+                let picked = self.servers.lock().expect("servers").acquire(Instant::now());
+                match picked {
+                    Ok(server) => break server,
+                    Err(wait) => tokio::time::sleep(wait).await,
+                }
+            };
+            let result = async {
+                self.refresh(server).await?;
+                self.generate_on(server, request).await
+            }
+            .await;
+            let ok = result.is_ok();
+            let released = self.servers.lock().expect("servers").release(server, ok, Instant::now());
+            match result {
+                Ok(completions) => return Ok(completions),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    let url = self.url(server);
+                    match released {
+                        Released::SetAside(pause) => tracing::warn!(
+                            "{url}: {e}; set aside for {:.0} s after {} failures in a row; the group goes elsewhere",
+                            pause.as_secs_f64(),
+                            self.config.set_aside.failures_to_set_aside
+                        ),
+                        _ => tracing::warn!("{url}: {e}; the group goes to another server"),
+                    }
+                    last_error = format!("{url}: {e}");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Err(RolloutError::Backend(format!(
+            "no server left: a group failed {attempts} times on {} servers (last: {last_error})",
+            self.config.servers.len()
+        )))
+    }
+
+    /// Brings `server` up to date if it is stale (see [`servers`]): loads the current weights
+    /// and checks them, once however many groups are waiting for it.
+    async fn refresh(self: &Arc<Self>, server: usize) -> Result<(), Failure> {
+        let stale = || self.servers.lock().expect("servers").is_stale(server);
+        if !stale() || self.weights.lock().expect("weights").is_none() {
+            return Ok(());
+        }
+        let _only_one = self.refreshing[server].lock().await;
+        if stale() {
+            self.load_on(server).await.map_err(Failure::Retry)?;
+            self.check_on(server).await?;
+            self.servers.lock().expect("servers").set_stale(server, false);
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` to `path` on `server` and returns the JSON answer.
+    async fn post(&self, server: usize, path: &str, body: Option<&Value>, timeout: Duration) -> Result<Value, Failure> {
+        let url = format!("{}{path}", self.url(server));
+        let mut request = self.client.post(&url).timeout(timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| Failure::Retry(describe(&e)))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| Failure::Retry(describe(&e)))?;
+        if status.is_client_error() && status.as_u16() != 404 && status.as_u16() != 408 && status.as_u16() != 429 {
+            // The server understood and refused: the same request will fail everywhere.
+            return Err(Failure::Fatal(RolloutError::Backend(format!(
+                "{url} refused the request ({status}): {}",
+                clip(&text)
+            ))));
+        }
+        if !status.is_success() {
+            return Err(Failure::Retry(format!("{path}: HTTP {status}: {}", clip(&text))));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Retry(format!("{path}: malformed JSON ({e}): {}", clip(&text))))
+    }
+
+    async fn get(&self, server: usize, path: &str) -> Result<Value, Failure> {
+        let url = format!("{}{path}", self.url(server));
+        let response = self
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(describe(&e)))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| Failure::Retry(describe(&e)))?;
+        if !status.is_success() {
+            return Err(Failure::Retry(format!("{path}: HTTP {status}: {}", clip(&text))));
+        }
+        serde_json::from_str(&text).map_err(|e| Failure::Retry(format!("{path}: malformed JSON ({e})")))
+    }
+
+    /// The name vLLM serves its model under (its `model` field), asked once per server.
+    async fn model_name(&self, server: usize) -> Result<String, Failure> {
+        if self.kind == ServerKind::Sglang {
+            return Ok(String::new());
+        }
+        if let Some(name) = self.models.lock().expect("models")[server].clone() {
+            return Ok(name);
+        }
+        let models = self.get(server, "/v1/models").await?;
+        let Some(name) = models.pointer("/data/0/id").and_then(Value::as_str) else {
+            return Err(Failure::Retry("/v1/models names no model".into()));
+        };
+        self.models.lock().expect("models")[server] = Some(name.to_string());
+        Ok(name.to_string())
+    }
+
+    async fn generate_on(&self, server: usize, request: &GenerationRequest) -> Result<Vec<Completion>, Failure> {
+        let model = self.model_name(server).await?;
+        let generation = Generation {
+            prompt_ids: &request.prompt_ids,
+            n: request.n,
+            seed: request.seed,
+            params: &self.params,
+            stop_strings: &self.config.stop_strings,
+        };
+        let body = protocol::request_body(self.kind, &model, &generation);
+        let response = self.post(server, self.kind.generate_path(), Some(&body), self.config.request_timeout).await?;
+        protocol::parse_response(self.kind, &response, request.n).map_err(|e| Failure::Retry(e.0))
+    }
+
+    /// Has `server` load the current weights (vLLM: pause, reload, reset the prefix cache,
+    /// resume; SGLang: update from disk, flushing its cache).
+    async fn load_on(self: &Arc<Self>, server: usize) -> Result<(), String> {
+        let Some(dir) = self.weights.lock().expect("weights").as_ref().map(|w| w.dir.clone()) else {
+            return Ok(());
+        };
+        // vLLM shuts down when asked to load a folder it cannot read: never send one that is not
+        // complete here.
+        if !dir.join("config.json").is_file() {
+            return Err(format!("{}: no config.json: not a complete weight folder", dir.display()));
+        }
+        let dir = dir.to_string_lossy().to_string();
+        let timeout = self.config.request_timeout;
+        let step = |r: Result<Value, Failure>| match r {
+            Ok(v) => Ok(v),
+            Err(Failure::Retry(e)) => Err(e),
+            Err(Failure::Fatal(e)) => Err(e.to_string()),
+        };
+        match self.kind {
+            ServerKind::Vllm => {
+                // `wait`: requests in flight finish first (the default, `abort`, would cut them off).
+                step(self.post(server, "/pause?mode=wait", None, timeout).await)?;
+                let reload = json!({"method": "reload_weights",
+                    "kwargs": {"weights_path": dir, "is_checkpoint_format": true}});
+                let loaded = step(self.post(server, "/collective_rpc", Some(&reload), timeout).await);
+                // Resume whatever happened, so that a failed load does not leave it paused.
+                let reset = step(self.post(server, "/reset_prefix_cache", None, timeout).await);
+                step(self.post(server, "/resume", None, timeout).await)?;
+                loaded?;
+                reset?;
+            }
+            ServerKind::Sglang => {
+                let body = json!({"model_path": dir, "flush_cache": true});
+                let answer = step(self.post(server, "/update_weights_from_disk", Some(&body), timeout).await)?;
+                if answer.get("success").and_then(Value::as_bool) == Some(false) {
+                    return Err(format!("update_weights_from_disk: {}", answer.get("message").unwrap_or(&answer)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores the probe on `server`; the largest difference from the trainer's log-probs, or a
+    /// fatal error when it exceeds the limit.
+    async fn check_on(self: &Arc<Self>, server: usize) -> Result<f64, Failure> {
+        let Some(weights) = self.weights.lock().expect("weights").clone() else { return Ok(0.0) };
+        let model = self.model_name(server).await?;
+        let body = probe::probe_body(self.kind, &model, &weights.probe_ids);
+        let path = self.kind.generate_path();
+        let response = self.post(server, path, Some(&body), self.config.request_timeout).await?;
+        let logprobs = probe::parse_probe(self.kind, &response, &weights.probe_ids).map_err(|e| Failure::Retry(e.0))?;
+        let diff = probe::max_abs_diff(&logprobs, &weights.probe_logprobs);
+        if diff > self.config.max_logprob_diff {
+            return Err(Failure::Fatal(RolloutError::Backend(format!(
+                "{} does not serve the weights in {}: its log-probs of the check sequence differ from the \
+                 trainer's by up to {diff:.3e} (limit rollout.sync_max_logprob_diff = {:.1e}); is sync_dir on a \
+                 filesystem it shares, and did it load them?",
+                self.url(server),
+                weights.dir.display(),
+                self.config.max_logprob_diff
+            ))));
+        }
+        Ok(diff)
+    }
+}
+
+/// A transport error in one line (reqwest's display hides the cause).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "could not connect".to_string()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// At most 300 characters of a response body, on one line.
+fn clip(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(300) {
+        Some((end, _)) => format!("{}...", &line[..end]),
+        None => line,
+    }
+}
+
+/// The weight folder of sync `version` under `sync_dir`.
+pub fn sync_folder(sync_dir: &Path, version: u64) -> PathBuf {
+    sync_dir.join(format!("weights-{version:08}"))
+}

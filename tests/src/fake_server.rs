@@ -1,0 +1,282 @@
+//! A stand-in for a vLLM or SGLang server in tests: the subset of their HTTP APIs aha uses,
+//! answered by aha's own engine on a local model, with faults on demand (errors, dropped
+//! connections, slow or malformed answers, a restart on the original weights, reloads that are
+//! silently ignored). Real vLLM servers are tested by scripts/test_vllm.sh.
+//!
+//! HTTP/1.1 on plain std sockets, one thread per connection, `Connection: close` on every answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use aha_model::{CausalLM, LoadOptions};
+use aha_rollout::{generate, FinishReason, GenerationRequest, SamplingParams, ServerKind};
+
+/// Faults to inject; each `*_next` counter is how many of the next generation requests get it.
+#[derive(Default)]
+pub struct Faults {
+    /// Answer HTTP 500.
+    pub error_next: AtomicUsize,
+    /// Close the connection without answering.
+    pub drop_next: AtomicUsize,
+    /// Answer a body that is not JSON.
+    pub malformed_next: AtomicUsize,
+    /// Answer one completion fewer than asked.
+    pub short_next: AtomicUsize,
+    /// Wait this long before answering a generation request.
+    pub delay_ms: AtomicU64,
+    /// Answer reloads with success but keep the old weights.
+    pub ignore_reloads: AtomicBool,
+    /// Drop every connection (a dead server).
+    pub down: AtomicBool,
+}
+
+struct State {
+    kind: ServerKind,
+    original: PathBuf,
+    model: Mutex<CausalLM>,
+    faults: Faults,
+    generations: AtomicUsize,
+    reloads: AtomicUsize,
+}
+
+pub struct FakeServer {
+    pub url: String,
+    state: Arc<State>,
+}
+
+fn load(dir: &Path) -> CausalLM {
+    CausalLM::load(dir, LoadOptions::default()).expect("the fake server's model loads")
+}
+
+fn take(counter: &AtomicUsize) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+impl FakeServer {
+    /// A server of `kind` serving the model in `model_dir`, on a free local port.
+    pub fn start(kind: ServerKind, model_dir: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let state = Arc::new(State {
+            kind,
+            original: model_dir.to_path_buf(),
+            model: Mutex::new(load(model_dir)),
+            faults: Faults::default(),
+            generations: AtomicUsize::new(0),
+            reloads: AtomicUsize::new(0),
+        });
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || serve(&state, stream));
+            }
+        });
+        Self { url, state }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
+    /// Generation requests answered so far.
+    pub fn generations(&self) -> usize {
+        self.state.generations.load(Ordering::SeqCst)
+    }
+
+    pub fn reloads(&self) -> usize {
+        self.state.reloads.load(Ordering::SeqCst)
+    }
+
+    /// As if the process had been killed and started again: back on the weights it started with.
+    pub fn restart(&self) {
+        *self.state.model.lock().unwrap() = load(&self.state.original);
+        self.state.faults.down.store(false, Ordering::SeqCst);
+    }
+}
+
+fn serve(state: &State, stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || state.faults.down.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    // The query string (vLLM's `/pause?mode=wait`) changes nothing here.
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some((status, text)) = answer(state, &method, &path, &body) else { return };
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+/// The status and body to send back, or `None` to drop the connection.
+fn answer(state: &State, method: &str, path: &str, body: &Value) -> Option<(u16, String)> {
+    let ok = |v: Value| Some((200, v.to_string()));
+    match (state.kind, method, path) {
+        (_, "GET", "/health") => ok(json!({})),
+        (ServerKind::Vllm, "GET", "/v1/models") => ok(json!({"data": [{"id": "fake-model"}]})),
+        (ServerKind::Vllm, "POST", "/pause" | "/resume" | "/reset_prefix_cache") => ok(Value::Null),
+        (ServerKind::Vllm, "POST", "/collective_rpc") => {
+            let dir = body.pointer("/kwargs/weights_path").and_then(Value::as_str)?;
+            reload(state, Path::new(dir))
+        }
+        (ServerKind::Sglang, "POST", "/update_weights_from_disk") => {
+            let dir = body.get("model_path").and_then(Value::as_str)?;
+            reload(state, Path::new(dir)).map(|_| (200, json!({"success": true, "message": "ok"}).to_string()))
+        }
+        (ServerKind::Vllm, "POST", "/v1/completions") | (ServerKind::Sglang, "POST", "/generate") => {
+            if body.get("prompt_logprobs").is_some() || body.get("logprob_start_len").is_some() {
+                return ok(probe(state, body));
+            }
+            let faults = &state.faults;
+            std::thread::sleep(Duration::from_millis(faults.delay_ms.load(Ordering::SeqCst)));
+            if take(&faults.drop_next) {
+                return None;
+            }
+            if take(&faults.error_next) {
+                return Some((500, json!({"error": {"message": "injected failure"}}).to_string()));
+            }
+            if take(&faults.malformed_next) {
+                return Some((200, "{\"choices\": [".into()));
+            }
+            state.generations.fetch_add(1, Ordering::SeqCst);
+            let short = take(&faults.short_next);
+            ok(generation(state, body, short))
+        }
+        _ => Some((404, json!({"error": {"message": format!("no route {method} {path}")}}).to_string())),
+    }
+}
+
+fn reload(state: &State, dir: &Path) -> Option<(u16, String)> {
+    state.reloads.fetch_add(1, Ordering::SeqCst);
+    if !state.faults.ignore_reloads.load(Ordering::SeqCst) {
+        match CausalLM::load(dir, LoadOptions::default()) {
+            Ok(model) => *state.model.lock().unwrap() = model,
+            Err(e) => return Some((500, json!({"error": {"message": e.to_string()}}).to_string())),
+        }
+    }
+    Some((200, "null".into()))
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value.as_array().map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as u32)).collect()).unwrap_or_default()
+}
+
+fn params(p: &Value, max_key: &str) -> SamplingParams {
+    let f = |k: &str, d: f64| p.get(k).and_then(Value::as_f64).unwrap_or(d);
+    SamplingParams {
+        temperature: f("temperature", 1.0),
+        top_p: f("top_p", 1.0),
+        top_k: p.get("top_k").and_then(Value::as_i64).map_or(0, |k| k.max(0) as usize),
+        min_p: f("min_p", 0.0),
+        max_new_tokens: p.get(max_key).and_then(Value::as_u64).unwrap_or(16) as usize,
+        stop_token_ids: ids(p.get("stop_token_ids").unwrap_or(&Value::Null)),
+    }
+}
+
+fn reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Completions from aha's own engine, as the real server would shape them.
+fn generation(state: &State, body: &Value, short: bool) -> Value {
+    let model = state.model.lock().unwrap();
+    match state.kind {
+        ServerKind::Vllm => {
+            let request = GenerationRequest {
+                prompt_ids: ids(&body["prompt"]),
+                n: body["n"].as_u64().unwrap_or(1) as usize,
+                seed: body["seed"].as_u64().unwrap_or(0),
+            };
+            let completions = generate(&model, &[request], &params(body, "max_tokens")).expect("generate").remove(0);
+            let take = completions.len() - usize::from(short);
+            let choices: Vec<Value> = completions
+                .iter()
+                .take(take)
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({"index": i, "text": "", "token_ids": c.token_ids,
+                        "logprobs": {"token_logprobs": c.logprobs}, "finish_reason": reason(c.finish_reason)})
+                })
+                .collect();
+            json!({"id": "cmpl-fake", "choices": choices})
+        }
+        ServerKind::Sglang => {
+            let inputs = body["input_ids"].as_array().cloned().unwrap_or_default();
+            let mut items = Vec::new();
+            for (input, sampling) in inputs.iter().zip(body["sampling_params"].as_array().into_iter().flatten()) {
+                // SGLang seeds each input; aha's engine seeds a group and draws completion j on
+                // stream j, so the seed of input j is the group's seed + j with one completion.
+                let request = GenerationRequest {
+                    prompt_ids: ids(input),
+                    n: 1,
+                    seed: sampling["sampling_seed"].as_u64().unwrap_or(0),
+                };
+                let c = generate(&model, &[request], &params(sampling, "max_new_tokens")).expect("generate").remove(0);
+                let c = &c[0];
+                let lps: Vec<Value> = c.logprobs.iter().zip(&c.token_ids).map(|(l, t)| json!([l, t, null])).collect();
+                items.push(json!({"text": "", "output_ids": c.token_ids, "meta_info": {
+                    "output_token_logprobs": lps, "finish_reason": {"type": reason(c.finish_reason)}}}));
+            }
+            if short {
+                items.pop();
+            }
+            Value::Array(items)
+        }
+    }
+}
+
+/// Teacher-forced log-probs of the request's tokens (the weight check).
+fn probe(state: &State, body: &Value) -> Value {
+    let model = state.model.lock().unwrap();
+    let tokens = ids(body.get("prompt").or_else(|| body.get("input_ids")).unwrap_or(&Value::Null));
+    let logprobs = model.sequence_logprobs(std::slice::from_ref(&tokens), 1.0).expect("score").remove(0);
+    match state.kind {
+        ServerKind::Vllm => {
+            let mut entries = vec![Value::Null];
+            for (id, lp) in tokens.iter().skip(1).zip(&logprobs) {
+                entries.push(json!({ id.to_string(): {"logprob": lp, "rank": 1} }));
+            }
+            json!({"choices": [{"index": 0, "token_ids": [], "prompt_logprobs": entries, "finish_reason": "length"}]})
+        }
+        ServerKind::Sglang => {
+            let mut entries = vec![json!([null, tokens[0], null])];
+            for (id, lp) in tokens.iter().skip(1).zip(&logprobs) {
+                entries.push(json!([lp, id, null]));
+            }
+            json!({"text": "", "output_ids": [], "meta_info": {"input_token_logprobs": entries}})
+        }
+    }
+}
