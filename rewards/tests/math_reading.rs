@@ -454,7 +454,10 @@ fn plain_numbers_with_a_decimal_comma() {
 #[test]
 fn joined_boxes_and_assignments_against_values() {
     assert_eq!(last_boxes("\\boxed{1} papers and \\boxed{2} bins").as_deref(), Some("1, 2"));
-    assert_eq!(last_boxes("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$").as_deref(), Some("(3, 3), (1, 1)"));
+    assert_eq!(
+        last_boxes("$$\\boxed{(3, 3)} \\text{ for part (a) and } \\boxed{(1, 1)}$$").as_deref(),
+        Some("(3, 3), (1, 1)")
+    );
     assert_eq!(last_boxes("$\\boxed{35} ++++++ \\boxed{4}$").as_deref(), Some("35, 4"));
     assert_eq!(last_boxes("\\boxed{3} and so \\boxed{3}").as_deref(), Some("3"));
     assert_eq!(last_boxes("\\boxed{3}, then corrected: \\boxed{4}").as_deref(), Some("4"));
@@ -530,7 +533,11 @@ fn matrix_arithmetic() {
 #[test]
 fn inequalities_in_an_absolute_value() {
     check_all(&[
-        ("$z \\in \\left[-\\frac{3}{2}, -1\\right] \\cup \\left[1, \\frac{3}{2}\\right]$", "$1\\leq|z|\\leq \\frac{3}{2}$", true),
+        (
+            "$z \\in \\left[-\\frac{3}{2}, -1\\right] \\cup \\left[1, \\frac{3}{2}\\right]$",
+            "$1\\leq|z|\\leq \\frac{3}{2}$",
+            true,
+        ),
         ("$z \\in [-2, -1] \\cup [1, 2]$", "$1\\leq|z|\\leq \\frac{3}{2}$", false),
         ("$(-2, 2)$", "$|x| < 2$", true),
         ("$[-2, 2]$", "$|x| < 2$", false),

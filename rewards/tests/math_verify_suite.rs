@@ -41,17 +41,17 @@ fn differences(wrap: impl Fn(&str) -> String) -> (usize, Vec<(String, String, St
     (total, differences)
 }
 
-fn assert_only_known_differences(total: usize, differences: &[(String, String, String)], only_here: &[(&str, &str, &str)]) {
+fn assert_only_known_differences(
+    total: usize,
+    differences: &[(String, String, String)],
+    only_here: &[(&str, &str, &str)],
+) {
     assert!(total >= 100, "only {total} cases");
     let known: Vec<&(&str, &str, &str)> = KNOWN_DIFFERENCES.iter().chain(only_here).collect();
-    let unexpected: Vec<_> = differences
-        .iter()
-        .filter(|(g, p, _)| !known.iter().any(|(kg, kp, _)| kg == g && kp == p))
-        .collect();
-    let fixed: Vec<_> = known
-        .iter()
-        .filter(|(kg, kp, _)| !differences.iter().any(|(g, p, _)| kg == g && kp == p))
-        .collect();
+    let unexpected: Vec<_> =
+        differences.iter().filter(|(g, p, _)| !known.iter().any(|(kg, kp, _)| kg == g && kp == p)).collect();
+    let fixed: Vec<_> =
+        known.iter().filter(|(kg, kp, _)| !differences.iter().any(|(g, p, _)| kg == g && kp == p)).collect();
     assert!(
         unexpected.is_empty() && fixed.is_empty(),
         "{} of {total} differ from Math-Verify; not in the known list:\n{}\nlisted but now agreeing: {fixed:?}",

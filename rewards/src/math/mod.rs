@@ -303,9 +303,8 @@ impl Checker for MathChecker {
 /// the gold): the first candidate of the prose sources that parses.
 fn answer_in_prose(text: &str, decimal_comma: bool) -> Option<Answer> {
     candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber]).iter().find_map(|c| {
-        let decimal = (decimal_comma && c.source == Source::LastNumber)
-            .then(|| extract::plain_decimal_comma(&c.text))
-            .flatten();
+        let decimal =
+            (decimal_comma && c.source == Source::LastNumber).then(|| extract::plain_decimal_comma(&c.text)).flatten();
         parse_prose(decimal.as_deref().unwrap_or(&c.text)).ok()
     })
 }
