@@ -75,7 +75,10 @@ pub fn request_body(kind: ServerKind, model: &str, request: &Generation) -> Valu
                 "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
                 "min_p": p.min_p,
                 "max_tokens": p.max_new_tokens,
+                // aha's stop ids (the policy's eos ids) and nothing else: vLLM would otherwise also
+                // stop at its tokenizer's eos, which a checkpoint may have switched off.
                 "stop_token_ids": p.stop_token_ids,
+                "ignore_eos": true,
                 "logprobs": 0,
                 "return_token_ids": true,
                 "skip_special_tokens": false,
@@ -97,6 +100,7 @@ pub fn request_body(kind: ServerKind, model: &str, request: &Generation) -> Valu
                         "min_p": p.min_p,
                         "max_new_tokens": p.max_new_tokens,
                         "stop_token_ids": p.stop_token_ids,
+                        "ignore_eos": true,
                         "skip_special_tokens": false,
                         "sampling_seed": request.seed.wrapping_add(j),
                     });
