@@ -19,19 +19,8 @@ THREADS="${1:-2}"
 STEPS="${STEPS:-7}"
 SKIP="${SKIP:-2}"
 PY=.venv/bin/python
-# torch too: on a CPU set-up .venv holds the torch wheel without the dependencies Python needs.
-"$PY" -c "import torch, trl" 2>/dev/null || "$PY" -m pip install --quiet "torch==2.13.0" "trl==1.16.0"
-BENCH_MODEL=target/bench-models/qwen2-25m
-[ -f "$BENCH_MODEL/model.safetensors" ] || "$PY" bench/make_bench_model.py --out "$BENCH_MODEL"
-cargo build --release --quiet -p aha
+bench/prepare_grpo_bench.sh
 AHA=target/release/aha
-
-# No-eos copies of the checkpoints (weights symlinked) and the prompts, where the configs expect them.
-"$PY" bench/trl_grpo_bench.py --no-eos-copy tests/fixtures/models/qwen2 target/bench-models/qwen2-tiny-noeos
-"$PY" bench/trl_grpo_bench.py --no-eos-copy "$BENCH_MODEL" target/bench-models/qwen2-25m-noeos
-mkdir -p target/bench-data
-"$PY" bench/trl_grpo_bench.py --model target/bench-models/qwen2-tiny-noeos \
-  --write-prompts target/bench-data/grpo-bench-prompts.jsonl
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

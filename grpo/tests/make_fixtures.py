@@ -23,14 +23,21 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def trl_loss(logps, old, ref, adv, mask, loss_type, eps_low, eps_high, beta, max_completion_length):
-    """TRL's GRPOTrainer._compute_loss on one micro-batch (no gradient accumulation)."""
+def trl_loss(logps, old, ref, adv, mask, loss_type, eps_low, eps_high, beta, max_completion_length,
+             sampling=None, tis_cap=None):
+    """TRL's GRPOTrainer._compute_loss on one micro-batch (no gradient accumulation). With
+    `sampling` (the generation server's log-probs) and `tis_cap`: TRL's vLLM importance-sampling
+    correction in "token_truncate" mode, min(exp(old - sampling), cap) on each token's loss
+    before the KL term."""
     old_logps = old if old is not None else logps.detach()
     coef_1 = torch.exp(logps - old_logps)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     per_token_loss1 = coef_1 * adv.unsqueeze(1)
     per_token_loss2 = coef_2 * adv.unsqueeze(1)
     per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+    if sampling is not None:
+        importance_sampling_ratio = torch.clamp(torch.exp(old_logps - sampling), max=tis_cap)
+        per_token_loss = per_token_loss * importance_sampling_ratio
     per_token_kl = None
     if ref is not None:
         per_token_kl = torch.exp(ref - logps) - (ref - logps) - 1
@@ -114,6 +121,48 @@ def loss_fixture():
                     "expected_metrics": metrics,
                 }
             )
+    # Truncated importance sampling: the sampler's log-probs differ from the trainer's old ones by
+    # up to about 1, so that some weights reach the cap. (Drawn after everything above, which
+    # stays as it was.)
+    sampling = logps + 0.4 * torch.randn(b, t, generator=g, dtype=torch.float64)
+    tis_cases = []
+    for loss_type, name, with_old, with_ref, beta, cap in [
+        ("dapo", "mu1", False, False, 0.0, 2.0),
+        ("grpo", "mu2_beta", True, True, 0.04, 1.5),
+        ("dr_grpo", "mu1_beta", False, True, 0.1, 3.0),
+    ]:
+        x = logps.clone().requires_grad_(True)
+        behaviour = sampling if not with_old else old + (sampling - logps)
+        loss, metrics = trl_loss(
+            x,
+            old if with_old else None,
+            ref if with_ref else None,
+            adv,
+            mask,
+            loss_type,
+            0.2,
+            0.28,
+            beta,
+            max_completion_length,
+            sampling=behaviour,
+            tis_cap=cap,
+        )
+        loss.backward()
+        tis_cases.append(
+            {
+                "name": f"{loss_type}_{name}_tis",
+                "loss_type": loss_type,
+                "epsilon_low": 0.2,
+                "epsilon_high": 0.28,
+                "beta": beta,
+                "tis_cap": cap,
+                "with_old": with_old,
+                "with_ref": with_ref,
+                "behaviour_logprobs": behaviour.tolist(),
+                "expected_loss": loss.item(),
+                "expected_grad": x.grad.tolist(),
+            }
+        )
     return {
         "max_completion_length": max_completion_length,
         "logprobs": logps.tolist(),
@@ -122,6 +171,7 @@ def loss_fixture():
         "advantages": adv.tolist(),
         "mask": mask.tolist(),
         "cases": cases,
+        "tis_cases": tis_cases,
     }
 
 
