@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -28,36 +27,30 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter, SelfCheck};
-use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
+use aha_grpo::{build_checker, load_problems, EvalReport, HeldOut, TrainConfig};
 use aha_model::{train_byte_level_bpe, CausalLM, Tokenizer};
 use aha_rewards::Registry;
 use aha_traces::{TraceFilter, TraceReader, TRACE_FILE};
 
-use crate::train_cmd::{finished, number, Progress};
+use super::{DemoKind, DemoRun, RunArgs};
 
 /// The demo's training configuration (also usable with `aha train`).
 const CONFIG: &str = include_str!("../../examples/configs/aha-moment.toml");
 const CONFIG_NAME: &str = "examples/configs/aha-moment.toml";
-/// Where the base model lives, relative to the repository.
-const MODEL_DIR: &str = "assets/aha-moment-model";
+const AHA_MOMENT: DemoKind = DemoKind {
+    name: "aha-moment",
+    model: "aha-moment-model",
+    make_script: "scripts/make_aha_moment_model.sh",
+    config: CONFIG,
+    config_name: CONFIG_NAME,
+};
 
 #[derive(Args)]
 pub struct AhaMomentArgs {
     #[command(subcommand)]
     action: Option<AhaMomentAction>,
-    /// Seed of the training run (data order, sampling).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Override a key of the training configuration (examples/configs/aha-moment.toml), e.g.
-    /// `--set run.steps=20` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// The run directory (default: runs/aha-moment-seed<SEED>-<time>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Completions per held-out problem for pass@1 at temperature 1.
-    #[arg(long, default_value_t = 4)]
-    eval_samples: usize,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -97,10 +90,10 @@ struct CorpusArgs {
     layers: usize,
 }
 
-pub fn run(args: AhaMomentArgs, repo_root: &Path) -> Result<()> {
+pub fn run(args: AhaMomentArgs, assets: &Path) -> Result<()> {
     match &args.action {
         Some(AhaMomentAction::Corpus(corpus)) => write_corpus(corpus),
-        None => demo(&args, repo_root),
+        None => demo(&args.run, assets),
     }
 }
 
@@ -202,49 +195,13 @@ impl Measured {
     }
 }
 
-fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
-    let started = Instant::now();
-    let model_dir = repo_root.join(MODEL_DIR);
-    let model_dir = model_dir.canonicalize().unwrap_or(model_dir);
-    if !model_dir.join("model.safetensors").is_file() {
-        bail!(
-            "the aha-moment base model is missing: {} (scripts/make_aha_moment_model.sh makes it)",
-            model_dir.join("model.safetensors").display()
-        );
-    }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/aha-moment-seed{}-{}", args.seed, chrono::Local::now().format("%Y%m%d-%H%M%S")))
-    });
-    let mut overrides = vec![
-        format!("model.path={}", toml_string(&model_dir.display().to_string())),
-        format!("run.seed={}", args.seed),
-        format!("run.output_dir={}", toml_string(&out.display().to_string())),
-    ];
-    overrides.extend(args.overrides.iter().cloned());
-    let config = TrainConfig::from_toml(CONFIG, CONFIG_NAME, &overrides)?;
-
-    let checker = build_checker(&config, &Registry::with_builtins())?;
-    let (_, eval_set) = load_problems(&config, &checker)?;
-    let options = config.model.load_options(false);
-    let base = CausalLM::load(&model_dir, options).with_context(|| format!("loading {}", model_dir.display()))?;
-    let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
-    let prompter = Prompter::new(&config.data.template, &model_dir)?;
-    let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
-    let label = config.rewards.checkers.first().map(|c| c.reported_label());
+fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
+    let (run, base) = DemoRun::set_up(&AHA_MOMENT, args, assets)?;
     let measure = |model: &CausalLM| -> Result<Measured> {
-        let settings = |temperature: f64| EvalSettings {
-            temperature,
-            max_new_tokens: config.sampling.max_new_tokens,
-            samples: args.eval_samples,
-            seed: 1_000_003,
-            stop_strings: config.sampling.stop_strings.clone(),
-            engine: config.sampling.engine(),
-        };
-        let greedy = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?;
-        let sampled = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(1.0))?;
+        let (greedy, sampled) = run.evaluate(model)?;
         Ok(Measured {
-            greedy_checks: report_stats(&held_out, &greedy),
-            sampled_checks: report_stats(&held_out, &sampled),
+            greedy_checks: report_stats(&run.held_out, &greedy),
+            sampled_checks: report_stats(&run.held_out, &sampled),
             greedy,
             sampled,
         })
@@ -254,12 +211,12 @@ fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
         "aha demo aha-moment: self-checking emerging under RL. Base model {} ({:.2}M parameters), 3-digit \
          addition, a first attempt that the base model checks ({:?}) in about one answer in ten; \
          rewarded only for a right final answer; seed {}.",
-        model_dir.display(),
+        run.model_dir.display(),
         base.num_parameters() as f64 / 1e6,
         SelfCheck::MARK,
-        args.seed
+        run.seed
     );
-    eprintln!("evaluating the base model on {} held-out problems...", held_out.len());
+    eprintln!("evaluating the base model on {} held-out problems...", run.held_out.len());
     let before = measure(&base)?;
     drop(base);
     eprintln!(
@@ -269,44 +226,27 @@ fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
         100.0 * before.sampled_checks.checks as f64 / before.sampled_checks.completions.max(1) as f64
     );
 
-    let steps = config.run.steps;
-    let progress = Progress::new(steps);
-    let train_started = Instant::now();
-    let outcome = aha_grpo::train(config.clone(), false, |metrics| {
-        let summary = format!(
-            "accuracy {:.3} length {:.1}",
-            number(metrics, "accuracy"),
-            number(metrics, "completion_length_mean")
-        );
-        progress.step(metrics, summary);
-    })?;
-    finished(progress, outcome.clone());
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let checkpoint = outcome.last_checkpoint.context("the run saved no checkpoint")?;
-    let trained = CausalLM::load(&checkpoint, options)?;
+    let trained = run.train()?;
     eprintln!("evaluating the trained model...");
-    let after = measure(&trained)?;
+    let after = measure(&trained.model)?;
 
-    let curve = training_curve(&outcome.run_dir)?;
-    let example = caught_mistake(&held_out, &before, &after);
+    let run_dir = &trained.outcome.run_dir;
+    let curve = training_curve(run_dir)?;
+    let example = caught_mistake(&run.held_out, &before, &after);
     let summary = json!({
-        "seed": args.seed,
-        "steps": steps,
+        "seed": run.seed,
+        "steps": run.config.run.steps,
         "mark": SelfCheck::MARK,
         "before": before.to_json(),
         "after": after.to_json(),
         "curve": curve,
-        "train_seconds": train_seconds,
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "run_dir": outcome.run_dir,
-        "checkpoint": checkpoint,
+        "train_seconds": trained.train_seconds,
+        "wall_seconds": run.started.elapsed().as_secs_f64(),
+        "run_dir": run_dir,
+        "checkpoint": trained.checkpoint,
         "example": example,
     });
-    let text = summary_text(&summary, &outcome.run_dir);
-    print!("{text}");
-    std::fs::write(outcome.run_dir.join("demo.md"), &text)?;
-    std::fs::write(outcome.run_dir.join("demo.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
-    Ok(())
+    run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 
 /// Per step: reward, accuracy and mean length (metrics.jsonl), and the self-checking statistics
@@ -478,10 +418,6 @@ fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Va
             "greedy": false,
         })
     })
-}
-
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
 }
 
 /// The base model's pretraining set: addition problems (never the demo's evaluation problems),
