@@ -167,7 +167,7 @@ fn report_stats(held_out: &HeldOut, report: &EvalReport) -> CheckStats {
     let mut stats = CheckStats::default();
     for c in &report.completions {
         let gold =
-            held_out.problem(c.problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("");
+            held_out.problem(c.problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("");
         stats.add(&c.text, gold);
     }
     stats
@@ -379,7 +379,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
 /// (preferring one the base model got wrong); else the first greedy wrong-to-right check at T=1.
 fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Value {
     let gold = |problem: usize| {
-        held_out.problem(problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("").to_string()
+        held_out.problem(problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("").to_string()
     };
     let fixes = |text: &str, problem: usize| {
         let read = SelfCheck::analyse(text);

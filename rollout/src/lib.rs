@@ -27,7 +27,7 @@ pub use generate::{
     generate, generate_all, Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId,
 };
 pub use pool::{
-    checker_sample, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
+    checker_fields, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
 };
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use sharded::ShardedEngine;

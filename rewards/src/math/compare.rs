@@ -382,7 +382,9 @@ fn matrix_rows(e: &Expr) -> Option<Result<Vec<Vec<Expr>>, ()>> {
             (None, None) => None,
             (Some(Ok(m)), None) if is_scalar(b) => Some(Ok(map(m, &|x| Expr::Mul(bx(x), b.clone())))),
             (None, Some(Ok(m))) if is_scalar(a) => Some(Ok(map(m, &|x| Expr::Mul(a.clone(), bx(x))))),
-            (Some(Ok(a)), Some(Ok(b))) if shape(&a).1 == shape(&b).0 && shape(&a).0 * shape(&b).1 <= MAX_MATRIX_ENTRIES => {
+            (Some(Ok(a)), Some(Ok(b)))
+                if shape(&a).1 == shape(&b).0 && shape(&a).0 * shape(&b).1 <= MAX_MATRIX_ENTRIES =>
+            {
                 let (n, inner, m) = (shape(&a).0, shape(&a).1, shape(&b).1);
                 Some(Ok((0..n)
                     .map(|i| {

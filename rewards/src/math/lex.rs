@@ -532,7 +532,8 @@ impl Lexer {
         }
         // `ext{13}`: letters glued to a group are a product in math mode, not a word.
         let glued_to_group = self.peek() == Some('{') && !is_unit_word(&word);
-        if glued_to_group || (word.len() == 2 && !is_unit_word(&word) && !matches!(word.as_str(), "or" | "and" | "is")) {
+        if glued_to_group || (word.len() == 2 && !is_unit_word(&word) && !matches!(word.as_str(), "or" | "and" | "is"))
+        {
             // `xy` in math mode is a product of two variables.
             for c in word.chars() {
                 self.letter(&c.to_string())?;

@@ -24,7 +24,7 @@ pub use extract::{
 };
 pub use parse::Expr;
 
-use crate::checker::{field, CheckError, Checker, Sample, Verdict};
+use crate::checker::{field, CheckError, Checker, ProblemFields, Verdict};
 
 /// Why an answer did not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,7 +45,7 @@ const MAX_GOLD_SOLUTION: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MathOptions {
-    /// The sample field holding the gold answer.
+    /// The problem field holding the gold answer.
     pub answer_field: String,
     /// Where to look for the answer, in order. A tag or a box decides even when it does not parse
     /// (it scores 0 then); a candidate found in prose counts only when it parses, and otherwise
@@ -288,9 +288,9 @@ impl Checker for MathChecker {
         vec![self.options.answer_field.clone()]
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let name = &self.options.answer_field;
-        let gold = match field(sample, name)? {
+        let gold = match field(fields, name)? {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             _ => return Err(CheckError::BadField { field: name.clone(), expected: "a string or a number".into() }),
@@ -303,9 +303,8 @@ impl Checker for MathChecker {
 /// the gold): the first candidate of the prose sources that parses.
 fn answer_in_prose(text: &str, decimal_comma: bool) -> Option<Answer> {
     candidates(text, &[Source::FinalAnswer, Source::LatexMath, Source::LastNumber]).iter().find_map(|c| {
-        let decimal = (decimal_comma && c.source == Source::LastNumber)
-            .then(|| extract::plain_decimal_comma(&c.text))
-            .flatten();
+        let decimal =
+            (decimal_comma && c.source == Source::LastNumber).then(|| extract::plain_decimal_comma(&c.text)).flatten();
         parse_prose(decimal.as_deref().unwrap_or(&c.text)).ok()
     })
 }
