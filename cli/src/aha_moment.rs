@@ -28,11 +28,11 @@ use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter, SelfCheck};
 use aha_grpo::{build_checker, load_problems, EvalReport, HeldOut, TrainConfig};
-use aha_model::{train_byte_level_bpe, CausalLM, Tokenizer};
+use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::Registry;
 use aha_traces::{TraceFilter, TraceReader, TRACE_FILE};
 
-use super::{DemoKind, DemoRun, RunArgs};
+use super::{summary, write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
 
 /// The demo's training configuration (also usable with `aha train`).
 const CONFIG: &str = include_str!("../../examples/configs/aha-moment.toml");
@@ -284,9 +284,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
     let percent = |v: &Value| v.as_f64().map_or_else(|| format!("{:>7}", "-"), |x| format!("{:>6.1}%", 100.0 * x));
     let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
     let mut text = String::new();
-    let _ = writeln!(text, "\nheld-out: {} problems, {} samples each at T=1", before["problems"], {
-        before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1)
-    });
+    summary::held_out_line(&mut text, before);
     let _ = writeln!(text, "                                        before    after");
     let rows: [(&str, &Value, &Value, bool); 9] = [
         ("pass@1 at temperature 1", &before["pass_at_1_t1"], &after["pass_at_1_t1"], true),
@@ -319,13 +317,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         let _ = writeln!(text, "{name:<38} {}  {}", format(b), format(a));
     }
     let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(
-        text,
-        "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
-        summary["steps"],
-        summary["train_seconds"].as_f64().unwrap_or(0.0),
-        summary["wall_seconds"].as_f64().unwrap_or(0.0)
-    );
+    summary::training_line(&mut text, summary);
     let _ = writeln!(text, " step  accuracy   length   checks  changes  wrong->right");
     let every = (curve.len() / 10).max(1);
     for (i, point) in curve.iter().enumerate() {
@@ -347,31 +339,15 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         "(per step, over the sampled training completions; changes: share of checks that change the answer)"
     );
     if let Some(example) = summary["example"].as_object() {
-        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
         let _ = writeln!(
             text,
             "\none held-out problem, greedy, where the trained model catches its own mistake: {} (answer {})",
             example["question"].as_str().unwrap_or(""),
             example["answer"].as_str().unwrap_or("")
         );
-        let _ = writeln!(
-            text,
-            "  before ({}):{}",
-            verdict(&example["before_correct"]),
-            example["before"].as_str().unwrap_or("")
-        );
-        let _ = writeln!(
-            text,
-            "  after  ({}):{}",
-            verdict(&example["after_correct"]),
-            example["after"].as_str().unwrap_or("")
-        );
+        summary::before_and_after_lines(&mut text, example);
     }
-    let root = run_dir.display();
-    let _ = writeln!(text, "\nrun directory: {root}");
-    let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} stats)");
-    let _ = writeln!(text, "  report: {root}/report.html");
-    let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
+    summary::run_dir_lines(&mut text, summary, run_dir, "stats");
     text
 }
 
@@ -465,14 +441,6 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         };
         lines.push(json!({ "prompt": prompter.render(problem)?, "completion": completion }));
     }
-    let mut jsonl = String::new();
-    for line in &lines {
-        jsonl.push_str(&line.to_string());
-        jsonl.push('\n');
-    }
-    let corpus = args.out.join("train.jsonl");
-    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
-
     // The tokenizer sees both forms whatever the mix, so that it has a token for each word.
     let mut texts: Vec<String> = lines
         .iter()
@@ -491,41 +459,9 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         texts.push(SelfCheck::checked_completion(a, b, a + b));
         texts.push(SelfCheck::checked_completion(a, b, SelfCheck::slip(a, b, &mut rng)));
     }
-    const EOS: &str = "<|endoftext|>";
-    let tokenizer_json = train_byte_level_bpe(texts.iter().map(String::as_str), args.vocab_size, &[EOS])?;
-    std::fs::write(base_dir.join("tokenizer.json"), &tokenizer_json)?;
-    let tokens = serde_json::from_str::<Value>(&tokenizer_json)?["model"]["vocab"].as_object().map_or(0, |v| v.len());
-    let vocab_size = tokens.div_ceil(64) * 64;
-    let model_config = json!({
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": args.hidden_size,
-        "intermediate_size": 4 * args.hidden_size,
-        "num_hidden_layers": args.layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "hidden_act": "silu",
-        "max_position_embeddings": 256,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": true,
-        "initializer_range": 0.02,
-        "vocab_size": vocab_size,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
-        "use_sliding_window": false,
-        "attention_dropout": 0.0,
-        "torch_dtype": "float32",
-    });
-    std::fs::write(base_dir.join("config.json"), serde_json::to_string_pretty(&model_config)? + "\n")?;
-    let tokenizer_config = json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": EOS,
-        "pad_token": EOS,
-        "bos_token": null,
-        "model_max_length": 256,
-    });
-    std::fs::write(base_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)? + "\n")?;
+    let shape =
+        BaseShape { hidden: args.hidden_size, layers: args.layers, max_positions: 256, vocab_limit: args.vocab_size };
+    let (corpus, tokens, vocab_size) = write_base_model(&args.out, &base_dir, &lines, &texts, &shape)?;
 
     let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
     let checked_tokens = tokenizer.encode(&SelfCheck::checked_completion(999, 999, 1988))?.len();

@@ -348,9 +348,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
     let percent = |v: &Value| format!("{:>6.1}%", 100.0 * v.as_f64().unwrap_or(f64::NAN));
     let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
     let mut text = String::new();
-    let _ = writeln!(text, "\nheld-out: {} problems, {} samples each at T=1", before["problems"], {
-        before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1)
-    });
+    summary::held_out_line(&mut text, before);
     let _ = writeln!(text, "                              before    after");
     for (name, key, format) in [
         ("pass@1 at temperature 1", "pass_at_1_t1", &percent as &dyn Fn(&Value) -> String),
@@ -361,13 +359,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         let _ = writeln!(text, "{name:<28} {}  {}", format(&before[key]), format(&after[key]));
     }
     let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(
-        text,
-        "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
-        summary["steps"],
-        summary["train_seconds"].as_f64().unwrap_or(0.0),
-        summary["wall_seconds"].as_f64().unwrap_or(0.0)
-    );
+    summary::training_line(&mut text, summary);
     let _ = writeln!(text, " step  accuracy   length   worked");
     let every = (curve.len() / 10).max(1);
     for (i, point) in curve.iter().enumerate() {
@@ -383,27 +375,56 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         }
     }
     if let Some(example) = summary["example"].as_object() {
-        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
         let _ = writeln!(text, "\none held-out problem, greedy: {}", example["question"].as_str().unwrap_or(""));
+        summary::before_and_after_lines(&mut text, example);
+    }
+    summary::run_dir_lines(&mut text, summary, run_dir, "show --step 1..5");
+    text
+}
+
+/// The parts of a demo's printed summary that both demos share, around their own tables.
+pub(crate) mod summary {
+    use std::fmt::Write as _;
+    use std::path::Path;
+
+    use aha_traces::TRACE_FILE;
+    use serde_json::Value;
+
+    /// "held-out: N problems, K samples each at T=1".
+    pub fn held_out_line(text: &mut String, before: &Value) {
+        let per_problem = before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1);
+        let _ = writeln!(text, "\nheld-out: {} problems, {per_problem} samples each at T=1", before["problems"]);
+    }
+
+    /// "training: N GRPO steps in S s (whole demo W s)".
+    pub fn training_line(text: &mut String, summary: &Value) {
         let _ = writeln!(
             text,
-            "  before ({}):{}",
-            verdict(&example["before_correct"]),
-            example["before"].as_str().unwrap_or("")
-        );
-        let _ = writeln!(
-            text,
-            "  after  ({}):{}",
-            verdict(&example["after_correct"]),
-            example["after"].as_str().unwrap_or("")
+            "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
+            summary["steps"],
+            summary["train_seconds"].as_f64().unwrap_or(0.0),
+            summary["wall_seconds"].as_f64().unwrap_or(0.0)
         );
     }
-    let root = run_dir.display();
-    let _ = writeln!(text, "\nrun directory: {root}");
-    let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} show --step 1..5)");
-    let _ = writeln!(text, "  report: {root}/report.html");
-    let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
-    text
+
+    /// The example's greedy answers before and after training, each with its verdict.
+    pub fn before_and_after_lines(text: &mut String, example: &serde_json::Map<String, Value>) {
+        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
+        for (when, key) in [("before", "before"), ("after ", "after")] {
+            let right = &example[&format!("{key}_correct")];
+            let _ = writeln!(text, "  {when} ({}):{}", verdict(right), example[key].as_str().unwrap_or(""));
+        }
+    }
+
+    /// Where the run directory, its traces (with `aha traces` arguments to try), the report and the
+    /// trained model are.
+    pub fn run_dir_lines(text: &mut String, summary: &Value, run_dir: &Path, traces_arguments: &str) {
+        let root = run_dir.display();
+        let _ = writeln!(text, "\nrun directory: {root}");
+        let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} {traces_arguments})");
+        let _ = writeln!(text, "  report: {root}/report.html");
+        let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
+    }
 }
 
 /// The first held-out problem whose greedy answer went from a wrong guess to a right worked
@@ -459,14 +480,6 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         };
         lines.push(json!({ "prompt": prompter.render(problem)?, "completion": completion }));
     }
-    let mut jsonl = String::new();
-    for line in &lines {
-        jsonl.push_str(&line.to_string());
-        jsonl.push('\n');
-    }
-    let corpus = args.out.join("train.jsonl");
-    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
-
     // The tokenizer sees both answer forms whatever the mix, so that it has a token for each word.
     let mut texts: Vec<String> = lines
         .iter()
@@ -474,21 +487,69 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
         .collect();
     texts.extend((0..500u64).map(|i| Addition::worked_completion(100 + i * 7 % 900, 999 - i * 13 % 900)));
+    let shape = BaseShape { hidden: 128, layers: 4, max_positions: 512, vocab_limit: args.vocab_size };
+    let (corpus, tokens, vocab_size) = write_base_model(&args.out, &base_dir, &lines, &texts, &shape)?;
+
+    // How long the two forms are in tokens (the demo's max_new_tokens must fit the worked one).
+    let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
+    let worked_tokens = tokenizer.encode(&Addition::worked_completion(999, 999))?.len();
+    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
+    println!(
+        "{}",
+        json!({
+            "corpus": corpus, "examples": lines.len(), "worked": worked, "base": base_dir,
+            "tokenizer_tokens": tokens, "vocab_size": vocab_size,
+            "prompt_tokens": prompt_tokens, "longest_worked_tokens": worked_tokens,
+        })
+    );
+    Ok(())
+}
+
+/// The shape of a demo's base model (a small Qwen2: 4 attention heads, 2 key-value heads, an
+/// intermediate size of 4 x `hidden`).
+pub(crate) struct BaseShape {
+    pub hidden: usize,
+    pub layers: usize,
+    pub max_positions: usize,
+    /// Largest tokenizer vocabulary.
+    pub vocab_limit: usize,
+}
+
+/// What a demo's base model is made from: the corpus `out/train.jsonl` (`lines`, one JSON line
+/// each) and, in `base_dir`, a byte-level BPE tokenizer learned from `tokenizer_texts`
+/// (`tokenizer.json`, `tokenizer_config.json`) and the model's `config.json`. Returns the
+/// corpus's path, the tokenizer's number of tokens and the model's vocabulary size (that number
+/// rounded up to a multiple of 64).
+pub(crate) fn write_base_model(
+    out: &Path,
+    base_dir: &Path,
+    lines: &[Value],
+    tokenizer_texts: &[String],
+    shape: &BaseShape,
+) -> Result<(PathBuf, usize, usize)> {
+    let mut jsonl = String::new();
+    for line in lines {
+        jsonl.push_str(&line.to_string());
+        jsonl.push('\n');
+    }
+    let corpus = out.join("train.jsonl");
+    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
+
     const EOS: &str = "<|endoftext|>";
-    let tokenizer_json = train_byte_level_bpe(texts.iter().map(String::as_str), args.vocab_size, &[EOS])?;
+    let tokenizer_json = train_byte_level_bpe(tokenizer_texts.iter().map(String::as_str), shape.vocab_limit, &[EOS])?;
     std::fs::write(base_dir.join("tokenizer.json"), &tokenizer_json)?;
     let tokens = serde_json::from_str::<Value>(&tokenizer_json)?["model"]["vocab"].as_object().map_or(0, |v| v.len());
     let vocab_size = tokens.div_ceil(64) * 64;
     let model_config = json!({
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
-        "hidden_size": 128,
-        "intermediate_size": 512,
-        "num_hidden_layers": 4,
+        "hidden_size": shape.hidden,
+        "intermediate_size": 4 * shape.hidden,
+        "num_hidden_layers": shape.layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "hidden_act": "silu",
-        "max_position_embeddings": 512,
+        "max_position_embeddings": shape.max_positions,
         "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0,
         "tie_word_embeddings": true,
@@ -506,21 +567,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         "eos_token": EOS,
         "pad_token": EOS,
         "bos_token": null,
-        "model_max_length": 512,
+        "model_max_length": shape.max_positions,
     });
     std::fs::write(base_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)? + "\n")?;
-
-    // How long the two forms are in tokens (the demo's max_new_tokens must fit the worked one).
-    let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
-    let worked_tokens = tokenizer.encode(&Addition::worked_completion(999, 999))?.len();
-    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
-    println!(
-        "{}",
-        json!({
-            "corpus": corpus, "examples": lines.len(), "worked": worked, "base": base_dir,
-            "tokenizer_tokens": tokens, "vocab_size": vocab_size,
-            "prompt_tokens": prompt_tokens, "longest_worked_tokens": worked_tokens,
-        })
-    );
-    Ok(())
+    Ok((corpus, tokens, vocab_size))
 }

@@ -48,8 +48,8 @@ use crate::sandboxed::{self, RunOptions, SandboxSpec};
 pub struct CodeOptions {
     /// Reward 1 only when every test passes (else 0); default: the fraction passed.
     pub binary: bool,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
-    /// pre-initialised CPython beside it).
+    /// The Python module; default: `wasm/python.wasm` in aha's assets folder (`aha_sandbox::assets`;
+    /// runs start from the pre-initialised CPython beside it).
     pub module: Option<PathBuf>,
     /// Limits of each test run, workers, cache folder.
     #[serde(flatten)]

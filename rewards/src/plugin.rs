@@ -40,8 +40,8 @@ pub struct PythonPluginOptions {
     /// The name the checker reports (default `python`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
-    /// pre-initialised CPython beside it).
+    /// The Python module; default: `wasm/python.wasm` in aha's assets folder (`aha_sandbox::assets`;
+    /// runs start from the pre-initialised CPython beside it).
     #[serde(default)]
     pub module: Option<PathBuf>,
     /// Limits of each run, workers, cache folder.
