@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -28,36 +27,30 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter, SelfCheck};
-use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
-use aha_model::{train_byte_level_bpe, CausalLM, Tokenizer};
+use aha_grpo::{build_checker, load_problems, EvalReport, HeldOut, TrainConfig};
+use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::Registry;
 use aha_traces::{TraceFilter, TraceReader, TRACE_FILE};
 
-use crate::train_cmd::{finished, number, Progress};
+use super::{summary, write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
 
 /// The demo's training configuration (also usable with `aha train`).
 const CONFIG: &str = include_str!("../../examples/configs/aha-moment.toml");
 const CONFIG_NAME: &str = "examples/configs/aha-moment.toml";
-/// Where the base model lives, relative to the repository.
-const MODEL_DIR: &str = "assets/aha-moment-model";
+const AHA_MOMENT: DemoKind = DemoKind {
+    name: "aha-moment",
+    model: "aha-moment-model",
+    make_script: "scripts/make_aha_moment_model.sh",
+    config: CONFIG,
+    config_name: CONFIG_NAME,
+};
 
 #[derive(Args)]
 pub struct AhaMomentArgs {
     #[command(subcommand)]
     action: Option<AhaMomentAction>,
-    /// Seed of the training run (data order, sampling).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Override a key of the training configuration (examples/configs/aha-moment.toml), e.g.
-    /// `--set run.steps=20` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// The run directory (default: runs/aha-moment-seed<SEED>-<time>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Completions per held-out problem for pass@1 at temperature 1.
-    #[arg(long, default_value_t = 4)]
-    eval_samples: usize,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
@@ -97,10 +90,10 @@ struct CorpusArgs {
     layers: usize,
 }
 
-pub fn run(args: AhaMomentArgs, repo_root: &Path) -> Result<()> {
+pub fn run(args: AhaMomentArgs, assets: &Path) -> Result<()> {
     match &args.action {
         Some(AhaMomentAction::Corpus(corpus)) => write_corpus(corpus),
-        None => demo(&args, repo_root),
+        None => demo(&args.run, assets),
     }
 }
 
@@ -174,7 +167,7 @@ fn report_stats(held_out: &HeldOut, report: &EvalReport) -> CheckStats {
     let mut stats = CheckStats::default();
     for c in &report.completions {
         let gold =
-            held_out.problem(c.problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("");
+            held_out.problem(c.problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("");
         stats.add(&c.text, gold);
     }
     stats
@@ -202,49 +195,13 @@ impl Measured {
     }
 }
 
-fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
-    let started = Instant::now();
-    let model_dir = repo_root.join(MODEL_DIR);
-    let model_dir = model_dir.canonicalize().unwrap_or(model_dir);
-    if !model_dir.join("model.safetensors").is_file() {
-        bail!(
-            "the aha-moment base model is missing: {} (scripts/make_aha_moment_model.sh makes it)",
-            model_dir.join("model.safetensors").display()
-        );
-    }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/aha-moment-seed{}-{}", args.seed, chrono::Local::now().format("%Y%m%d-%H%M%S")))
-    });
-    let mut overrides = vec![
-        format!("model.path={}", toml_string(&model_dir.display().to_string())),
-        format!("run.seed={}", args.seed),
-        format!("run.output_dir={}", toml_string(&out.display().to_string())),
-    ];
-    overrides.extend(args.overrides.iter().cloned());
-    let config = TrainConfig::from_toml(CONFIG, CONFIG_NAME, &overrides)?;
-
-    let checker = build_checker(&config, &Registry::with_builtins())?;
-    let (_, eval_set) = load_problems(&config, &checker)?;
-    let options = config.model.load_options(false);
-    let base = CausalLM::load(&model_dir, options).with_context(|| format!("loading {}", model_dir.display()))?;
-    let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
-    let prompter = Prompter::new(&config.data.template, &model_dir)?;
-    let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
-    let label = config.rewards.checkers.first().map(|c| c.reported_label());
+fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
+    let (run, base) = DemoRun::set_up(&AHA_MOMENT, args, assets)?;
     let measure = |model: &CausalLM| -> Result<Measured> {
-        let settings = |temperature: f64| EvalSettings {
-            temperature,
-            max_new_tokens: config.sampling.max_new_tokens,
-            samples: args.eval_samples,
-            seed: 1_000_003,
-            stop_strings: config.sampling.stop_strings.clone(),
-            engine: config.sampling.engine(),
-        };
-        let greedy = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?;
-        let sampled = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(1.0))?;
+        let (greedy, sampled) = run.evaluate(model)?;
         Ok(Measured {
-            greedy_checks: report_stats(&held_out, &greedy),
-            sampled_checks: report_stats(&held_out, &sampled),
+            greedy_checks: report_stats(&run.held_out, &greedy),
+            sampled_checks: report_stats(&run.held_out, &sampled),
             greedy,
             sampled,
         })
@@ -254,12 +211,12 @@ fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
         "aha demo aha-moment: self-checking emerging under RL. Base model {} ({:.2}M parameters), 3-digit \
          addition, a first attempt that the base model checks ({:?}) in about one answer in ten; \
          rewarded only for a right final answer; seed {}.",
-        model_dir.display(),
+        run.model_dir.display(),
         base.num_parameters() as f64 / 1e6,
         SelfCheck::MARK,
-        args.seed
+        run.seed
     );
-    eprintln!("evaluating the base model on {} held-out problems...", held_out.len());
+    eprintln!("evaluating the base model on {} held-out problems...", run.held_out.len());
     let before = measure(&base)?;
     drop(base);
     eprintln!(
@@ -269,44 +226,27 @@ fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
         100.0 * before.sampled_checks.checks as f64 / before.sampled_checks.completions.max(1) as f64
     );
 
-    let steps = config.run.steps;
-    let progress = Progress::new(steps);
-    let train_started = Instant::now();
-    let outcome = aha_grpo::train(config.clone(), false, |metrics| {
-        let summary = format!(
-            "accuracy {:.3} length {:.1}",
-            number(metrics, "accuracy"),
-            number(metrics, "completion_length_mean")
-        );
-        progress.step(metrics, summary);
-    })?;
-    finished(progress, outcome.clone());
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let checkpoint = outcome.last_checkpoint.context("the run saved no checkpoint")?;
-    let trained = CausalLM::load(&checkpoint, options)?;
+    let trained = run.train()?;
     eprintln!("evaluating the trained model...");
-    let after = measure(&trained)?;
+    let after = measure(&trained.model)?;
 
-    let curve = training_curve(&outcome.run_dir)?;
-    let example = caught_mistake(&held_out, &before, &after);
+    let run_dir = &trained.outcome.run_dir;
+    let curve = training_curve(run_dir)?;
+    let example = caught_mistake(&run.held_out, &before, &after);
     let summary = json!({
-        "seed": args.seed,
-        "steps": steps,
+        "seed": run.seed,
+        "steps": run.config.run.steps,
         "mark": SelfCheck::MARK,
         "before": before.to_json(),
         "after": after.to_json(),
         "curve": curve,
-        "train_seconds": train_seconds,
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "run_dir": outcome.run_dir,
-        "checkpoint": checkpoint,
+        "train_seconds": trained.train_seconds,
+        "wall_seconds": run.started.elapsed().as_secs_f64(),
+        "run_dir": run_dir,
+        "checkpoint": trained.checkpoint,
         "example": example,
     });
-    let text = summary_text(&summary, &outcome.run_dir);
-    print!("{text}");
-    std::fs::write(outcome.run_dir.join("demo.md"), &text)?;
-    std::fs::write(outcome.run_dir.join("demo.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
-    Ok(())
+    run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 
 /// Per step: reward, accuracy and mean length (metrics.jsonl), and the self-checking statistics
@@ -344,9 +284,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
     let percent = |v: &Value| v.as_f64().map_or_else(|| format!("{:>7}", "-"), |x| format!("{:>6.1}%", 100.0 * x));
     let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
     let mut text = String::new();
-    let _ = writeln!(text, "\nheld-out: {} problems, {} samples each at T=1", before["problems"], {
-        before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1)
-    });
+    summary::held_out_line(&mut text, before);
     let _ = writeln!(text, "                                        before    after");
     let rows: [(&str, &Value, &Value, bool); 9] = [
         ("pass@1 at temperature 1", &before["pass_at_1_t1"], &after["pass_at_1_t1"], true),
@@ -379,13 +317,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         let _ = writeln!(text, "{name:<38} {}  {}", format(b), format(a));
     }
     let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(
-        text,
-        "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
-        summary["steps"],
-        summary["train_seconds"].as_f64().unwrap_or(0.0),
-        summary["wall_seconds"].as_f64().unwrap_or(0.0)
-    );
+    summary::training_line(&mut text, summary);
     let _ = writeln!(text, " step  accuracy   length   checks  changes  wrong->right");
     let every = (curve.len() / 10).max(1);
     for (i, point) in curve.iter().enumerate() {
@@ -407,31 +339,15 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         "(per step, over the sampled training completions; changes: share of checks that change the answer)"
     );
     if let Some(example) = summary["example"].as_object() {
-        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
         let _ = writeln!(
             text,
             "\none held-out problem, greedy, where the trained model catches its own mistake: {} (answer {})",
             example["question"].as_str().unwrap_or(""),
             example["answer"].as_str().unwrap_or("")
         );
-        let _ = writeln!(
-            text,
-            "  before ({}):{}",
-            verdict(&example["before_correct"]),
-            example["before"].as_str().unwrap_or("")
-        );
-        let _ = writeln!(
-            text,
-            "  after  ({}):{}",
-            verdict(&example["after_correct"]),
-            example["after"].as_str().unwrap_or("")
-        );
+        summary::before_and_after_lines(&mut text, example);
     }
-    let root = run_dir.display();
-    let _ = writeln!(text, "\nrun directory: {root}");
-    let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} stats)");
-    let _ = writeln!(text, "  report: {root}/report.html");
-    let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
+    summary::run_dir_lines(&mut text, summary, run_dir, "stats");
     text
 }
 
@@ -439,7 +355,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
 /// (preferring one the base model got wrong); else the first greedy wrong-to-right check at T=1.
 fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Value {
     let gold = |problem: usize| {
-        held_out.problem(problem).and_then(|p| p.sample.get("answer")).and_then(Value::as_str).unwrap_or("").to_string()
+        held_out.problem(problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("").to_string()
     };
     let fixes = |text: &str, problem: usize| {
         let read = SelfCheck::analyse(text);
@@ -478,10 +394,6 @@ fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Va
             "greedy": false,
         })
     })
-}
-
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_string()).to_string()
 }
 
 /// The base model's pretraining set: addition problems (never the demo's evaluation problems),
@@ -529,14 +441,6 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         };
         lines.push(json!({ "prompt": prompter.render(problem)?, "completion": completion }));
     }
-    let mut jsonl = String::new();
-    for line in &lines {
-        jsonl.push_str(&line.to_string());
-        jsonl.push('\n');
-    }
-    let corpus = args.out.join("train.jsonl");
-    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
-
     // The tokenizer sees both forms whatever the mix, so that it has a token for each word.
     let mut texts: Vec<String> = lines
         .iter()
@@ -555,41 +459,9 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         texts.push(SelfCheck::checked_completion(a, b, a + b));
         texts.push(SelfCheck::checked_completion(a, b, SelfCheck::slip(a, b, &mut rng)));
     }
-    const EOS: &str = "<|endoftext|>";
-    let tokenizer_json = train_byte_level_bpe(texts.iter().map(String::as_str), args.vocab_size, &[EOS])?;
-    std::fs::write(base_dir.join("tokenizer.json"), &tokenizer_json)?;
-    let tokens = serde_json::from_str::<Value>(&tokenizer_json)?["model"]["vocab"].as_object().map_or(0, |v| v.len());
-    let vocab_size = tokens.div_ceil(64) * 64;
-    let model_config = json!({
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": args.hidden_size,
-        "intermediate_size": 4 * args.hidden_size,
-        "num_hidden_layers": args.layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "hidden_act": "silu",
-        "max_position_embeddings": 256,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": true,
-        "initializer_range": 0.02,
-        "vocab_size": vocab_size,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
-        "use_sliding_window": false,
-        "attention_dropout": 0.0,
-        "torch_dtype": "float32",
-    });
-    std::fs::write(base_dir.join("config.json"), serde_json::to_string_pretty(&model_config)? + "\n")?;
-    let tokenizer_config = json!({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": EOS,
-        "pad_token": EOS,
-        "bos_token": null,
-        "model_max_length": 256,
-    });
-    std::fs::write(base_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)? + "\n")?;
+    let shape =
+        BaseShape { hidden: args.hidden_size, layers: args.layers, max_positions: 256, vocab_limit: args.vocab_size };
+    let (corpus, tokens, vocab_size) = write_base_model(&args.out, &base_dir, &lines, &texts, &shape)?;
 
     let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
     let checked_tokens = tokenizer.encode(&SelfCheck::checked_completion(999, 999, 1988))?.len();

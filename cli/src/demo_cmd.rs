@@ -24,9 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter};
-use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig};
+use aha_grpo::{build_checker, load_problems, EvalReport, EvalSettings, HeldOut, TrainConfig, TrainOutcome};
 use aha_model::{train_byte_level_bpe, CausalLM, Tokenizer};
-use aha_rewards::Registry;
+use aha_rewards::{CombinedChecker, Registry};
 use aha_traces::{TraceReader, TRACE_FILE};
 
 use crate::train_cmd::{finished, number, Progress};
@@ -45,14 +45,22 @@ const WORKED_MARK: &str = Addition::WORKED_MARK;
 pub struct DemoArgs {
     #[command(subcommand)]
     action: Option<DemoAction>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The command line of a demo run (`aha demo` and `aha demo aha-moment`).
+#[derive(Args)]
+pub struct RunArgs {
     /// Seed of the training run (data order, sampling).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Override a key of the training configuration (examples/configs/demo.toml), e.g.
-    /// `--set run.steps=20` (repeatable).
+    /// Override a key of the demo's training configuration (examples/configs/demo.toml, or
+    /// aha-moment.toml for `aha demo aha-moment`), e.g. `--set run.steps=20` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// The run directory (default: runs/demo-seed<SEED>-<time>).
+    /// The run directory (default: runs/<demo>-seed<SEED>-<time>, <demo> being demo or
+    /// aha-moment).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Completions per held-out problem for pass@1 at temperature 1.
@@ -88,11 +96,152 @@ struct CorpusArgs {
     vocab_size: usize,
 }
 
-pub fn run(args: DemoArgs, repo_root: &Path) -> Result<()> {
+/// `assets`: aha's assets folder (`aha_sandbox::assets`), which holds the demos' base models.
+pub fn run(args: DemoArgs, assets: &Path) -> Result<()> {
     match args.action {
         Some(DemoAction::Corpus(corpus)) => write_corpus(&corpus),
-        Some(DemoAction::AhaMoment(aha)) => aha_moment::run(aha, repo_root),
-        None => demo(&args, repo_root),
+        Some(DemoAction::AhaMoment(aha)) => aha_moment::run(aha, assets),
+        None => demo(&args.run, assets),
+    }
+}
+
+/// One of the bundled demos: its base model and its training configuration.
+pub(crate) struct DemoKind {
+    /// Its name in messages and in the default run directory (`runs/<name>-seed<N>-<time>`).
+    pub name: &'static str,
+    /// The base model's folder in the assets folder.
+    pub model: &'static str,
+    /// The script that makes the base model, named when it is missing.
+    pub make_script: &'static str,
+    /// The training configuration (TOML text) and where it lives, for error messages.
+    pub config: &'static str,
+    pub config_name: &'static str,
+}
+
+const DEMO: DemoKind = DemoKind {
+    name: "demo",
+    model: "demo-model",
+    make_script: "scripts/make_demo_model.sh",
+    config: DEMO_CONFIG,
+    config_name: DEMO_CONFIG_NAME,
+};
+
+/// What both demos set up before training: the base model, the run's configuration (the demo's
+/// file with the command line's seed, run directory and overrides), the checker and the held-out
+/// problems, evaluated as the trainer would.
+pub(crate) struct DemoRun {
+    pub started: Instant,
+    pub seed: u64,
+    pub model_dir: PathBuf,
+    pub config: TrainConfig,
+    pub held_out: HeldOut,
+    tokenizer: Tokenizer,
+    checker: CombinedChecker,
+    label: Option<String>,
+    eval_samples: usize,
+}
+
+/// A finished demo training run.
+pub(crate) struct Trained {
+    pub outcome: TrainOutcome,
+    pub checkpoint: PathBuf,
+    pub model: CausalLM,
+    pub train_seconds: f64,
+}
+
+impl DemoRun {
+    /// Sets `kind` up from `args`, its base model read from `assets`; returns the base model too.
+    pub fn set_up(kind: &DemoKind, args: &RunArgs, assets: &Path) -> Result<(Self, CausalLM)> {
+        let started = Instant::now();
+        let model_dir = assets.join(kind.model);
+        let model_dir = model_dir.canonicalize().unwrap_or(model_dir);
+        if !model_dir.join("model.safetensors").is_file() {
+            bail!(
+                "the {} base model is missing: {} ({} makes it)",
+                kind.name,
+                model_dir.join("model.safetensors").display(),
+                kind.make_script
+            );
+        }
+        let out = args.out.clone().unwrap_or_else(|| {
+            let time = chrono::Local::now().format("%Y%m%d-%H%M%S");
+            PathBuf::from(format!("runs/{}-seed{}-{time}", kind.name, args.seed))
+        });
+        let mut overrides = vec![
+            format!("model.path={}", toml_string(&model_dir.display().to_string())),
+            format!("run.seed={}", args.seed),
+            format!("run.output_dir={}", toml_string(&out.display().to_string())),
+        ];
+        overrides.extend(args.overrides.iter().cloned());
+        let config = TrainConfig::from_toml(kind.config, kind.config_name, &overrides)?;
+
+        // The held-out problems and the checker, as the trainer sees them.
+        let checker = build_checker(&config, &Registry::with_builtins())?;
+        let (_, eval_set) = load_problems(&config, &checker)?;
+        let base = CausalLM::load(&model_dir, config.model.load_options(false))
+            .with_context(|| format!("loading {}", model_dir.display()))?;
+        let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
+        let prompter = Prompter::new(&config.data.template, &model_dir)?;
+        let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
+        let label = config.rewards.checkers.first().map(|c| c.reported_label());
+        let run = DemoRun {
+            started,
+            seed: args.seed,
+            model_dir,
+            config,
+            held_out,
+            tokenizer,
+            checker,
+            label,
+            eval_samples: args.eval_samples,
+        };
+        Ok((run, base))
+    }
+
+    /// `model`'s completions of the held-out problems: greedy (one each), and at temperature 1
+    /// (`--eval-samples` each).
+    pub fn evaluate(&self, model: &CausalLM) -> Result<(EvalReport, EvalReport)> {
+        let sampling = &self.config.sampling;
+        let settings = |temperature: f64| EvalSettings {
+            temperature,
+            max_new_tokens: sampling.max_new_tokens,
+            samples: self.eval_samples,
+            seed: 1_000_003,
+            stop_strings: sampling.stop_strings.clone(),
+            engine: sampling.engine(),
+        };
+        let label = self.label.as_deref();
+        let greedy = self.held_out.evaluate(model, &self.tokenizer, &self.checker, label, &settings(0.0))?;
+        let sampled = self.held_out.evaluate(model, &self.tokenizer, &self.checker, label, &settings(1.0))?;
+        Ok((greedy, sampled))
+    }
+
+    /// Runs the demo's GRPO training (a progress line a step) and loads the trained model.
+    pub fn train(&self) -> Result<Trained> {
+        let progress = Progress::new(self.config.run.steps);
+        let train_started = Instant::now();
+        let outcome = aha_grpo::train(self.config.clone(), false, |metrics| {
+            let summary = format!(
+                "accuracy {:.3} length {:.1}",
+                number(metrics, "accuracy"),
+                number(metrics, "completion_length_mean")
+            );
+            progress.step(metrics, summary);
+        })?;
+        finished(progress, outcome.clone());
+        let train_seconds = train_started.elapsed().as_secs_f64();
+        let checkpoint = outcome.last_checkpoint.clone().context("the run saved no checkpoint")?;
+        let model = CausalLM::load(&checkpoint, self.config.model.load_options(false))?;
+        Ok(Trained { outcome, checkpoint, model, train_seconds })
+    }
+
+    /// Prints the demo's summary and writes it into the run directory (`demo.md`, `demo.json`).
+    pub fn report(&self, trained: &Trained, text: &str, summary: &Value) -> Result<()> {
+        print!("{text}");
+        let run_dir = &trained.outcome.run_dir;
+        std::fs::write(run_dir.join("demo.md"), text)?;
+        std::fs::write(run_dir.join("demo.json"), serde_json::to_string_pretty(summary)? + "\n")?;
+        Ok(())
     }
 }
 
@@ -122,59 +271,21 @@ impl Measured {
     }
 }
 
-fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
-    let started = Instant::now();
-    let model_dir = repo_root.join("assets/demo-model");
-    let model_dir = model_dir.canonicalize().unwrap_or(model_dir);
-    if !model_dir.join("model.safetensors").is_file() {
-        bail!(
-            "the demo base model is missing: {} (scripts/make_demo_model.sh makes it)",
-            model_dir.join("model.safetensors").display()
-        );
-    }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/demo-seed{}-{}", args.seed, chrono::Local::now().format("%Y%m%d-%H%M%S")))
-    });
-    let mut overrides = vec![
-        format!("model.path={}", toml_string(&model_dir.display().to_string())),
-        format!("run.seed={}", args.seed),
-        format!("run.output_dir={}", toml_string(&out.display().to_string())),
-    ];
-    overrides.extend(args.overrides.iter().cloned());
-    let config = TrainConfig::from_toml(DEMO_CONFIG, DEMO_CONFIG_NAME, &overrides)?;
-
-    // The held-out problems and the checker, as the trainer sees them.
-    let checker = build_checker(&config, &Registry::with_builtins())?;
-    let (_, eval_set) = load_problems(&config, &checker)?;
-    let options = config.model.load_options(false);
-    let base = CausalLM::load(&model_dir, options).with_context(|| format!("loading {}", model_dir.display()))?;
-    let tokenizer = Tokenizer::from_dir(&model_dir, base.config().vocab_size)?;
-    let prompter = Prompter::new(&config.data.template, &model_dir)?;
-    let held_out = HeldOut::new(&eval_set.problems, &prompter, &tokenizer, config.sampling.max_prompt_tokens)?;
-    let label = config.rewards.checkers.first().map(|c| c.reported_label());
+fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
+    let (run, base) = DemoRun::set_up(&DEMO, args, assets)?;
     let measure = |model: &CausalLM| -> Result<Measured> {
-        let settings = |temperature: f64| EvalSettings {
-            temperature,
-            max_new_tokens: config.sampling.max_new_tokens,
-            samples: args.eval_samples,
-            seed: 1_000_003,
-            stop_strings: config.sampling.stop_strings.clone(),
-            engine: config.sampling.engine(),
-        };
-        Ok(Measured {
-            greedy: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?,
-            sampled: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(1.0))?,
-        })
+        let (greedy, sampled) = run.evaluate(model)?;
+        Ok(Measured { greedy, sampled })
     };
 
     println!(
         "aha demo: a miniature DeepSeek-R1-Zero. Base model {} ({:.2}M parameters), 3-digit addition in the \
          R1-Zero format, rewarded only for a right answer; seed {}.",
-        model_dir.display(),
+        run.model_dir.display(),
         base.num_parameters() as f64 / 1e6,
-        args.seed
+        run.seed
     );
-    eprintln!("evaluating the base model on {} held-out problems...", held_out.len());
+    eprintln!("evaluating the base model on {} held-out problems...", run.held_out.len());
     let before = measure(&base)?;
     drop(base);
     eprintln!(
@@ -184,43 +295,26 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
         100.0 * Measured::worked_share(&before.sampled)
     );
 
-    let steps = config.run.steps;
-    let progress = Progress::new(steps);
-    let train_started = Instant::now();
-    let outcome = aha_grpo::train(config.clone(), false, |metrics| {
-        let summary = format!(
-            "accuracy {:.3} length {:.1}",
-            number(metrics, "accuracy"),
-            number(metrics, "completion_length_mean")
-        );
-        progress.step(metrics, summary);
-    })?;
-    finished(progress, outcome.clone());
-    let train_seconds = train_started.elapsed().as_secs_f64();
-    let checkpoint = outcome.last_checkpoint.context("the run saved no checkpoint")?;
-    let trained = CausalLM::load(&checkpoint, options)?;
+    let trained = run.train()?;
     eprintln!("evaluating the trained model...");
-    let after = measure(&trained)?;
+    let after = measure(&trained.model)?;
 
-    let curve = training_curve(&outcome.run_dir)?;
-    let example = before_and_after(&held_out, &before.greedy, &after.greedy);
+    let run_dir = &trained.outcome.run_dir;
+    let curve = training_curve(run_dir)?;
+    let example = before_and_after(&run.held_out, &before.greedy, &after.greedy);
     let summary = json!({
-        "seed": args.seed,
-        "steps": steps,
+        "seed": run.seed,
+        "steps": run.config.run.steps,
         "before": before.to_json(),
         "after": after.to_json(),
         "curve": curve,
-        "train_seconds": train_seconds,
-        "wall_seconds": started.elapsed().as_secs_f64(),
-        "run_dir": outcome.run_dir,
-        "checkpoint": checkpoint,
+        "train_seconds": trained.train_seconds,
+        "wall_seconds": run.started.elapsed().as_secs_f64(),
+        "run_dir": run_dir,
+        "checkpoint": trained.checkpoint,
         "example": example,
     });
-    let text = summary_text(&summary, &outcome.run_dir);
-    print!("{text}");
-    std::fs::write(outcome.run_dir.join("demo.md"), &text)?;
-    std::fs::write(outcome.run_dir.join("demo.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
-    Ok(())
+    run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 
 /// Per step: reward, accuracy and mean length (metrics.jsonl), and the share of worked
@@ -254,9 +348,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
     let percent = |v: &Value| format!("{:>6.1}%", 100.0 * v.as_f64().unwrap_or(f64::NAN));
     let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
     let mut text = String::new();
-    let _ = writeln!(text, "\nheld-out: {} problems, {} samples each at T=1", before["problems"], {
-        before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1)
-    });
+    summary::held_out_line(&mut text, before);
     let _ = writeln!(text, "                              before    after");
     for (name, key, format) in [
         ("pass@1 at temperature 1", "pass_at_1_t1", &percent as &dyn Fn(&Value) -> String),
@@ -267,13 +359,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         let _ = writeln!(text, "{name:<28} {}  {}", format(&before[key]), format(&after[key]));
     }
     let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(
-        text,
-        "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
-        summary["steps"],
-        summary["train_seconds"].as_f64().unwrap_or(0.0),
-        summary["wall_seconds"].as_f64().unwrap_or(0.0)
-    );
+    summary::training_line(&mut text, summary);
     let _ = writeln!(text, " step  accuracy   length   worked");
     let every = (curve.len() / 10).max(1);
     for (i, point) in curve.iter().enumerate() {
@@ -289,27 +375,56 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
         }
     }
     if let Some(example) = summary["example"].as_object() {
-        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
         let _ = writeln!(text, "\none held-out problem, greedy: {}", example["question"].as_str().unwrap_or(""));
+        summary::before_and_after_lines(&mut text, example);
+    }
+    summary::run_dir_lines(&mut text, summary, run_dir, "show --step 1..5");
+    text
+}
+
+/// The parts of a demo's printed summary that both demos share, around their own tables.
+pub(crate) mod summary {
+    use std::fmt::Write as _;
+    use std::path::Path;
+
+    use aha_traces::TRACE_FILE;
+    use serde_json::Value;
+
+    /// "held-out: N problems, K samples each at T=1".
+    pub fn held_out_line(text: &mut String, before: &Value) {
+        let per_problem = before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1);
+        let _ = writeln!(text, "\nheld-out: {} problems, {per_problem} samples each at T=1", before["problems"]);
+    }
+
+    /// "training: N GRPO steps in S s (whole demo W s)".
+    pub fn training_line(text: &mut String, summary: &Value) {
         let _ = writeln!(
             text,
-            "  before ({}):{}",
-            verdict(&example["before_correct"]),
-            example["before"].as_str().unwrap_or("")
-        );
-        let _ = writeln!(
-            text,
-            "  after  ({}):{}",
-            verdict(&example["after_correct"]),
-            example["after"].as_str().unwrap_or("")
+            "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
+            summary["steps"],
+            summary["train_seconds"].as_f64().unwrap_or(0.0),
+            summary["wall_seconds"].as_f64().unwrap_or(0.0)
         );
     }
-    let root = run_dir.display();
-    let _ = writeln!(text, "\nrun directory: {root}");
-    let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} show --step 1..5)");
-    let _ = writeln!(text, "  report: {root}/report.html");
-    let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
-    text
+
+    /// The example's greedy answers before and after training, each with its verdict.
+    pub fn before_and_after_lines(text: &mut String, example: &serde_json::Map<String, Value>) {
+        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
+        for (when, key) in [("before", "before"), ("after ", "after")] {
+            let right = &example[&format!("{key}_correct")];
+            let _ = writeln!(text, "  {when} ({}):{}", verdict(right), example[key].as_str().unwrap_or(""));
+        }
+    }
+
+    /// Where the run directory, its traces (with `aha traces` arguments to try), the report and the
+    /// trained model are.
+    pub fn run_dir_lines(text: &mut String, summary: &Value, run_dir: &Path, traces_arguments: &str) {
+        let root = run_dir.display();
+        let _ = writeln!(text, "\nrun directory: {root}");
+        let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} {traces_arguments})");
+        let _ = writeln!(text, "  report: {root}/report.html");
+        let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
+    }
 }
 
 /// The first held-out problem whose greedy answer went from a wrong guess to a right worked
@@ -329,7 +444,7 @@ fn before_and_after(held_out: &HeldOut, before: &EvalReport, after: &EvalReport)
 }
 
 /// A TOML string literal (for `--set` values that are paths).
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
@@ -365,14 +480,6 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         };
         lines.push(json!({ "prompt": prompter.render(problem)?, "completion": completion }));
     }
-    let mut jsonl = String::new();
-    for line in &lines {
-        jsonl.push_str(&line.to_string());
-        jsonl.push('\n');
-    }
-    let corpus = args.out.join("train.jsonl");
-    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
-
     // The tokenizer sees both answer forms whatever the mix, so that it has a token for each word.
     let mut texts: Vec<String> = lines
         .iter()
@@ -380,21 +487,69 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
         .collect();
     texts.extend((0..500u64).map(|i| Addition::worked_completion(100 + i * 7 % 900, 999 - i * 13 % 900)));
+    let shape = BaseShape { hidden: 128, layers: 4, max_positions: 512, vocab_limit: args.vocab_size };
+    let (corpus, tokens, vocab_size) = write_base_model(&args.out, &base_dir, &lines, &texts, &shape)?;
+
+    // How long the two forms are in tokens (the demo's max_new_tokens must fit the worked one).
+    let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
+    let worked_tokens = tokenizer.encode(&Addition::worked_completion(999, 999))?.len();
+    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
+    println!(
+        "{}",
+        json!({
+            "corpus": corpus, "examples": lines.len(), "worked": worked, "base": base_dir,
+            "tokenizer_tokens": tokens, "vocab_size": vocab_size,
+            "prompt_tokens": prompt_tokens, "longest_worked_tokens": worked_tokens,
+        })
+    );
+    Ok(())
+}
+
+/// The shape of a demo's base model (a small Qwen2: 4 attention heads, 2 key-value heads, an
+/// intermediate size of 4 x `hidden`).
+pub(crate) struct BaseShape {
+    pub hidden: usize,
+    pub layers: usize,
+    pub max_positions: usize,
+    /// Largest tokenizer vocabulary.
+    pub vocab_limit: usize,
+}
+
+/// What a demo's base model is made from: the corpus `out/train.jsonl` (`lines`, one JSON line
+/// each) and, in `base_dir`, a byte-level BPE tokenizer learned from `tokenizer_texts`
+/// (`tokenizer.json`, `tokenizer_config.json`) and the model's `config.json`. Returns the
+/// corpus's path, the tokenizer's number of tokens and the model's vocabulary size (that number
+/// rounded up to a multiple of 64).
+pub(crate) fn write_base_model(
+    out: &Path,
+    base_dir: &Path,
+    lines: &[Value],
+    tokenizer_texts: &[String],
+    shape: &BaseShape,
+) -> Result<(PathBuf, usize, usize)> {
+    let mut jsonl = String::new();
+    for line in lines {
+        jsonl.push_str(&line.to_string());
+        jsonl.push('\n');
+    }
+    let corpus = out.join("train.jsonl");
+    std::fs::write(&corpus, jsonl).with_context(|| format!("writing {}", corpus.display()))?;
+
     const EOS: &str = "<|endoftext|>";
-    let tokenizer_json = train_byte_level_bpe(texts.iter().map(String::as_str), args.vocab_size, &[EOS])?;
+    let tokenizer_json = train_byte_level_bpe(tokenizer_texts.iter().map(String::as_str), shape.vocab_limit, &[EOS])?;
     std::fs::write(base_dir.join("tokenizer.json"), &tokenizer_json)?;
     let tokens = serde_json::from_str::<Value>(&tokenizer_json)?["model"]["vocab"].as_object().map_or(0, |v| v.len());
     let vocab_size = tokens.div_ceil(64) * 64;
     let model_config = json!({
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
-        "hidden_size": 128,
-        "intermediate_size": 512,
-        "num_hidden_layers": 4,
+        "hidden_size": shape.hidden,
+        "intermediate_size": 4 * shape.hidden,
+        "num_hidden_layers": shape.layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "hidden_act": "silu",
-        "max_position_embeddings": 512,
+        "max_position_embeddings": shape.max_positions,
         "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0,
         "tie_word_embeddings": true,
@@ -412,21 +567,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
         "eos_token": EOS,
         "pad_token": EOS,
         "bos_token": null,
-        "model_max_length": 512,
+        "model_max_length": shape.max_positions,
     });
     std::fs::write(base_dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)? + "\n")?;
-
-    // How long the two forms are in tokens (the demo's max_new_tokens must fit the worked one).
-    let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
-    let worked_tokens = tokenizer.encode(&Addition::worked_completion(999, 999))?.len();
-    let prompt_tokens = tokenizer.encode(lines[0]["prompt"].as_str().unwrap_or(""))?.len();
-    println!(
-        "{}",
-        json!({
-            "corpus": corpus, "examples": lines.len(), "worked": worked, "base": base_dir,
-            "tokenizer_tokens": tokens, "vocab_size": vocab_size,
-            "prompt_tokens": prompt_tokens, "longest_worked_tokens": worked_tokens,
-        })
-    );
-    Ok(())
+    Ok((corpus, tokens, vocab_size))
 }

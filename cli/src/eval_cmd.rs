@@ -206,7 +206,7 @@ fn score(checker: &dyn Checker, problem: &Problem, texts: &[String]) -> Result<V
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = texts
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|t| checker.check(t, &problem.sample)).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(|t| checker.check(t, &problem.fields)).collect::<Vec<_>>()))
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("a reward thread panicked")).collect()
     });

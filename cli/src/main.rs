@@ -9,7 +9,7 @@ mod traces_cmd;
 mod train_cmd;
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -169,8 +169,8 @@ fn main() {
         Command::Logprobs(args) => logprobs(args),
         Command::Generate(args) => run_generate(args),
         Command::Convert(args) => convert(args),
-        Command::Demo(args) => demo_cmd::run(args, repo_root()),
-        Command::Sandbox(command) => sandbox_cmd::run(command, repo_root()),
+        Command::Demo(args) => demo_cmd::run(args, &aha_sandbox::assets::dir()),
+        Command::Sandbox(command) => sandbox_cmd::run(command),
         Command::Reward(args) => reward_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
@@ -216,8 +216,10 @@ fn doctor() -> Result<()> {
     } else {
         println!("cuda: not available (CPU only)");
     }
+    let (assets, found) = aha_sandbox::assets::locate();
+    println!("assets: {} ({})", assets.display(), found.describe());
     for name in ["python.wasm", "python-snapshot.wasm"] {
-        let wasm = repo_root().join("assets/wasm").join(name);
+        let wasm = assets.join("wasm").join(name);
         println!(
             "{name}: {}",
             if wasm.is_file() { wasm.display().to_string() } else { "missing (run scripts/setup.sh)".into() }
@@ -286,9 +288,4 @@ fn convert(args: ConvertArgs) -> Result<()> {
     model.save(&args.out, options).with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", json!({ "out": args.out, "parameters": model.num_parameters(), "dtype": args.model.dtype }));
     Ok(())
-}
-
-/// The checkout this binary was built from (assets and bundled models live there).
-fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }

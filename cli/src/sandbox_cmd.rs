@@ -1,6 +1,6 @@
 //! `aha sandbox run FILE`: run one program in the WASM sandbox and print its verdict as JSON.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -43,8 +43,8 @@ struct RunArgs {
     /// python or js.
     #[arg(long, default_value = "python")]
     lang: String,
-    /// The WASM interpreter module (default: $AHA_SANDBOX_MODULE, else assets/wasm/python.wasm or
-    /// quickjs.wasm in the checkout).
+    /// The WASM interpreter module (default: $AHA_SANDBOX_MODULE, else wasm/python.wasm or
+    /// wasm/quickjs.wasm in aha's assets folder: see `aha doctor`).
     #[arg(long)]
     module: Option<PathBuf>,
     /// Python: start CPython 3.12 from python.wasm instead of running from the pre-initialised
@@ -57,13 +57,13 @@ struct RunArgs {
     no_unpacked_stdlib: bool,
 }
 
-pub fn run(command: SandboxCommand, repo_root: &Path) -> Result<()> {
+pub fn run(command: SandboxCommand) -> Result<()> {
     match command.action {
-        SandboxAction::Run(args) => run_file(args, repo_root),
+        SandboxAction::Run(args) => run_file(args),
     }
 }
 
-fn run_file(args: RunArgs, repo_root: &Path) -> Result<()> {
+fn run_file(args: RunArgs) -> Result<()> {
     let lang = Lang::parse(&args.lang)
         .with_context(|| format!("--lang {:?} is not supported (use python or js)", args.lang))?;
     let code = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
@@ -76,7 +76,7 @@ fn run_file(args: RunArgs, repo_root: &Path) -> Result<()> {
     let module = args
         .module
         .or_else(|| std::env::var_os("AHA_SANDBOX_MODULE").filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| repo_root.join("assets/wasm").join(lang.module_file_name()));
+        .unwrap_or_else(|| lang.bundled_module());
     let mut config =
         SandboxConfig::new(module).lang(lang).workers(1).fuel_metering(true).unpacked_stdlib(!args.no_unpacked_stdlib);
     if args.no_snapshot {

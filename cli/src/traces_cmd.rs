@@ -257,7 +257,7 @@ pub fn run(args: TracesArgs) -> Result<()> {
             let (mut judged, mut changed) = (0usize, 0usize);
             for row in reader.query(&filter.filter()?)? {
                 let problem = row.sample.as_object().cloned().unwrap_or_default();
-                let sample = aha_rollout::checker_sample(&problem, row.tokens as usize, &row.finish_reason);
+                let sample = aha_rollout::checker_fields(&problem, row.tokens as usize, &row.finish_reason);
                 let verdict = checker.check(&row.text, &sample).with_context(|| format!("prompt {}", row.prompt_id))?;
                 let stored = row.rewards.get(checker.name()).copied().flatten();
                 let new = verdict.reward_value();

@@ -242,52 +242,45 @@ fn lora_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lora").join(name)
 }
 
+/// `--model MODEL`, and `--adapter ADAPTER` when there is one.
+fn model_args<'a>(model: &'a Path, adapter: Option<&'a Path>) -> Vec<&'a str> {
+    let mut args = vec!["--model", model.to_str().unwrap()];
+    if let Some(adapter) = adapter {
+        args.extend(["--adapter", adapter.to_str().unwrap()]);
+    }
+    args
+}
+
 #[test]
 fn an_adapter_changes_the_scores_and_convert_merges_it() {
     let base = fixture("qwen2");
     let adapter = lora_fixture("qwen2");
     // (PEFT's own numbers are checked in tests/tests/lora_parity.rs; here the command line.)
     let text = "The cat sat on the mat.";
-    let scored = |args: &[&str]| -> Vec<f64> {
-        let out = aha(&[&["logprobs", "--text", text][..], args].concat());
+    let scored = |model: &[&str]| -> Vec<f64> {
+        let out = aha(&[&["logprobs", "--text", text][..], model].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let json: Value = serde_json::from_slice(&out.stdout).unwrap();
         json["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
     };
-    let with_adapter = scored(&["--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()]);
-    let plain = scored(&["--model", base.to_str().unwrap()]);
+    let with_adapter = scored(&model_args(&base, Some(&adapter)));
+    let plain = scored(&model_args(&base, None));
     assert!(with_adapter.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-2), "the adapter changes nothing");
 
     let out = tempfile::tempdir().unwrap();
     let merged = out.path().join("merged");
-    let status = aha(&[
-        "convert",
-        "--model",
-        base.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--out",
-        merged.to_str().unwrap(),
-    ]);
+    let status =
+        aha(&[&["convert", "--out", merged.to_str().unwrap()][..], &model_args(&base, Some(&adapter))].concat());
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(merged.join("model.safetensors").is_file() && !merged.join("adapter_config.json").exists());
-    let from_merged = scored(&["--model", merged.to_str().unwrap()]);
+    let from_merged = scored(&model_args(&merged, None));
     for (a, b) in from_merged.iter().zip(&with_adapter) {
         assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "merged {a} vs adapter {b}");
     }
 
     // An adapter for another base: one line naming the tensor, exit status 1.
-    let llama = fixture("llama");
-    let qwen3_adapter = lora_fixture("qwen3");
-    let line = error_line(&[
-        "logprobs",
-        "--model",
-        llama.to_str().unwrap(),
-        "--adapter",
-        qwen3_adapter.to_str().unwrap(),
-        "--text",
-        text,
-    ]);
+    let (llama, qwen3_adapter) = (fixture("llama"), lora_fixture("qwen3"));
+    let line = error_line(&[&["logprobs", "--text", text][..], &model_args(&llama, Some(&qwen3_adapter))].concat());
     assert!(line.contains("k_proj.lora_B.weight") && line.contains("another base model"), "{line}");
 }
 

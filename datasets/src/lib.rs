@@ -21,7 +21,7 @@
 //! What it does not do: download anything, tokenize, or judge completions (that is
 //! aha-rewards); the tokenizer's chat template is aha-model's `ChatTemplate`.
 //!
-//! Main types: [`Problem`] (`id`, `question`, and the `sample` fields checkers read: `answer`,
+//! Main types: [`Problem`] (`id`, `question`, and the `fields` checkers read: `answer`,
 //! `target`/`numbers`, `tests`/`asserts`), [`Dataset`], [`LoadOptions`], [`FieldMapping`],
 //! [`Preset`], [`PromptTemplate`], [`DatasetError`].
 

@@ -81,18 +81,18 @@ impl AnswerSource {
 pub struct FieldMapping {
     /// Columns that may hold the question; the first present wins.
     pub question: Vec<String>,
-    /// When no question column is present: the question made from the sample's fields (for
+    /// When no question column is present: the question made from the problem's other fields (for
     /// example Countdown's `target` and `numbers`), a [`PromptTemplate`] text.
     pub question_template: Option<String>,
-    /// Where the gold answer (sample field `answer`) comes from; the first present column wins.
+    /// Where the gold answer (problem field `answer`) comes from; the first present column wins.
     pub answer: Vec<AnswerSource>,
-    /// Sample fields taken from other columns: sample name -> candidate columns.
+    /// Problem fields taken from other columns: field name -> candidate columns.
     pub fields: BTreeMap<String, Vec<String>>,
     /// A column holding the problem's id (default: file name and line or row).
     pub id: Option<String>,
     /// Copy the remaining columns into the sample too (custom checkers may read them).
     pub keep_other_columns: bool,
-    /// Sample fields a problem must have, each satisfied by any one of its names: a row without
+    /// Problem fields a problem must have, each satisfied by any one of its names: a row without
     /// them is skipped (or, in strict mode, an error).
     pub required: Vec<Vec<String>>,
 }
@@ -232,19 +232,19 @@ impl FieldMapping {
     pub fn apply(&self, row: &Map<String, Value>, default_id: String) -> Result<Problem, String> {
         let present = |column: &str| row.get(column).filter(|v| !v.is_null());
         let mut used: Vec<&str> = Vec::new();
-        let mut sample = Map::new();
+        let mut fields = Map::new();
 
         for source in &self.answer {
             if let Some(value) = present(&source.column) {
                 let answer = source.format.extract(value).map_err(|why| format!("field `{}` {why}", source.column))?;
-                sample.insert("answer".to_string(), answer);
+                fields.insert("answer".to_string(), answer);
                 used.push(&source.column);
                 break;
             }
         }
         for (field, columns) in &self.fields {
             if let Some((column, value)) = columns.iter().find_map(|c| present(c).map(|v| (c, v))) {
-                sample.insert(field.clone(), value.clone());
+                fields.insert(field.clone(), value.clone());
                 used.push(column);
             }
         }
@@ -262,13 +262,13 @@ impl FieldMapping {
         };
         if self.keep_other_columns {
             for (column, value) in row {
-                if !used.contains(&column.as_str()) && !sample.contains_key(column) && !value.is_null() {
-                    sample.insert(column.clone(), value.clone());
+                if !used.contains(&column.as_str()) && !fields.contains_key(column) && !value.is_null() {
+                    fields.insert(column.clone(), value.clone());
                 }
             }
         }
         for names in &self.required {
-            if !names.iter().any(|n| sample.get(n).is_some_and(|v| !v.is_null())) {
+            if !names.iter().any(|n| fields.get(n).is_some_and(|v| !v.is_null())) {
                 return Err(match names.as_slice() {
                     [one] => format!("missing field `{one}`"),
                     many => format!("missing field `{}` (any of them)", many.join("` or `")),
@@ -283,11 +283,11 @@ impl FieldMapping {
                 other => return Err(format!("field `{column}` must be a string, got {other}")),
             },
             (None, Some(template)) => PromptTemplate::new(template)
-                .render_fields(|name| sample.get(name).filter(|v| !v.is_null()).map(crate::template::display_value))
+                .render_fields(|name| fields.get(name).filter(|v| !v.is_null()).map(crate::template::display_value))
                 .map_err(|name| format!("missing field `{name}` for the question"))?,
             (None, None) => return Err(format!("missing field `{}`", self.question.join("` or `"))),
         };
-        Ok(Problem { id, question, sample })
+        Ok(Problem { id, question, fields })
     }
 }
 
@@ -332,16 +332,16 @@ mod tests {
         let p = mapping
             .apply(&row(json!({"problem": "P", "solution": "so \\boxed{\\frac12}", "level": "Level 2"})), "m#0".into())
             .unwrap();
-        assert_eq!(p.sample, row(json!({"answer": "\\frac12", "level": "Level 2"})));
+        assert_eq!(p.fields, row(json!({"answer": "\\frac12", "level": "Level 2"})));
         let p = mapping.apply(&row(json!({"problem": "P", "solution": "x", "answer": "7"})), "m#1".into()).unwrap();
-        assert_eq!(p.sample["answer"], json!("7"));
+        assert_eq!(p.fields["answer"], json!("7"));
     }
 
     #[test]
     fn countdown_renames_nums_and_builds_the_question() {
         let p =
             Preset::Countdown.mapping().apply(&row(json!({"target": 24, "nums": [2, 3, 4]})), "c#0".into()).unwrap();
-        assert_eq!(p.sample, row(json!({"target": 24, "numbers": [2, 3, 4]})));
+        assert_eq!(p.fields, row(json!({"target": 24, "numbers": [2, 3, 4]})));
         assert!(
             p.question.starts_with("Using the numbers [2, 3, 4], create an equation that equals 24."),
             "{}",
@@ -354,7 +354,7 @@ mod tests {
         let mapping = Preset::Code.mapping();
         let p =
             mapping.apply(&row(json!({"text": "Write f", "test_list": ["assert f() == 1"]})), "c#0".into()).unwrap();
-        assert_eq!(p.sample["asserts"], json!(["assert f() == 1"]));
+        assert_eq!(p.fields["asserts"], json!(["assert f() == 1"]));
         let error = mapping.apply(&row(json!({"text": "Write f"})), "c#1".into()).unwrap_err();
         assert_eq!(error, "missing field `tests` or `asserts` (any of them)");
     }
@@ -364,7 +364,7 @@ mod tests {
         let mut mapping = FieldMapping { id: Some("uid".into()), ..FieldMapping::default() };
         mapping.require(&["answer".to_string()]);
         let p = mapping.apply(&row(json!({"uid": 9, "question": "Q", "answer": 3, "x": 1})), "f:1".into()).unwrap();
-        assert_eq!((p.id.as_str(), p.sample.clone()), ("9", row(json!({"answer": 3, "x": 1}))));
+        assert_eq!((p.id.as_str(), p.fields.clone()), ("9", row(json!({"answer": 3, "x": 1}))));
         assert_eq!(mapping.apply(&row(json!({"question": "Q"})), "f:2".into()).unwrap_err(), "missing field `answer`");
         assert_eq!(
             mapping.apply(&row(json!({"prompt": 5, "answer": 1})), "f:3".into()).unwrap_err(),

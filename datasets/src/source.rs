@@ -20,7 +20,7 @@ pub struct ProblemSource {
     pub source: String,
     /// The file's shape (`gsm8k`, `math`, `countdown`, `code`); files only.
     pub preset: Option<String>,
-    /// Column overrides, problem field -> column: `question`, `answer`, `id`, or any sample field.
+    /// Column overrides, problem field -> column: `question`, `answer`, `id`, or any problem field.
     pub fields: BTreeMap<String, String>,
     /// A row that cannot be a problem is an error instead of a skipped row.
     pub strict: bool,

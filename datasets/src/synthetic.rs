@@ -71,11 +71,11 @@ impl Arithmetic {
                 for (op, operand) in operators.iter().zip(&operands[1..]) {
                     expression.push_str(&format!(" {op} {operand}"));
                 }
-                let sample = json!({ "answer": value.to_string(), "expression": expression });
+                let fields = json!({ "answer": value.to_string(), "expression": expression });
                 Problem {
                     id: format!("arithmetic-{seed}-{i}"),
                     question: format!("What is {expression}?"),
-                    sample: into_map(sample),
+                    fields: into_map(fields),
                 }
             })
             .collect())
@@ -145,11 +145,11 @@ impl Addition {
         Ok((0..count)
             .map(|i| {
                 let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
-                let sample = json!({ "answer": (a + b).to_string(), "expression": format!("{a} + {b}") });
+                let fields = json!({ "answer": (a + b).to_string(), "expression": format!("{a} + {b}") });
                 Problem {
                     id: format!("addition-{seed}-{i}"),
                     question: format!("What is {a} + {b}?"),
-                    sample: into_map(sample),
+                    fields: into_map(fields),
                 }
             })
             .collect())
@@ -157,7 +157,7 @@ impl Addition {
 
     /// The two operands of a problem made by [`Addition::generate`].
     pub fn operands(problem: &Problem) -> Option<(u64, u64)> {
-        let expression = problem.sample.get("expression")?.as_str()?;
+        let expression = problem.fields.get("expression")?.as_str()?;
         let (a, b) = expression.split_once(" + ")?;
         Some((a.parse().ok()?, b.parse().ok()?))
     }
@@ -244,11 +244,11 @@ impl Countdown {
         (0..count)
             .map(|i| {
                 let (numbers, target, solution) = self.instance(&mut rng)?;
-                let sample = into_map(json!({ "target": target, "numbers": numbers, "solution": solution }));
+                let fields = into_map(json!({ "target": target, "numbers": numbers, "solution": solution }));
                 let question = question
-                    .render_fields(|name| sample.get(name).map(crate::template::display_value))
+                    .render_fields(|name| fields.get(name).map(crate::template::display_value))
                     .expect("the Countdown question only names target and numbers");
-                Ok(Problem { id: format!("countdown-{seed}-{i}"), question, sample })
+                Ok(Problem { id: format!("countdown-{seed}-{i}"), question, fields })
             })
             .collect()
     }

@@ -92,11 +92,11 @@ impl PromptTemplate {
         self.render_fields(|name| match name {
             "question" => Some(problem.question.clone()),
             "id" => Some(problem.id.clone()),
-            _ => problem.sample.get(name).filter(|v| !v.is_null()).map(display_value),
+            _ => problem.fields.get(name).filter(|v| !v.is_null()).map(display_value),
         })
         .map_err(|name| {
             let mut known: Vec<&str> = vec!["question", "id"];
-            known.extend(problem.sample.keys().map(String::as_str));
+            known.extend(problem.fields.keys().map(String::as_str));
             DatasetError::Template(format!(
                 "unknown placeholder {{{name}}} for problem {} (its fields: {})",
                 problem.id,
@@ -186,8 +186,8 @@ mod tests {
     use super::*;
 
     fn problem() -> Problem {
-        let sample = json!({"answer": 47, "numbers": [3, 5, 7], "target": 22, "note": "x"});
-        Problem { id: "p1".into(), question: "What is 12 + 35?".into(), sample: sample.as_object().unwrap().clone() }
+        let fields = json!({"answer": 47, "numbers": [3, 5, 7], "target": 22, "note": "x"});
+        Problem { id: "p1".into(), question: "What is 12 + 35?".into(), fields: fields.as_object().unwrap().clone() }
     }
 
     #[test]

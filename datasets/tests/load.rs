@@ -21,14 +21,14 @@ fn skipped(dataset: &Dataset) -> Vec<String> {
 #[test]
 fn gsm8k_jsonl_extracts_answers_and_skips_bad_lines() {
     let dataset = load("gsm8k.jsonl", Preset::Gsm8k);
-    let answers: Vec<_> = dataset.problems.iter().map(|p| (p.id.as_str(), p.sample["answer"].clone())).collect();
+    let answers: Vec<_> = dataset.problems.iter().map(|p| (p.id.as_str(), p.fields["answer"].clone())).collect();
     assert_eq!(
         answers,
         [("gsm8k.jsonl:1", json!("7")), ("gsm8k.jsonl:2", json!("2500")), ("gsm8k.jsonl:5", json!("6"))]
     );
     assert_eq!(dataset.problems[0].question, "Tom has 3 apples and buys 4 more. How many apples does he have?");
     // Extra columns reach the checker; the raw solution does not.
-    assert_eq!(dataset.problems[2].sample, json!({"answer": "6", "split": "test"}).as_object().unwrap().clone());
+    assert_eq!(dataset.problems[2].fields, json!({"answer": "6", "split": "test"}).as_object().unwrap().clone());
     assert_eq!(
         skipped(&dataset),
         [
@@ -62,8 +62,8 @@ fn math_json_array_takes_the_last_boxed_answer() {
             ("math.json#4", "7".to_string()),
         ]
     );
-    assert_eq!(dataset.problems[0].sample["level"], json!("Level 1"));
-    assert!(!dataset.problems[0].sample.contains_key("solution"));
+    assert_eq!(dataset.problems[0].fields["level"], json!("Level 1"));
+    assert!(!dataset.problems[0].fields.contains_key("solution"));
     assert_eq!(
         skipped(&dataset),
         [
@@ -76,9 +76,9 @@ fn math_json_array_takes_the_last_boxed_answer() {
 #[test]
 fn countdown_parquet_snappy() {
     let dataset = load("countdown.parquet", Preset::Countdown);
-    let samples: Vec<_> = dataset.problems.iter().map(|p| json!(p.sample)).collect();
+    let fields: Vec<_> = dataset.problems.iter().map(|p| json!(p.fields)).collect();
     assert_eq!(
-        samples,
+        fields,
         [
             json!({"target": 24, "numbers": [2, 3, 4]}),
             json!({"target": 98, "numbers": [44, 19, 35]}),
@@ -107,10 +107,10 @@ fn gsm8k_parquet_gzip_and_lz4_read_like_the_jsonl() {
 fn code_rows_need_tests_or_asserts() {
     let dataset = load("code.jsonl", Preset::Code);
     assert_eq!(dataset.problems.len(), 3);
-    assert_eq!(dataset.problems[0].sample["tests"][1], json!({"stdin": "5 7\n", "stdout": "12\n"}));
+    assert_eq!(dataset.problems[0].fields["tests"][1], json!({"stdin": "5 7\n", "stdout": "12\n"}));
     assert_eq!(dataset.problems[1].question, "Write a function add(a, b).");
-    assert_eq!(dataset.problems[1].sample["asserts"], json!(["assert add(1, 2) == 3", "assert add(0, 0) == 0"]));
-    assert_eq!(dataset.problems[2].sample["asserts"], json!("[\"assert f() == 1\"]"));
+    assert_eq!(dataset.problems[1].fields["asserts"], json!(["assert add(1, 2) == 3", "assert add(0, 0) == 0"]));
+    assert_eq!(dataset.problems[2].fields["asserts"], json!("[\"assert f() == 1\"]"));
     assert_eq!(skipped(&dataset), ["code.jsonl:3: missing field `tests` or `asserts` (any of them) (skipped)"]);
 }
 
@@ -128,7 +128,7 @@ fn custom_mapping_from_toml() {
     .unwrap();
     let dataset = Dataset::load(&fixture("gsm8k.jsonl"), &LoadOptions { mapping, ..Default::default() }).unwrap();
     assert_eq!(dataset.problems.len(), 1);
-    assert_eq!(dataset.problems[0].sample, json!({"answer": "6", "tag": "test"}).as_object().unwrap().clone());
+    assert_eq!(dataset.problems[0].fields, json!({"answer": "6", "tag": "test"}).as_object().unwrap().clone());
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn unreadable_files_are_one_line_errors() {
 
 fn numbered(n: usize) -> Dataset {
     Dataset::from_problems(
-        (0..n).map(|i| Problem { id: i.to_string(), question: format!("q{i}"), sample: Default::default() }).collect(),
+        (0..n).map(|i| Problem { id: i.to_string(), question: format!("q{i}"), fields: Default::default() }).collect(),
     )
 }
 

@@ -16,13 +16,13 @@ fn arithmetic_answers_are_right_by_the_math_checker() {
         let problems = task.generate(50, 11).unwrap();
         assert_eq!(problems.len(), 50);
         for p in &problems {
-            let expression = p.sample["expression"].as_str().unwrap();
+            let expression = p.fields["expression"].as_str().unwrap();
             assert_eq!(expression.matches([' ']).count(), 2 * task.operations, "{expression}");
             assert_eq!(p.question, format!("What is {expression}?"));
-            let answer = p.sample["answer"].as_str().unwrap();
-            let right = checker.check(&format!("<answer>{answer}</answer>"), &p.sample).unwrap();
+            let answer = p.fields["answer"].as_str().unwrap();
+            let right = checker.check(&format!("<answer>{answer}</answer>"), &p.fields).unwrap();
             assert_eq!(right.reward_value(), Some(1.0), "{expression} = {answer}: {:?}", right.detail);
-            let wrong = checker.check(&format!("<answer>{answer}1</answer>"), &p.sample).unwrap();
+            let wrong = checker.check(&format!("<answer>{answer}1</answer>"), &p.fields).unwrap();
             assert_eq!(wrong.reward_value(), Some(0.0));
         }
     }
@@ -32,7 +32,7 @@ fn arithmetic_answers_are_right_by_the_math_checker() {
 fn arithmetic_by_hand() {
     let p = &Arithmetic { digits: 2, operations: 3 }.generate(1, 5).unwrap()[0];
     // Evaluate the expression independently: precedence of * over + and -.
-    let tokens: Vec<&str> = p.sample["expression"].as_str().unwrap().split(' ').collect();
+    let tokens: Vec<&str> = p.fields["expression"].as_str().unwrap().split(' ').collect();
     let mut terms: Vec<i128> = vec![tokens[0].parse().unwrap()];
     for pair in tokens[1..].chunks(2) {
         let n: i128 = pair[1].parse().unwrap();
@@ -43,7 +43,7 @@ fn arithmetic_by_hand() {
             op => panic!("{op}"),
         }
     }
-    assert_eq!(p.sample["answer"], json!(terms.iter().sum::<i128>().to_string()));
+    assert_eq!(p.fields["answer"], json!(terms.iter().sum::<i128>().to_string()));
 }
 
 #[test]
@@ -55,13 +55,13 @@ fn countdown_witnesses_are_accepted_by_the_countdown_checker() {
         Countdown { numbers: 6, max_number: 25, max_target: 500 },
     ] {
         for p in task.generate(40, 3).unwrap() {
-            let numbers: Vec<u64> = serde_json::from_value(p.sample["numbers"].clone()).unwrap();
-            let target = p.sample["target"].as_u64().unwrap();
+            let numbers: Vec<u64> = serde_json::from_value(p.fields["numbers"].clone()).unwrap();
+            let target = p.fields["target"].as_u64().unwrap();
             assert_eq!(numbers.len(), task.numbers);
             assert!(numbers.iter().all(|&n| (1..=u64::from(task.max_number)).contains(&n)), "{numbers:?}");
             assert!((1..=u64::from(task.max_target)).contains(&target));
-            let solution = p.sample["solution"].as_str().unwrap();
-            let verdict = checker.check(&format!("<think>...</think> <answer>{solution}</answer>"), &p.sample).unwrap();
+            let solution = p.fields["solution"].as_str().unwrap();
+            let verdict = checker.check(&format!("<think>...</think> <answer>{solution}</answer>"), &p.fields).unwrap();
             assert_eq!(
                 verdict.reward_value(),
                 Some(1.0),
@@ -134,17 +134,17 @@ fn addition_problems_and_both_answer_forms_are_judged_right() {
             let (a, b) = Addition::operands(p).unwrap();
             assert_eq!(a.to_string().len(), digits as usize);
             assert_eq!(p.question, format!("What is {a} + {b}?"));
-            assert_eq!(p.sample["answer"], json!((a + b).to_string()));
+            assert_eq!(p.fields["answer"], json!((a + b).to_string()));
             // The worked text's digits, read back from its "write d" steps, spell the sum.
             let worked = Addition::worked_completion(a, b);
             let written: String =
                 worked.split("write ").skip(1).map(|s| &s[..1]).collect::<String>().chars().rev().collect();
             assert_eq!(written.trim_start_matches('0'), (a + b).to_string().trim_start_matches('0'), "{worked}");
             for text in [worked, Addition::guessed_completion(a + b)] {
-                let verdict = checker.check(&format!("Assistant:{text}"), &p.sample).unwrap();
+                let verdict = checker.check(&format!("Assistant:{text}"), &p.fields).unwrap();
                 assert_eq!(verdict.reward_value(), Some(1.0), "{text}: {:?}", verdict.detail);
             }
-            let wrong = checker.check(&Addition::guessed_completion(a + b + 1), &p.sample).unwrap();
+            let wrong = checker.check(&Addition::guessed_completion(a + b + 1), &p.fields).unwrap();
             assert_eq!(wrong.reward_value(), Some(0.0));
         }
     }

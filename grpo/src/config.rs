@@ -113,7 +113,7 @@ pub struct DataConfig {
     #[serde(default = "default_template")]
     pub template: String,
     /// Column overrides, problem field -> column: `question = "prompt"`, `answer = "solution"`,
-    /// `id = "uid"`, or any sample field a checker reads. Default empty (the preset's columns).
+    /// `id = "uid"`, or any problem field a checker reads. Default empty (the preset's columns).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
     /// A row without what its checker needs is an error instead of a skipped, counted row.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use aha_datasets::{Problem, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::CombinedChecker;
-use aha_rollout::{checker_sample, generate_all, EngineConfig, GenerationRequest, SamplingParams, ShardedEngine};
+use aha_rollout::{checker_fields, generate_all, EngineConfig, GenerationRequest, SamplingParams, ShardedEngine};
 
 use crate::error::{GrpoError, Result};
 
@@ -124,9 +124,9 @@ impl HeldOut {
         for (index, (problem, group)) in self.problems.iter().zip(outputs).enumerate() {
             for completion in group {
                 let text = tokenizer.decode(&completion.token_ids, true)?;
-                let sample = checker_sample(&problem.sample, completion.token_ids.len(), completion.finish_reason);
+                let fields = checker_fields(&problem.fields, completion.token_ids.len(), completion.finish_reason);
                 let breakdown = checker
-                    .breakdown(&text, &sample)
+                    .breakdown(&text, &fields)
                     .map_err(|e| GrpoError::Data(format!("evaluation problem {}: {e}", problem.id)))?;
                 let first = breakdown.parts.iter().find(|(label, _, _)| Some(label.as_str()) == correctness_label);
                 let correct = first.and_then(|(_, _, verdict)| verdict.reward_value()).is_some_and(|r| r >= 1.0);

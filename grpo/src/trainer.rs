@@ -222,7 +222,7 @@ impl Iterator for PromptFeed<'_> {
         let problem = self.problems.next()?;
         self.drawn += 1;
         match self.prompter.render(problem) {
-            Ok(text) => Some(RolloutPrompt { id: problem.id.clone(), text, sample: problem.sample.clone() }),
+            Ok(text) => Some(RolloutPrompt { id: problem.id.clone(), text, fields: problem.fields.clone() }),
             Err(error) => {
                 self.template_error = Some(error.to_string());
                 None
@@ -613,7 +613,7 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
             index: group.index,
             prompt_id: group.prompt.id.clone(),
             prompt: group.prompt.text.clone(),
-            sample: Value::Object(group.prompt.sample.clone()),
+            sample: Value::Object(group.prompt.fields.clone()),
             completions: group
                 .completions
                 .iter()

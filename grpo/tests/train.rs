@@ -7,7 +7,7 @@ use std::path::Path;
 
 use aha_grpo::{train, train_with_checkers, GrpoError, RunDir, TrainConfig};
 use aha_model::{CausalLM, LoadOptions};
-use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
+use aha_rewards::{CheckError, Checker, ProblemFields, Registry, Verdict};
 use aha_traces::TraceReader;
 use common::{deterministic, fixture, metrics, weights};
 use serde_json::Value;
@@ -196,7 +196,7 @@ impl Checker for DigitShare {
         "digit_share"
     }
 
-    fn check(&self, completion: &str, _sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, _fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let chars = completion.chars().count().max(1) as f64;
         let digits = completion.chars().filter(char::is_ascii_digit).count() as f64;
         Ok(Verdict::reward(digits / chars, serde_json::Value::Null))

@@ -441,6 +441,25 @@ pub struct CausalLM {
 /// Qwen2.5-0.5B).
 const PACKED_WEIGHTS_UP_TO_BYTES: i64 = 2 << 30;
 
+/// A decoder layer's seven linear layers with their names, in the order q, k, v, o, gate, up,
+/// down: `[(Projection, &Linear); 7]`, or `&mut Linear` with `mut`. The one place that lists them.
+macro_rules! layer_linears {
+    ($layer:expr $(, $mut:tt)?) => {{
+        let layer = $layer;
+        let [q, k, v] = & $($mut)? layer.self_attn.qkv.parts[..] else { unreachable!("q, k and v") };
+        let [gate, up] = & $($mut)? layer.mlp.gate_up.parts[..] else { unreachable!("gate and up") };
+        [
+            (Projection::Q, q),
+            (Projection::K, k),
+            (Projection::V, v),
+            (Projection::O, & $($mut)? layer.self_attn.o_proj),
+            (Projection::Gate, gate),
+            (Projection::Up, up),
+            (Projection::Down, & $($mut)? layer.mlp.down_proj),
+        ]
+    }};
+}
+
 impl CausalLM {
     /// Loads `DIR/config.json` and the safetensors weights in `DIR`.
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self> {
@@ -642,22 +661,8 @@ impl CausalLM {
 
     /// Every linear layer of the decoder layers, in order, with its layer index.
     pub(crate) fn linears(&self) -> Vec<(usize, Projection, &Linear)> {
-        let mut all = Vec::with_capacity(7 * self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (attn, mlp) = (&layer.self_attn, &layer.mlp);
-            let [q, k, v] = &attn.qkv.parts[..] else { unreachable!("q, k and v") };
-            let [gate, up] = &mlp.gate_up.parts[..] else { unreachable!("gate and up") };
-            all.extend([
-                (i, Projection::Q, q),
-                (i, Projection::K, k),
-                (i, Projection::V, v),
-                (i, Projection::O, &attn.o_proj),
-                (i, Projection::Gate, gate),
-                (i, Projection::Up, up),
-                (i, Projection::Down, &mlp.down_proj),
-            ]);
-        }
-        all
+        let layers = self.layers.iter().enumerate();
+        layers.flat_map(|(i, layer)| layer_linears!(layer).map(|(p, linear)| (i, p, linear))).collect()
     }
 
     /// Calls `f` on every linear layer of the decoder layers, in order, with its layer index
@@ -667,15 +672,9 @@ impl CausalLM {
         mut f: impl FnMut(usize, Projection, &mut Linear) -> Result<()>,
     ) -> Result<()> {
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let [q, k, v] = &mut layer.self_attn.qkv.parts[..] else { unreachable!("q, k and v") };
-            f(i, Projection::Q, q)?;
-            f(i, Projection::K, k)?;
-            f(i, Projection::V, v)?;
-            f(i, Projection::O, &mut layer.self_attn.o_proj)?;
-            let [gate, up] = &mut layer.mlp.gate_up.parts[..] else { unreachable!("gate and up") };
-            f(i, Projection::Gate, gate)?;
-            f(i, Projection::Up, up)?;
-            f(i, Projection::Down, &mut layer.mlp.down_proj)?;
+            for (p, linear) in layer_linears!(layer, mut) {
+                f(i, p, linear)?;
+            }
         }
         Ok(())
     }

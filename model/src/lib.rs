@@ -29,13 +29,19 @@ pub mod chat_template;
 pub mod checkpoint;
 pub mod completions;
 pub mod config;
-pub mod cpu_math;
+mod cpu_math;
 pub mod decoder;
 pub mod error;
 pub mod intra_op;
 pub mod lora;
 mod mkl_gemm;
 pub mod tokenizer;
+
+/// The sampler's fp32 kernels (`aha-rollout` draws tokens with them); the crate's other CPU
+/// loops stay inside it.
+pub mod sampler_kernels {
+    pub use crate::cpu_math::{chunk_sums, softmax_weights};
+}
 
 pub use architecture::Architecture;
 pub use batch::{positions_from_mask, PaddedBatch};

@@ -3,11 +3,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A problem's fields (for example `answer`, `target`, `numbers`), as one JSON object.
+/// A problem's fields (for example `answer`, `target`, `numbers`), as one JSON object: what a
+/// checker judges a completion against. (The `python` plug-in receives them as `sample`, and the
+/// trace store keeps them in the column `sample`; in aha's Rust code "sample" means drawing.)
 ///
-/// The completion itself is passed separately; a sample may carry any extra fields (the CLI passes
+/// The completion itself is passed separately; the fields may include any extra ones (the CLI passes
 /// the whole input line, `completion` included, and checkers ignore what they do not read).
-pub type Sample = Map<String, Value>;
+pub type ProblemFields = Map<String, Value>;
 
 /// What a checker concluded about one completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,17 +84,17 @@ pub trait Checker: Send + Sync {
     /// The name it is registered under (`math`, `countdown`, ...).
     fn name(&self) -> &str;
 
-    /// The sample fields it reads; a missing one is a [`CheckError::MissingField`].
+    /// The problem fields it reads; a missing one is a [`CheckError::MissingField`].
     fn required_fields(&self) -> Vec<String> {
         Vec::new()
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError>;
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError>;
 }
 
 /// The field `name`, or a [`CheckError::MissingField`].
-pub fn field<'a>(sample: &'a Sample, name: &str) -> Result<&'a Value, CheckError> {
-    match sample.get(name) {
+pub fn field<'a>(fields: &'a ProblemFields, name: &str) -> Result<&'a Value, CheckError> {
+    match fields.get(name) {
         Some(Value::Null) | None => Err(CheckError::MissingField { field: name.to_string() }),
         Some(value) => Ok(value),
     }

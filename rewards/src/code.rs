@@ -39,7 +39,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checker::{CheckError, Checker, Sample, Verdict};
+use crate::checker::{CheckError, Checker, ProblemFields, Verdict};
 use crate::sandboxed::{self, RunOptions, SandboxSpec};
 
 /// Options of the `code` checker.
@@ -48,8 +48,8 @@ use crate::sandboxed::{self, RunOptions, SandboxSpec};
 pub struct CodeOptions {
     /// Reward 1 only when every test passes (else 0); default: the fraction passed.
     pub binary: bool,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
-    /// pre-initialised CPython beside it).
+    /// The Python module; default: `wasm/python.wasm` in aha's assets folder (`aha_sandbox::assets`;
+    /// runs start from the pre-initialised CPython beside it).
     pub module: Option<PathBuf>,
     /// Limits of each test run, workers, cache folder.
     #[serde(flatten)]
@@ -253,9 +253,9 @@ pub fn extract_code(completion: &str) -> Option<(&str, &'static str)> {
 }
 
 /// The tests of a sample: `tests` then `asserts`, each a list or a JSON string holding one.
-pub fn parse_tests(sample: &Sample) -> Result<Vec<CodeTest>, CheckError> {
-    let tests = list_field(sample, "tests", "a list of {\"stdin\", \"stdout\"} objects")?;
-    let asserts = list_field(sample, "asserts", "a list of Python assert statements (strings)")?;
+pub fn parse_tests(fields: &ProblemFields) -> Result<Vec<CodeTest>, CheckError> {
+    let tests = list_field(fields, "tests", "a list of {\"stdin\", \"stdout\"} objects")?;
+    let asserts = list_field(fields, "asserts", "a list of Python assert statements (strings)")?;
     if tests.is_none() && asserts.is_none() {
         return Err(CheckError::MissingField { field: "tests".into() });
     }
@@ -289,9 +289,9 @@ pub fn parse_tests(sample: &Sample) -> Result<Vec<CodeTest>, CheckError> {
     Ok(out)
 }
 
-fn list_field(sample: &Sample, name: &str, expected: &str) -> Result<Option<Vec<Value>>, CheckError> {
+fn list_field(fields: &ProblemFields, name: &str, expected: &str) -> Result<Option<Vec<Value>>, CheckError> {
     let bad = || CheckError::BadField { field: name.into(), expected: expected.into() };
-    match sample.get(name) {
+    match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items.clone())),
         Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
@@ -307,8 +307,8 @@ impl Checker for CodeChecker {
         "code"
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
-        let tests = parse_tests(sample)?;
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
+        let tests = parse_tests(fields)?;
         if tests.is_empty() {
             return Ok(Verdict::skip("the problem has no tests", json!({ "total": 0 })));
         }

@@ -17,7 +17,7 @@ use num_traits::Zero;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checker::{field, CheckError, Checker, Sample, Verdict};
+use crate::checker::{field, CheckError, Checker, ProblemFields, Verdict};
 
 /// Options of the `countdown` checker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -323,14 +323,14 @@ impl Checker for CountdownChecker {
         vec!["target".into(), "numbers".into()]
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
-        let target = integer(field(sample, "target")?, "target")?;
-        let numbers = match field(sample, "numbers")? {
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
+        let target = integer(field(fields, "target")?, "target")?;
+        let numbers = match field(fields, "numbers")? {
             Value::Array(items) => items.iter().map(|v| integer(v, "numbers")).collect::<Result<Vec<_>, _>>()?,
             _ => return Err(CheckError::BadField { field: "numbers".into(), expected: "an array of integers".into() }),
         };
         if numbers.iter().any(|n| n.sign() == num_bigint::Sign::Minus) {
-            return Ok(Verdict::skip("negative number in `numbers`", json!({ "numbers": field(sample, "numbers")? })));
+            return Ok(Verdict::skip("negative number in `numbers`", json!({ "numbers": field(fields, "numbers")? })));
         }
         Ok(self.verdict(completion, &target, &numbers))
     }

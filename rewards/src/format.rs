@@ -5,7 +5,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checker::{CheckError, Checker, Sample, Verdict};
+use crate::checker::{CheckError, Checker, ProblemFields, Verdict};
 use crate::registry::ConfigError;
 
 /// The R1-Zero template: optional leading space, `<think>…</think>`, then `<answer>…</answer>`
@@ -51,7 +51,7 @@ impl Checker for FormatChecker {
         "format"
     }
 
-    fn check(&self, completion: &str, _sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, _fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let matched = self.pattern.is_match(completion);
         Ok(Verdict::reward(if matched { 1.0 } else { 0.0 }, json!({ "matched": matched })))
     }
@@ -88,7 +88,7 @@ impl Checker for TagCountChecker {
         "format_tags"
     }
 
-    fn check(&self, completion: &str, _sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, _fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let tags = &self.options.tags;
         if tags.is_empty() {
             return Ok(Verdict::reward(0.0, json!({ "counts": {} })));

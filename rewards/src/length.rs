@@ -1,7 +1,7 @@
 //! The `length` checker: DAPO's soft overlong penalty.
 //!
 //! With `L_max = max_tokens`, `L_cache = cache_tokens` and `len` the completion's length in
-//! tokens (the sample field `completion_tokens` by default — the rollout knows it, text does not):
+//! tokens (the problem field `completion_tokens` by default — the rollout knows it, text does not):
 //!
 //! ```text
 //! reward = 0                                   if len <= L_max - L_cache
@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checker::{field, CheckError, Checker, Sample, Verdict};
+use crate::checker::{field, CheckError, Checker, ProblemFields, Verdict};
 use crate::registry::ConfigError;
 
 /// Options of the `length` checker.
@@ -24,7 +24,7 @@ pub struct LengthOptions {
     pub max_tokens: u64,
     /// `L_cache`: the ramp's width, in tokens (0 < cache_tokens <= max_tokens).
     pub cache_tokens: u64,
-    /// The sample field holding the completion's length in tokens.
+    /// The problem field holding the completion's length in tokens.
     pub tokens_field: String,
 }
 
@@ -95,9 +95,9 @@ impl Checker for LengthChecker {
         vec![self.options.tokens_field.clone()]
     }
 
-    fn check(&self, _completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, _completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let name = &self.options.tokens_field;
-        let len = match field(sample, name)? {
+        let len = match field(fields, name)? {
             Value::Number(n) => n.as_u64(),
             _ => None,
         }

@@ -3,7 +3,7 @@
 //!
 //! What it does:
 //! - [`Checker`]: the trait every reward implements (`Send + Sync`, never panics, bounded time).
-//!   It takes the completion and the problem's fields ([`Sample`], a JSON object) and returns a
+//!   It takes the completion and the problem's fields (`ProblemFields`, a JSON object) and returns a
 //!   [`Verdict`]: a reward in the checker's documented range, or a *skip* when the problem itself
 //!   cannot be judged, plus a serialisable detail (what was extracted, why it failed).
 //! - Built-in checkers: [`math::MathChecker`] (`math`), [`countdown::CountdownChecker`]
@@ -32,7 +32,7 @@ pub mod plugin;
 pub mod registry;
 pub mod sandboxed;
 
-pub use checker::{field, CheckError, Checker, Sample, Score, Verdict};
+pub use checker::{field, CheckError, Checker, ProblemFields, Score, Verdict};
 pub use registry::{
     parse_options, parse_required, Breakdown, CheckerSpec, CombinedChecker, ConfigError, Factory, MeanStat,
     MeanTracker, Registry, RewardConfig,

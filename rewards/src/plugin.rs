@@ -27,7 +27,7 @@ use aha_sandbox::{Sandbox, Status, Verdict as RunVerdict};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::checker::{CheckError, Checker, Sample, Verdict};
+use crate::checker::{CheckError, Checker, ProblemFields, Verdict};
 use crate::registry::ConfigError;
 use crate::sandboxed::{self, RunOptions, SandboxSpec};
 
@@ -40,8 +40,8 @@ pub struct PythonPluginOptions {
     /// The name the checker reports (default `python`).
     #[serde(default)]
     pub name: Option<String>,
-    /// The Python module; default: the bundled `assets/wasm/python.wasm` (runs start from the
-    /// pre-initialised CPython beside it).
+    /// The Python module; default: `wasm/python.wasm` in aha's assets folder (`aha_sandbox::assets`;
+    /// runs start from the pre-initialised CPython beside it).
     #[serde(default)]
     pub module: Option<PathBuf>,
     /// Limits of each run, workers, cache folder.
@@ -141,7 +141,7 @@ impl Checker for PythonPluginChecker {
         &self.name
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, sample: &ProblemFields) -> Result<Verdict, CheckError> {
         let base = json!({ "plugin": self.file.display().to_string() });
         let sandbox = match self.spec.sandbox() {
             Ok(sandbox) => sandbox,
@@ -220,7 +220,7 @@ impl Checker for WasiPluginChecker {
         &self.name
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, sample: &ProblemFields) -> Result<Verdict, CheckError> {
         let base = json!({ "plugin": self.module.display().to_string() });
         let sandbox = match &self.fixed {
             Some(sandbox) => sandbox.clone(),

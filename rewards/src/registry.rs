@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::checker::{CheckError, Checker, Sample, Score, Verdict};
+use crate::checker::{CheckError, Checker, ProblemFields, Score, Verdict};
 
 /// A configuration mistake: unknown checker name, bad options, bad weight.
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +180,11 @@ impl CombinedChecker {
     }
 
     /// Runs every part and keeps each verdict.
-    pub fn breakdown(&self, completion: &str, sample: &Sample) -> Result<Breakdown, CheckError> {
+    pub fn breakdown(&self, completion: &str, fields: &ProblemFields) -> Result<Breakdown, CheckError> {
         let mut parts = Vec::with_capacity(self.parts.len());
         let mut total = Some(0.0);
         for (label, weight, checker) in &self.parts {
-            let verdict = checker.check(completion, sample)?;
+            let verdict = checker.check(completion, fields)?;
             total = match (total, verdict.reward_value()) {
                 (Some(sum), Some(reward)) => Some(sum + weight * reward),
                 _ => None,
@@ -207,8 +207,8 @@ impl Checker for CombinedChecker {
         fields
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
-        let breakdown = self.breakdown(completion, sample)?;
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
+        let breakdown = self.breakdown(completion, fields)?;
         let mut parts = serde_json::Map::new();
         let mut skip_reasons = Vec::new();
         for (label, weight, verdict) in &breakdown.parts {

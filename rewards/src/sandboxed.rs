@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 /// compiled module, one worker pool) for the whole process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SandboxSpec {
-    /// The `.wasm` module; default: the bundled `assets/wasm/python.wasm`.
+    /// The `.wasm` module; default: `wasm/python.wasm` in aha's assets folder (`aha_sandbox::assets`).
     pub module: PathBuf,
     /// Concurrent guests; default: one per CPU.
     pub workers: Option<usize>,

@@ -2,10 +2,12 @@
 
 use aha_rewards::countdown::{CountdownChecker, CountdownOptions};
 use aha_rewards::length::{LengthChecker, LengthOptions};
-use aha_rewards::{CheckError, Checker, ConfigError, MeanTracker, Registry, RewardConfig, Sample, Score, Verdict};
+use aha_rewards::{
+    CheckError, Checker, ConfigError, MeanTracker, ProblemFields, Registry, RewardConfig, Score, Verdict,
+};
 use serde_json::{json, Value};
 
-fn sample(v: Value) -> Sample {
+fn sample(v: Value) -> ProblemFields {
     v.as_object().unwrap().clone()
 }
 
@@ -124,7 +126,7 @@ fn countdown_no_answer_and_options() {
 fn format_r1_template() {
     let registry = Registry::with_builtins();
     let format = registry.build("format", &Value::Null).unwrap();
-    let s = Sample::new();
+    let s = ProblemFields::new();
     let r = |c: &str| format.check(c, &s).unwrap().reward_value().unwrap();
     assert_eq!(r("<think>a\nb</think>\n<answer>5</answer>"), 1.0);
     assert_eq!(r("  <think>a</think><answer>5</answer>\n"), 1.0);
@@ -142,7 +144,7 @@ fn format_r1_template() {
 fn format_tag_count_partial_credit() {
     let registry = Registry::with_builtins();
     let tags = registry.build("format_tags", &Value::Null).unwrap();
-    let s = Sample::new();
+    let s = ProblemFields::new();
     let r = |c: &str| tags.check(c, &s).unwrap().reward_value().unwrap();
     assert_eq!(r("<think>a</think><answer>5</answer>"), 1.0);
     assert_eq!(r("<think>a</think>"), 0.5);
@@ -163,7 +165,7 @@ fn length_is_dapo_soft_overlong_penalty() {
         let s = sample(json!({ "completion_tokens": len }));
         assert_eq!(checker.check("", &s).unwrap().reward_value(), Some(checker.penalty(len)));
     }
-    assert_eq!(checker.check("", &Sample::new()).unwrap_err().field(), "completion_tokens");
+    assert_eq!(checker.check("", &ProblemFields::new()).unwrap_err().field(), "completion_tokens");
     assert!(checker.check("", &sample(json!({ "completion_tokens": -3 }))).is_err());
     assert!(LengthChecker::new(LengthOptions { max_tokens: 10, cache_tokens: 20, ..LengthOptions::default() }).is_err());
     assert!(LengthChecker::new(LengthOptions { max_tokens: 10, cache_tokens: 0, ..LengthOptions::default() }).is_err());
@@ -179,7 +181,7 @@ impl Checker for ContainsChecker {
     fn required_fields(&self) -> Vec<String> {
         vec!["needle".into()]
     }
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, sample: &ProblemFields) -> Result<Verdict, CheckError> {
         let needle = aha_rewards::field(sample, "needle")?.as_str().unwrap_or_default();
         let hit = completion.contains(needle);
         Ok(Verdict::reward(if hit { 1.0 } else { 0.0 }, json!({ "hit": hit })))

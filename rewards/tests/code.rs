@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use aha_rewards::code::{extract_code, CodeChecker, CodeOptions};
 use aha_rewards::sandboxed::RunOptions;
-use aha_rewards::{CheckError, Checker, Registry, Sample, Verdict};
+use aha_rewards::{CheckError, Checker, ProblemFields, Registry, Verdict};
 use serde_json::{json, Value};
 
 /// Where compiled modules are cached (shared with the sandbox crate's tests, inside target/).
 const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/aha-sandbox-cache");
 
-fn sample(v: Value) -> Sample {
+fn sample(v: Value) -> ProblemFields {
     v.as_object().unwrap().clone()
 }
 
@@ -31,7 +31,7 @@ fn py(code: &str) -> String {
 }
 
 /// Sum of the integers on stdin's one line; two stdin/stdout tests.
-fn io_problem() -> Sample {
+fn io_problem() -> ProblemFields {
     sample(json!({ "tests": [
         { "stdin": "1 2 3\n", "stdout": "6\n" },
         { "stdin": "10 -4\n", "stdout": "6\n" },
@@ -40,7 +40,7 @@ fn io_problem() -> Sample {
 }
 
 /// `square(x)`; three asserts.
-fn assert_problem() -> Sample {
+fn assert_problem() -> ProblemFields {
     sample(json!({ "asserts": ["assert square(3) == 9", "assert square(-2) == 4", "assert square(0) == 0"] }))
 }
 
@@ -49,7 +49,7 @@ fn reward(verdict: &Verdict) -> f64 {
 }
 
 #[track_caller]
-fn expect_reward(completion: &str, s: &Sample, expected: f64) -> Verdict {
+fn expect_reward(completion: &str, s: &ProblemFields, expected: f64) -> Verdict {
     let verdict = checker(json!({})).check(completion, s).unwrap();
     assert_eq!(reward(&verdict), expected, "{completion}\n{verdict:#?}");
     verdict

@@ -1,6 +1,6 @@
 //! Property tests: no checker panics, whatever the completion or the gold answer.
 
-use aha_rewards::{Checker, Registry, Sample};
+use aha_rewards::{Checker, ProblemFields, Registry};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -108,7 +108,7 @@ proptest! {
 
     #[test]
     fn no_checker_panics_on_arbitrary_text(completion in any::<String>(), gold in any::<String>()) {
-        let sample: Sample = json!({ "answer": gold, "target": 24, "numbers": [1, 2, 3, 4],
+        let sample: ProblemFields = json!({ "answer": gold, "target": 24, "numbers": [1, 2, 3, 4],
                                      "completion_tokens": 7 }).as_object().unwrap().clone();
         for checker in all_checkers() {
             let verdict = checker.check(&completion, &sample).unwrap();
@@ -118,7 +118,7 @@ proptest! {
 
     #[test]
     fn no_checker_panics_on_mathy_text(completion in mathy(), gold in mathy()) {
-        let sample: Sample = json!({ "answer": gold, "target": 24, "numbers": [1, 2, 3, 4],
+        let sample: ProblemFields = json!({ "answer": gold, "target": 24, "numbers": [1, 2, 3, 4],
                                      "completion_tokens": 7 }).as_object().unwrap().clone();
         for checker in all_checkers() {
             let verdict = checker.check(&completion, &sample).unwrap();
@@ -142,7 +142,7 @@ proptest! {
     fn an_answer_equals_itself_or_the_gold_skips(answer in mathy()) {
         let registry = Registry::with_builtins();
         let math = registry.build("math", &serde_json::Value::Null).unwrap();
-        let sample: Sample = json!({ "answer": answer.clone() }).as_object().unwrap().clone();
+        let sample: ProblemFields = json!({ "answer": answer.clone() }).as_object().unwrap().clone();
         let verdict = math.check(&format!("<answer>{answer}</answer>"), &sample).unwrap();
         // Either the gold cannot be judged, or it is judged; never a panic. When the gold parses
         // and has no answer tags or boxes of its own, the same text must score 1.

@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use aha_rewards::{Checker, ConfigError, Registry, RewardConfig, Sample, Verdict};
+use aha_rewards::{Checker, ConfigError, ProblemFields, Registry, RewardConfig, Verdict};
 use serde_json::{json, Value};
 
 const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/aha-sandbox-cache");
 const PYTHON_WASM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm/python.wasm");
 
-fn sample(v: Value) -> Sample {
+fn sample(v: Value) -> ProblemFields {
     v.as_object().unwrap().clone()
 }
 

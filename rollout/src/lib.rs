@@ -29,7 +29,7 @@ pub use generate::{
     generate, generate_all, Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId,
 };
 pub use pool::{
-    checker_sample, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
+    checker_fields, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
 };
 pub use remote::protocol::ServerKind;
 pub use remote::{RemoteBackend, RemoteConfig, SyncReport, WeightSync, WeightsOnDisk};

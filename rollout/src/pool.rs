@@ -19,20 +19,24 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use aha_model::Tokenizer;
-use aha_rewards::{CombinedChecker, Sample};
+use aha_rewards::{CombinedChecker, ProblemFields};
 
 use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, RolloutError};
 
-/// Sample fields the pool adds for the checkers (a problem file need not have them): the
+/// Problem fields the pool adds for the checkers (a problem file need not have them): the
 /// completion's length in tokens and its finish reason.
 pub const ROLLOUT_FIELDS: [&str; 2] = ["completion_tokens", "finish_reason"];
 
 /// What a checker sees of a completion's problem: its fields plus [`ROLLOUT_FIELDS`].
-pub fn checker_sample(problem: &Sample, completion_tokens: usize, finish_reason: impl Serialize) -> Sample {
-    let mut sample = problem.clone();
-    sample.insert(ROLLOUT_FIELDS[0].into(), json!(completion_tokens));
-    sample.insert(ROLLOUT_FIELDS[1].into(), json!(finish_reason));
-    sample
+pub fn checker_fields(
+    problem: &ProblemFields,
+    completion_tokens: usize,
+    finish_reason: impl Serialize,
+) -> ProblemFields {
+    let mut fields = problem.clone();
+    fields.insert(ROLLOUT_FIELDS[0].into(), json!(completion_tokens));
+    fields.insert(ROLLOUT_FIELDS[1].into(), json!(finish_reason));
+    fields
 }
 
 /// A problem ready for generation: the rendered prompt and the fields its checkers read.
@@ -40,7 +44,8 @@ pub fn checker_sample(problem: &Sample, completion_tokens: usize, finish_reason:
 pub struct RolloutPrompt {
     pub id: String,
     pub text: String,
-    pub sample: Sample,
+    #[serde(rename = "sample")]
+    pub fields: ProblemFields,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -365,9 +370,9 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
         .into_iter()
         .map(|completion| {
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let sample = checker_sample(&prompt.sample, completion.token_ids.len(), completion.finish_reason);
+            let fields = checker_fields(&prompt.fields, completion.token_ids.len(), completion.finish_reason);
             let breakdown = checker
-                .breakdown(&text, &sample)
+                .breakdown(&text, &fields)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;
             let rewards =
                 breakdown.parts.iter().map(|(label, _, verdict)| (label.clone(), verdict.reward_value())).collect();

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use aha_model::cpu_math::{chunk_sums, softmax_weights};
+use aha_model::sampler_kernels::{chunk_sums, softmax_weights};
 
 use crate::RolloutError;
 

@@ -62,10 +62,10 @@ impl<'m> ShardedEngine<'m> {
     }
 
     /// Shards worth running for `model`: one per libtorch thread for a small model on a CPU
-    /// ([`CausalLM::decodes_rows_apart`]), else one (a larger model's steps use every thread
+    /// ([`CausalLM::prefers_sharded_generation`]), else one (a larger model's steps use every thread
     /// well; a GPU runs a whole step at once).
     pub fn shards_for(model: &CausalLM) -> usize {
-        if model.decodes_rows_apart() {
+        if model.prefers_sharded_generation() {
             intra_op::threads()
         } else {
             1

@@ -182,10 +182,10 @@ fn the_pool_scores_every_completion_with_its_problem() {
     .unwrap();
     let checker = Arc::new(Registry::with_builtins().build_combined(&config).unwrap());
     let prompts = (0..5).map(|i| {
-        let mut sample = serde_json::Map::new();
-        sample.insert("answer".into(), json!(i.to_string()));
+        let mut fields = serde_json::Map::new();
+        fields.insert("answer".into(), json!(i.to_string()));
         let text = if i == 2 { "x ".repeat(100) } else { format!("{i} + 0 =") };
-        RolloutPrompt { id: format!("p{i}"), text, sample }
+        RolloutPrompt { id: format!("p{i}"), text, fields }
     });
     let pool_config =
         PoolConfig { group_size: 3, seed: 7, reward_workers: 2, max_prompt_tokens: 50, distinct_prompts: None };
@@ -201,11 +201,11 @@ fn the_pool_scores_every_completion_with_its_problem() {
         assert_eq!(group.completions.len(), 3);
         for completion in &group.completions {
             assert_eq!(completion.text, tokenizer.decode(&completion.token_ids, true).unwrap());
-            let mut sample = group.prompt.sample.clone();
-            sample.insert("completion_tokens".into(), json!(completion.token_ids.len()));
+            let mut fields = group.prompt.fields.clone();
+            fields.insert("completion_tokens".into(), json!(completion.token_ids.len()));
             let finish = if completion.finish_reason == FinishReason::Length { "length" } else { "stop" };
-            sample.insert("finish_reason".into(), json!(finish));
-            let expected = checker.breakdown(&completion.text, &sample).unwrap();
+            fields.insert("finish_reason".into(), json!(finish));
+            let expected = checker.breakdown(&completion.text, &fields).unwrap();
             assert_eq!(completion.reward, expected.total);
             assert_eq!(completion.rewards["math"], expected.parts[0].2.reward_value());
             // Ten tokens hit the length limit: the penalty is visible in the total.
@@ -241,7 +241,7 @@ fn a_missing_answer_field_is_an_error_naming_the_prompt() {
         serde_json::from_value(json!({ "checkers": [{ "name": "math", "weight": 1.0 }] })).unwrap();
     let checker = Arc::new(Registry::with_builtins().build_combined(&config).unwrap());
     let prompts =
-        std::iter::once(RolloutPrompt { id: "row-17".into(), text: "1 + 1 =".into(), sample: Default::default() });
+        std::iter::once(RolloutPrompt { id: "row-17".into(), text: "1 + 1 =".into(), fields: Default::default() });
     let mut pool = RolloutPool::new(engine, prompts, Arc::new(tokenizer), checker, PoolConfig::default(), 0).unwrap();
     let error = pool.next_groups(1).unwrap_err().to_string();
     assert!(error.contains("row-17") && error.contains("answer"), "{error}");
@@ -255,7 +255,7 @@ fn a_repeating_source_without_a_usable_prompt_is_an_error_not_an_endless_loop() 
         serde_json::from_value(json!({ "checkers": [{ "name": "math", "weight": 1.0 }] })).unwrap();
     let checker = Arc::new(Registry::with_builtins().build_combined(&config).unwrap());
     let prompt =
-        |i: usize| RolloutPrompt { id: format!("p{i}"), text: "x ".repeat(20 + i), sample: Default::default() };
+        |i: usize| RolloutPrompt { id: format!("p{i}"), text: "x ".repeat(20 + i), fields: Default::default() };
     // Three prompts, all too long, cycled forever (as epochs do); with repeated ids too.
     for ids in [vec![0, 1, 2], vec![0, 0, 1]] {
         let engine = Engine::new(&model, SamplingParams::default(), EngineConfig::default()).unwrap();
@@ -273,7 +273,7 @@ fn a_repeating_source_without_a_usable_prompt_is_an_error_not_an_endless_loop() 
             .unwrap();
     let mut usable = prompt(0);
     usable.text = "1 + 1 =".into();
-    usable.sample.insert("answer".into(), json!("2"));
+    usable.fields.insert("answer".into(), json!("2"));
     let prompts = vec![prompt(1), prompt(2), usable].into_iter().cycle();
     let pool_config = PoolConfig { max_prompt_tokens: 10, distinct_prompts: Some(3), ..PoolConfig::default() };
     let mut pool = RolloutPool::new(engine, prompts, tokenizer, checker, pool_config, 0).unwrap();

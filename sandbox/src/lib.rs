@@ -39,7 +39,8 @@
 //!
 //! Main types: [`Sandbox`] (cheap to clone, `Send + Sync`; owns the engine, the compiled module,
 //! a worker pool and the epoch ticker), [`SandboxConfig`], [`Job`] (program + stdin + [`Limits`]),
-//! [`Verdict`] and [`Status`], [`Lang`], [`SandboxError`].
+//! [`Verdict`] and [`Status`], [`Lang`], [`SandboxError`]; [`assets`] finds aha's run-time assets
+//! (the bundled interpreters among them) when the program runs.
 //!
 //! ```no_run
 //! use aha_sandbox::{Job, Lang, Sandbox, SandboxConfig, Status};
@@ -50,6 +51,7 @@
 //! # Ok::<(), aha_sandbox::SandboxError>(())
 //! ```
 
+pub mod assets;
 mod cache;
 mod run;
 mod snapshot;

@@ -103,10 +103,10 @@ impl Lang {
         }
     }
 
-    /// `assets/wasm/<module>` in the checkout this crate was built from (where
-    /// `scripts/setup.sh` puts it).
+    /// `wasm/<module>` in aha's assets folder (found at run time: [`crate::assets`]), where
+    /// `scripts/setup.sh` puts it.
     pub fn bundled_module(self) -> PathBuf {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/wasm")).join(self.module_file_name())
+        crate::assets::dir().join("wasm").join(self.module_file_name())
     }
 
     /// The guest's argv for a program text.

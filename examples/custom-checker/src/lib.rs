@@ -1,6 +1,6 @@
 //! Example: a reward checker of your own, in Rust, without forking aha.
 //!
-//! [`KeywordChecker`] rewards a completion for mentioning the sample's `keywords` (the fraction
+//! [`KeywordChecker`] rewards a completion for mentioning the problem's `keywords` (the fraction
 //! found, case-insensitively). [`registry`] registers it by name next to aha's built-ins, so a
 //! reward config can use it like any other checker:
 //!
@@ -20,7 +20,7 @@
 //! assert_eq!(verdict.reward_value(), Some(1.5));
 //! ```
 
-use aha_rewards::{field, parse_options, CheckError, Checker, Registry, Sample, Verdict};
+use aha_rewards::{field, parse_options, CheckError, Checker, ProblemFields, Registry, Verdict};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -32,7 +32,7 @@ pub struct KeywordOptions {
     pub min_chars: usize,
 }
 
-/// Reward = the fraction of the sample's `keywords` the completion mentions.
+/// Reward = the fraction of the problem's `keywords` the completion mentions.
 pub struct KeywordChecker {
     options: KeywordOptions,
 }
@@ -52,9 +52,9 @@ impl Checker for KeywordChecker {
         vec!["keywords".into()]
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let bad = || CheckError::BadField { field: "keywords".into(), expected: "a list of strings".into() };
-        let Value::Array(items) = field(sample, "keywords")? else { return Err(bad()) };
+        let Value::Array(items) = field(fields, "keywords")? else { return Err(bad()) };
         let mut keywords = Vec::new();
         for item in items {
             let word = item.as_str().ok_or_else(bad)?;

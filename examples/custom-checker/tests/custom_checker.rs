@@ -1,10 +1,10 @@
 //! The custom checker registered by name, alone and in a weighted combination.
 
 use aha_example_custom_checker::registry;
-use aha_rewards::{CheckError, Checker, ConfigError, MeanTracker, RewardConfig, Sample};
+use aha_rewards::{CheckError, Checker, ConfigError, MeanTracker, ProblemFields, RewardConfig};
 use serde_json::{json, Value};
 
-fn sample(v: Value) -> Sample {
+fn sample(v: Value) -> ProblemFields {
     v.as_object().unwrap().clone()
 }
 

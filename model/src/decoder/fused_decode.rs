@@ -65,7 +65,7 @@ impl CausalLM {
     /// layer and token, 1.16x faster sharded). A larger one (the 24.5M bench model, 3M) is faster
     /// with each product on every thread: sharded, every thread reads every weight each step
     /// (1.55 s against 1.33 s for 64 x 64 tokens).
-    pub fn decodes_rows_apart(&self) -> bool {
+    pub fn prefers_sharded_generation(&self) -> bool {
         self.is_fp32_on_cpu() && 64 * self.layer_macs_per_token() < SPLIT_ROWS_BELOW_LAYER_WORK
     }
 

@@ -75,7 +75,7 @@ impl CausalLM {
         let threads = intra_op::threads();
         let parts = Part::split(rows, width, threads);
         let highest = rows.iter().map(|(prompt, completion)| prompt.len() - 1 + completion.len()).max().unwrap_or(0);
-        let pass = PassShape::of(self, temperature as f32, highest);
+        let pass = PassConstants::of(self, temperature as f32, highest);
         let mut forwards: Vec<Option<Forward>> = parts.iter().map(|_| None).collect();
         let tasks: Vec<_> = parts.iter().zip(forwards.iter_mut()).collect();
         run_parts(tasks, threads, |(part, out)| *out = Some(pass.forward(part, entropy)));
@@ -124,7 +124,7 @@ impl CompletionPass {
     /// completion tokens are ignored).
     pub fn backward(self, model: &CausalLM, grad: &Tensor) {
         let grad = Vec::<f32>::try_from(grad.to_kind(Kind::Float).contiguous().view([-1])).expect("fp32 gradient");
-        let pass = PassShape::of(model, self.temperature, self.highest);
+        let pass = PassConstants::of(model, self.temperature, self.highest);
         let mut sums: Vec<Option<Gradients>> = self.parts.iter().map(|_| None).collect();
         let tasks: Vec<_> = self.parts.iter().zip(self.forwards).zip(sums.iter_mut()).collect();
         run_parts(tasks, self.threads, |((part, forward), out)| {
@@ -253,8 +253,9 @@ impl Part {
     }
 }
 
-/// What a pass needs of the model.
-struct PassShape<'a> {
+/// The constants every part of a fused training pass reads: the model, its dimensions, the
+/// temperature and the rope tables.
+struct PassConstants<'a> {
     model: &'a CausalLM,
     heads: usize,
     kv_heads: usize,
@@ -270,7 +271,7 @@ struct PassShape<'a> {
 // SAFETY: the parts' tasks only read the model's weights and the rope tables (libtorch tensors
 // may be read from several threads at once; fp32 weights are used as stored, without the cast
 // cache), and write memory of their own.
-unsafe impl Sync for PassShape<'_> {}
+unsafe impl Sync for PassConstants<'_> {}
 
 /// What the forward pass of one part keeps for its backward pass.
 struct Forward {
@@ -322,7 +323,7 @@ impl Gradients {
     }
 }
 
-impl<'a> PassShape<'a> {
+impl<'a> PassConstants<'a> {
     fn of(model: &'a CausalLM, temperature: f32, highest_position: usize) -> Self {
         let c = &model.config;
         let (cos, sin) = model.rope_table_to(highest_position as i64);

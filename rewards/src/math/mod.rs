@@ -24,7 +24,7 @@ pub use extract::{
 };
 pub use parse::Expr;
 
-use crate::checker::{field, CheckError, Checker, Sample, Verdict};
+use crate::checker::{field, CheckError, Checker, ProblemFields, Verdict};
 
 /// Why an answer did not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -45,7 +45,7 @@ const MAX_GOLD_SOLUTION: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MathOptions {
-    /// The sample field holding the gold answer.
+    /// The problem field holding the gold answer.
     pub answer_field: String,
     /// Where to look for the answer, in order. A tag or a box decides even when it does not parse
     /// (it scores 0 then); a candidate found in prose counts only when it parses, and otherwise
@@ -288,9 +288,9 @@ impl Checker for MathChecker {
         vec![self.options.answer_field.clone()]
     }
 
-    fn check(&self, completion: &str, sample: &Sample) -> Result<Verdict, CheckError> {
+    fn check(&self, completion: &str, fields: &ProblemFields) -> Result<Verdict, CheckError> {
         let name = &self.options.answer_field;
-        let gold = match field(sample, name)? {
+        let gold = match field(fields, name)? {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             _ => return Err(CheckError::BadField { field: name.clone(), expected: "a string or a number".into() }),
