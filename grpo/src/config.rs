@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use aha_model::{DTypeName, DeviceName, LoraConfig};
-use aha_rollout::EngineConfig;
+use aha_rollout::{EngineConfig, ToolsConfig};
 
 use crate::advantages::ScaleRewards;
 use crate::config_file::parse_toml;
@@ -48,6 +48,9 @@ pub struct TrainConfig {
     /// fine-tuning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// `[tools.python]`: let completions run Python in the sandbox mid-generation. Off by default.
+    #[serde(default)]
+    pub tools: ToolsConfig,
 }
 
 /// `[model]`
@@ -606,6 +609,7 @@ impl TrainConfig {
             check_finite_non_negative(p.factor, "grpo.overlong_penalty.factor")?;
         }
 
+        self.tools.python.check().map_err(|(key, message)| Invalid { key: format!("tools.python.{key}"), message })?;
         self.optim.validate()?;
         check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
         check(r.eval_temperature >= 0.0 && r.eval_temperature.is_finite(), "run.eval_temperature", || {

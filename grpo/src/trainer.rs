@@ -26,8 +26,8 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup, ShardedEngine,
-    ROLLOUT_FIELDS,
+    tool_output_mask, FinishReason, PoolConfig, RolloutError, RolloutPool, RolloutPrompt, SamplingParams, ScoredGroup,
+    ShardedEngine, ToolExecutor, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
@@ -89,6 +89,7 @@ pub fn train_with_checkers(
         },
         max_prompt_tokens: config.sampling.max_prompt_tokens,
         distinct_prompts: Some(train_set.problems.len()),
+        tool_output_in_length: config.tools.python.count_output_in_length,
     };
     let pool = RolloutPool::new(
         engine,
@@ -156,8 +157,12 @@ fn sampling_engine<'a>(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    Ok(ShardedEngine::new(policy, params, config.sampling.engine())?
-        .with_stop_strings(tokenizer, sampling.stop_strings.clone())?)
+    let engine = ShardedEngine::new(policy, params, config.sampling.engine())?
+        .with_stop_strings(tokenizer, sampling.stop_strings.clone())?;
+    Ok(match &config.tools.python {
+        python if python.enable => engine.with_tools(tokenizer, ToolExecutor::new(python.clone())?),
+        _ => engine,
+    })
 }
 
 /// The held-out problems of the evaluation every `run.eval_every` steps; `None` when there
@@ -421,6 +426,7 @@ fn train_batch(groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> TrainBatch {
                     advantage: a as f32,
                     old_logprobs: Some(c.logprobs.clone()),
                     truncated: c.finish_reason == FinishReason::Length,
+                    tool_output: tool_output_mask(c.token_ids.len(), &c.tool_calls),
                 })
             })
             .collect(),
@@ -477,9 +483,35 @@ fn shaped_rewards(config: &TrainConfig, group: &ScoredGroup) -> Option<Vec<f64>>
         Some(penalty) => rewards
             .iter()
             .zip(&group.completions)
-            .map(|(r, c)| r + penalty.penalty(c.token_ids.len(), config.sampling.max_new_tokens))
+            .map(|(r, c)| r + penalty.penalty(penalized_length(config, c), config.sampling.max_new_tokens))
             .collect(),
         None => rewards,
+    })
+}
+
+/// The completion length that length penalties see: without the tokens of tool results unless
+/// `tools.python.count_output_in_length`.
+fn penalized_length(config: &TrainConfig, completion: &aha_rollout::ScoredCompletion) -> usize {
+    let tool_tokens: usize = completion.tool_calls.iter().map(|c| c.output_tokens).sum();
+    match config.tools.python.count_output_in_length {
+        true => completion.token_ids.len(),
+        false => completion.token_ids.len() - tool_tokens,
+    }
+}
+
+/// Tool metrics of a step: calls per completion, the share of completions that called, the
+/// share of calls that failed, and the seconds calls took (summed).
+fn tool_metrics(completions: &[&aha_rollout::ScoredCompletion]) -> Value {
+    let n = completions.len().max(1) as f64;
+    let calls: usize = completions.iter().map(|c| c.tool_calls.len()).sum();
+    let using = completions.iter().filter(|c| !c.tool_calls.is_empty()).count();
+    let errors = completions.iter().flat_map(|c| &c.tool_calls).filter(|t| t.is_error()).count();
+    let seconds: f64 = completions.iter().flat_map(|c| &c.tool_calls).map(|t| t.seconds).sum();
+    json!({
+        "tool_calls_per_completion": calls as f64 / n,
+        "tool_use_frac": using as f64 / n,
+        "tool_error_frac": if calls == 0 { 0.0 } else { errors as f64 / calls as f64 },
+        "tool_s": seconds,
     })
 }
 
@@ -524,7 +556,7 @@ fn step_metrics(r: StepRecord) -> Value {
     let n = completions.len().max(1) as f64;
     let truncated = completions.iter().filter(|c| c.finish_reason == FinishReason::Length).count();
     let s = r.stats;
-    json!({
+    let mut metrics = json!({
         "step": r.step,
         "reward_mean": reward_mean,
         "reward_std": reward_std,
@@ -555,7 +587,13 @@ fn step_metrics(r: StepRecord) -> Value {
         "reward_s": r.reward_seconds,
         "train_s": r.train_seconds,
         "step_s": r.step_seconds,
-    })
+    });
+    if completions.iter().any(|c| !c.tool_calls.is_empty()) {
+        if let (Value::Object(m), Value::Object(t)) = (&mut metrics, tool_metrics(&completions)) {
+            m.extend(t);
+        }
+    }
+    metrics
 }
 
 fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> Vec<TraceGroup> {
@@ -582,11 +620,21 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
                     reward: c.reward,
                     rewards: c.rewards.clone(),
                     advantage: Some(advantage),
-                    detail: c.detail.clone(),
+                    detail: with_tool_calls(&c.detail, &c.tool_calls),
                 })
                 .collect(),
         })
         .collect()
+}
+
+/// A completion's checker details, plus its tool calls (`tool_calls`: code, status, output,
+/// seconds, where the result's tokens are) when it made any.
+fn with_tool_calls(detail: &Value, calls: &[aha_rollout::ToolCall]) -> Value {
+    let mut detail = detail.clone();
+    if let (false, Value::Object(map)) = (calls.is_empty(), &mut detail) {
+        map.insert("tool_calls".into(), json!(calls));
+    }
+    detail
 }
 
 fn data_error(error: aha_datasets::DatasetError) -> GrpoError {

@@ -8,6 +8,8 @@
 //!   join it, the cache is planned against a memory budget. Stop strings via [`StopStrings`].
 //! - [`ShardedEngine`]: several engines side by side on a CPU's threads, each running its own
 //!   requests without waiting for the others at every step.
+//! - [`tools`]: tool-integrated reasoning: a completion's Python code blocks run in the sandbox
+//!   mid-generation (the sequence pauses, its KV cache kept, and resumes with the result).
 //! - [`Backend`]: the seam a remote inference server would plug into.
 //! - [`RolloutPool`]: prompts in, [`ScoredGroup`]s out; reward checkers run on worker threads
 //!   while the model thread keeps generating.
@@ -21,6 +23,7 @@ pub mod pool;
 pub mod sampling;
 pub mod sharded;
 pub mod stop;
+pub mod tools;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use generate::{
@@ -32,6 +35,7 @@ pub use pool::{
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use sharded::ShardedEngine;
 pub use stop::StopStrings;
+pub use tools::{tool_output_mask, CallFormat, PythonToolConfig, ToolCall, ToolExecutor, ToolResult, ToolsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {

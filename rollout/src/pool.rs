@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use aha_model::Tokenizer;
 use aha_rewards::{CombinedChecker, Sample};
 
+use crate::tools::ToolCall;
 use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, RolloutError};
 
 /// Sample fields the pool adds for the checkers (a problem file need not have them): the
@@ -48,6 +49,8 @@ pub struct ScoredCompletion {
     pub text: String,
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
+    /// The tool calls it made, with where their results' tokens are (context, not trained on).
+    pub tool_calls: Vec<ToolCall>,
     /// Each checker's reward by label; `None` when that checker skipped the problem.
     pub rewards: BTreeMap<String, Option<f64>>,
     /// The weighted total; `None` when some checker skipped (the problem cannot be judged).
@@ -91,11 +94,21 @@ pub struct PoolConfig {
     /// row, none is usable and `next_groups` fails instead of reading the source forever. `None`
     /// for a source that ends by itself.
     pub distinct_prompts: Option<usize>,
+    /// Count the tokens of tool results in the `completion_tokens` the checkers see (length
+    /// penalties). Default false: only the model's own tokens.
+    pub tool_output_in_length: bool,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { group_size: 8, seed: 0, reward_workers: 2, max_prompt_tokens: 1024, distinct_prompts: None }
+        Self {
+            group_size: 8,
+            seed: 0,
+            reward_workers: 2,
+            max_prompt_tokens: 1024,
+            distinct_prompts: None,
+            tool_output_in_length: false,
+        }
     }
 }
 
@@ -118,6 +131,7 @@ struct Job {
     prompt_ids: Vec<u32>,
     seed: u64,
     completions: Vec<Completion>,
+    tool_output_in_length: bool,
 }
 
 type JobResult = (Result<ScoredGroup, RolloutError>, f64);
@@ -240,7 +254,14 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
                 let (index, prompt, prompt_ids, seed) = pending
                     .remove(&group.id)
                     .ok_or_else(|| RolloutError::Backend(format!("unknown request {}", group.id)))?;
-                let job = Job { index, prompt, prompt_ids, seed, completions: group.completions };
+                let job = Job {
+                    index,
+                    prompt,
+                    prompt_ids,
+                    seed,
+                    completions: group.completions,
+                    tool_output_in_length: self.config.tool_output_in_length,
+                };
                 jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
             }
         }
@@ -303,12 +324,16 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> Drop for RolloutPool<B, P> {
 /// Decodes and judges every completion of a group. The checkers also see the completion's token
 /// count and finish reason (`completion_tokens`, `finish_reason`), which only the rollout knows.
 fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<ScoredGroup, RolloutError> {
-    let Job { index, prompt, prompt_ids, seed, completions } = job;
+    let Job { index, prompt, prompt_ids, seed, completions, tool_output_in_length } = job;
     let scored = completions
         .into_iter()
         .map(|completion| {
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let sample = checker_sample(&prompt.sample, completion.token_ids.len(), completion.finish_reason);
+            let mut length = completion.token_ids.len();
+            if !tool_output_in_length {
+                length -= completion.tool_output_tokens();
+            }
+            let sample = checker_sample(&prompt.sample, length, completion.finish_reason);
             let breakdown = checker
                 .breakdown(&text, &sample)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;
@@ -324,6 +349,7 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
                 token_ids: completion.token_ids,
                 logprobs: completion.logprobs,
                 finish_reason: completion.finish_reason,
+                tool_calls: completion.tool_calls,
             })
         })
         .collect::<Result<Vec<_>, RolloutError>>()?;
