@@ -888,4 +888,23 @@ name = "countdown"
             assert!(e.contains(message), "{set}: {e}");
         }
     }
+
+    #[test]
+    fn tools_python_section() {
+        let c = TrainConfig::from_toml(MINIMAL, "config.toml", &[]).unwrap();
+        assert!(!c.tools.python.enable, "off by default");
+        let text = format!(
+            "{MINIMAL}\n[tools.python]\nenable = true\nmax_calls = 2\ncalls = [{{ open = \"<tool_call>\", close = \"</tool_call>\" }}]\n"
+        );
+        let c = TrainConfig::from_toml(&text, "config.toml", &[]).unwrap();
+        assert!(c.tools.python.enable);
+        assert_eq!(c.tools.python.max_calls, 2);
+        assert_eq!(c.tools.python.calls[0].open, "<tool_call>");
+        // The resolved configuration reads back the same.
+        assert_eq!(TrainConfig::from_toml(&c.to_toml_string(), "resolved", &[]).unwrap(), c);
+        let e = err(&text, &["tools.python.max_calls=0"]);
+        assert!(e.contains("tools.python.max_calls"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[tools.python]\nenable = true\nmax_call = 2\n"), &[]);
+        assert!(e.contains("max_call"), "{e}");
+    }
 }

@@ -56,8 +56,6 @@ pub struct PythonToolConfig {
     pub max_output_tokens: usize,
     /// Most calls per completion; later code blocks are left as text. Default 4.
     pub max_calls: usize,
-    /// The call formats. Default: ```` ```python ```` … ```` ``` ````, and `<python>` … `</python>`.
-    pub calls: Vec<CallFormat>,
     /// Text before a result. Default `"\n<output>\n"`.
     pub output_open: String,
     /// Text after a result. Default `"\n</output>\n"`.
@@ -67,6 +65,9 @@ pub struct PythonToolConfig {
     /// Count result tokens in the completion length that length penalties see (`completion_tokens`
     /// for the checkers, the overlong penalty). Default false: only the model's own tokens count.
     pub count_output_in_length: bool,
+    /// The call formats. Default: ```` ```python ```` … ```` ``` ````, and `<python>` … `</python>`.
+    /// (Last: TOML writes arrays of tables after the plain values.)
+    pub calls: Vec<CallFormat>,
 }
 
 impl Default for PythonToolConfig {
@@ -143,7 +144,7 @@ impl PythonToolConfig {
                 best = Some((open, &text[body..body + close]));
             }
         }
-        best.map(|(_, code)| code.trim_matches(|c| c == '\n' || c == '\r'))
+        best.map(|(_, code)| code.trim_matches(|c: char| c == '\n' || c == '\r'))
     }
 }
 

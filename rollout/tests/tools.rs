@@ -51,9 +51,9 @@ fn hostile_calls_become_observations() {
         ("print(6 * 7)", &["ok"], "42"),
         ("while True:\n    pass", &["timeout"], "TimeoutError"),
         ("import time\ntime.sleep(600)", &["timeout"], "TimeoutError"),
-        ("x = bytearray(1 << 31)", &["memory_limit", "exit"], "MemoryError"),
+        ("x = bytearray(1 << 30)", &["memory_limit", "exit"], "MemoryError"),
         ("print(open('/etc/passwd').read())", &["exit"], "Error"),
-        ("import socket\nsocket.create_connection(('example.com', 80))", &["exit"], "Error"),
+        ("import socket\nsocket.create_connection(('example.com', 80))", &["exit"], "Traceback"),
         ("print('x' * 10**7)", &["output_limit", "exit", "memory_limit"], "x"),
         ("raise SystemExit(3)", &["exit"], ""),
     ];
@@ -82,7 +82,7 @@ fn finding_calls() {
 }
 
 fn params() -> SamplingParams {
-    SamplingParams { temperature: 1.0, max_new_tokens: 40, stop_token_ids: vec![], ..Default::default() }
+    SamplingParams { temperature: 1.0, max_new_tokens: 80, stop_token_ids: vec![], ..Default::default() }
 }
 
 fn requests(tokenizer: &Tokenizer) -> Vec<GenerationRequest> {
