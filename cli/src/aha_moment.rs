@@ -239,6 +239,7 @@ fn demo(args: &AhaMomentArgs, repo_root: &Path) -> Result<()> {
             seed: 1_000_003,
             stop_strings: config.sampling.stop_strings.clone(),
             engine: config.sampling.engine(),
+            tools: config.tools.python.clone(),
         };
         let greedy = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?;
         let sampled = held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(1.0))?;

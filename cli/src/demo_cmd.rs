@@ -160,6 +160,7 @@ fn demo(args: &DemoArgs, repo_root: &Path) -> Result<()> {
             seed: 1_000_003,
             stop_strings: config.sampling.stop_strings.clone(),
             engine: config.sampling.engine(),
+            tools: config.tools.python.clone(),
         };
         Ok(Measured {
             greedy: held_out.evaluate(model, &tokenizer, &checker, label.as_deref(), &settings(0.0))?,

@@ -301,6 +301,7 @@ impl Training for GrpoTraining<'_> {
             seed: run.eval_seed,
             stop_strings: sampling.stop_strings.clone(),
             engine: sampling.engine(),
+            tools: self.config.tools.python.clone(),
         };
         let correctness_label = self.labels.first().map(String::as_str);
         let report = held_out.evaluate(self.sampler, self.tokenizer, self.checker, correctness_label, &settings)?;

@@ -629,7 +629,17 @@ impl EngineTools<'_> {
         if row.completion.tool_calls.len() >= config.max_calls {
             return Ok(None);
         }
-        let text = self.tokenizer.decode(&row.completion.token_ids[row.scan_from..], false)?;
+        let tokens = &row.completion.token_ids[row.scan_from..];
+        // The token that completes a call holds the last character of its close (or part of a
+        // character: decoded alone, a replacement character). Most tokens do not: skip the rest.
+        let Some(last) = tokens.last() else { return Ok(None) };
+        let last = self.tokenizer.decode(std::slice::from_ref(last), false)?;
+        let may_close = last.contains('\u{FFFD}')
+            || config.calls.iter().any(|c| c.close.chars().last().is_some_and(|end| last.contains(end)));
+        if !may_close {
+            return Ok(None);
+        }
+        let text = self.tokenizer.decode(tokens, false)?;
         Ok(config.find_call(&text).map(str::to_string))
     }
 
