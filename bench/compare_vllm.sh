@@ -41,7 +41,7 @@ rows = [json.loads(l) for l in open(path)]
 steady = rows[skip:]
 def med(key, rows=steady):
     values = [r[key] for r in rows if r.get(key) is not None]
-    return round(statistics.median(values), 4) if values else None
+    return float(f"{statistics.median(values):.4g}") if values else None
 print(json.dumps({
     "run": name, "threads": threads, "load_avg_before": load, "steps_timed": len(steady),
     "s_per_step": med("step_s"), "step_s": [round(r["step_s"], 3) for r in rows],

@@ -209,6 +209,7 @@ impl DemoRun {
             seed: 1_000_003,
             stop_strings: sampling.stop_strings.clone(),
             engine: sampling.engine(),
+            tools: self.config.tools.python.clone(),
         };
         let label = self.label.as_deref();
         let greedy = self.held_out.evaluate(model, &self.tokenizer, &self.checker, label, &settings(0.0))?;

@@ -215,6 +215,10 @@ pub fn run(args: TracesArgs) -> Result<()> {
                 for phrase in &phrases {
                     write!(out, " {:>10}", phrase)?;
                 }
+                let tools = stats.iter().any(|s| s.tools.is_some());
+                if tools {
+                    write!(out, " {:>8} {:>8} {:>8} {:>8}", "calls/c", "tool%", "toolerr%", "tool_s")?;
+                }
                 writeln!(out)?;
                 for s in &stats {
                     write!(
@@ -229,6 +233,13 @@ pub fn run(args: TracesArgs) -> Result<()> {
                     }
                     for (phrase, width) in phrases.iter().zip(&widths) {
                         write!(out, " {:>width$.3}", s.phrases[phrase])?;
+                    }
+                    if tools {
+                        let t = s.tools.as_ref();
+                        let (calls, used, errors, seconds) = t.map_or((0.0, 0.0, 0.0, 0.0), |t| {
+                            (t.calls_per_completion, t.use_frac, t.error_frac, t.seconds)
+                        });
+                        write!(out, " {calls:>8.2} {:>8.1} {:>8.1} {seconds:>8.2}", used * 100.0, errors * 100.0)?;
                     }
                     writeln!(out)?;
                 }
@@ -353,7 +364,17 @@ fn print_row(out: &mut impl Write, row: &CompletionRow, colour: bool) -> Result<
         row.step, row.prompt_id, row.sample_index, row.tokens, row.finish_reason
     )?;
     writeln!(out, "{dim}{}{reset}", row.prompt)?;
-    writeln!(out, "{}\n", row.text)?;
+    writeln!(out, "{}", row.text)?;
+    // The text shows each tool result inline (`<output>…</output>`); under it, each call's verdict.
+    let calls = row.detail.get("tool_calls").and_then(|c| c.as_array()).map_or(&[][..], |c| c.as_slice());
+    for (i, call) in calls.iter().enumerate() {
+        let status = call.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+        let seconds = call.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0);
+        let truncated = if call.get("truncated").and_then(|t| t.as_bool()) == Some(true) { ", truncated" } else { "" };
+        let colour = if status == "ok" { green } else { red };
+        writeln!(out, "{dim}tool call {}: {colour}{status}{reset}{dim}, {seconds:.3} s{truncated}{reset}", i + 1)?;
+    }
+    writeln!(out)?;
     Ok(())
 }
 

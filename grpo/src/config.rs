@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use aha_model::{DTypeName, DeviceName, LoraConfig};
-use aha_rollout::EngineConfig;
+use aha_rollout::{EngineConfig, ToolsConfig};
 
 use crate::advantages::ScaleRewards;
 use crate::config_file::parse_toml;
@@ -51,6 +51,9 @@ pub struct TrainConfig {
     /// fine-tuning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// `[tools.python]`: let completions run Python in the sandbox mid-generation. Off by default.
+    #[serde(default)]
+    pub tools: ToolsConfig,
 }
 
 /// `[model]`
@@ -723,6 +726,11 @@ impl TrainConfig {
         }
         self.rollout.validate()?;
 
+        self.tools.python.check().map_err(|(key, message)| Invalid { key: format!("tools.python.{key}"), message })?;
+        check(!self.tools.python.enable || self.rollout.backend == BackendKind::Engine, "tools.python.enable", || {
+            "tool calls run in aha's own engine; with rollout.backend = \"vllm\" or \"sglang\" they are not supported yet"
+                .into()
+        })?;
         self.optim.validate()?;
         check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
         check(r.eval_temperature >= 0.0 && r.eval_temperature.is_finite(), "run.eval_temperature", || {
@@ -1005,5 +1013,24 @@ name = "countdown"
             let e = err(MINIMAL, &[set]);
             assert!(e.contains(message), "{set}: {e}");
         }
+    }
+
+    #[test]
+    fn tools_python_section() {
+        let c = TrainConfig::from_toml(MINIMAL, "config.toml", &[]).unwrap();
+        assert!(!c.tools.python.enable, "off by default");
+        let text = format!(
+            "{MINIMAL}\n[tools.python]\nenable = true\nmax_calls = 2\ncalls = [{{ open = \"<tool_call>\", close = \"</tool_call>\" }}]\n"
+        );
+        let c = TrainConfig::from_toml(&text, "config.toml", &[]).unwrap();
+        assert!(c.tools.python.enable);
+        assert_eq!(c.tools.python.max_calls, 2);
+        assert_eq!(c.tools.python.calls[0].open, "<tool_call>");
+        // The resolved configuration reads back the same.
+        assert_eq!(TrainConfig::from_toml(&c.to_toml_string(), "resolved", &[]).unwrap(), c);
+        let e = err(&text, &["tools.python.max_calls=0"]);
+        assert!(e.contains("tools.python.max_calls"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[tools.python]\nenable = true\nmax_call = 2\n"), &[]);
+        assert!(e.contains("max_call"), "{e}");
     }
 }

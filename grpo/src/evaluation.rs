@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 use aha_datasets::{Problem, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::CombinedChecker;
-use aha_rollout::{checker_fields, generate_all, EngineConfig, GenerationRequest, SamplingParams, ShardedEngine};
+use aha_rollout::{
+    checker_fields, generate_all, EngineConfig, GenerationRequest, PythonToolConfig, SamplingParams, ShardedEngine,
+    ToolExecutor,
+};
 
 use crate::error::{GrpoError, Result};
 
@@ -35,6 +38,8 @@ pub struct EvalSettings {
     pub stop_strings: Vec<String>,
     /// The generation engine's limits.
     pub engine: EngineConfig,
+    /// The Python tool, as in training (`[tools.python]`; off unless `enable`).
+    pub tools: PythonToolConfig,
 }
 
 /// One judged completion.
@@ -112,6 +117,9 @@ impl HeldOut {
         };
         let mut engine = ShardedEngine::new(policy, params, settings.engine.clone())?
             .with_stop_strings(tokenizer, settings.stop_strings.clone())?;
+        if settings.tools.enable {
+            engine = engine.with_tools(tokenizer, ToolExecutor::new(settings.tools.clone())?);
+        }
         let samples = if greedy { 1 } else { settings.samples.max(1) };
         let requests: Vec<GenerationRequest> = self
             .prompts
@@ -124,7 +132,11 @@ impl HeldOut {
         for (index, (problem, group)) in self.problems.iter().zip(outputs).enumerate() {
             for completion in group {
                 let text = tokenizer.decode(&completion.token_ids, true)?;
-                let fields = checker_fields(&problem.fields, completion.token_ids.len(), completion.finish_reason);
+                let mut length = completion.token_ids.len();
+                if !settings.tools.count_output_in_length {
+                    length -= completion.tool_output_tokens();
+                }
+                let fields = checker_fields(&problem.fields, length, completion.finish_reason);
                 let breakdown = checker
                     .breakdown(&text, &fields)
                     .map_err(|e| GrpoError::Data(format!("evaluation problem {}: {e}", problem.id)))?;

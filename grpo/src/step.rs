@@ -42,6 +42,25 @@ pub struct TrainSequence {
     pub old_logprobs: Option<Vec<f32>>,
     /// Whether the completion stopped at `max_new_tokens` rather than at a stop token.
     pub truncated: bool,
+    /// True for the completion tokens that came from a tool's result (context, not actions):
+    /// they are left out of the loss, the ratio, the KL, the entropy and the token count.
+    /// Empty: none.
+    pub tool_output: Vec<bool>,
+}
+
+impl TrainSequence {
+    /// Whether completion token `j` is the policy's own (counts in the loss).
+    fn is_action(&self, j: usize) -> bool {
+        !self.tool_output.get(j).copied().unwrap_or(false)
+    }
+
+    /// The tokens that count in the loss.
+    fn loss_tokens(&self, settings: &StepSettings) -> usize {
+        if settings.mask_truncated_completions && self.truncated {
+            return 0;
+        }
+        (0..self.completion_ids.len()).filter(|&j| self.is_action(j)).count()
+    }
 }
 
 /// The completions of one step (all groups together).
@@ -129,6 +148,8 @@ pub struct StepStats {
 /// The tensors of one micro-batch, on the policy's device.
 struct MicroBatch {
     layout: CompletionBatch,
+    /// `[b, C]` bool: the tokens in the loss (the layout's, less tool results).
+    mask: Tensor,
     /// `[b]` fp32.
     advantages: Tensor,
     old: Option<Tensor>,
@@ -189,6 +210,13 @@ fn check_batch(policy: &CausalLM, batch: &TrainBatch, settings: &StepSettings, r
         if !s.advantage.is_finite() {
             return Err(GrpoError::Input(format!("sequence {i} has advantage {}", s.advantage)));
         }
+        if !s.tool_output.is_empty() && s.tool_output.len() != s.completion_ids.len() {
+            return Err(GrpoError::Input(format!(
+                "sequence {i} marks {} tool-output tokens for {} completion tokens",
+                s.tool_output.len(),
+                s.completion_ids.len()
+            )));
+        }
         if let Some(old) = &s.old_logprobs {
             if old.len() != s.completion_ids.len() {
                 return Err(GrpoError::Input(format!(
@@ -211,13 +239,26 @@ fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, devi
         .collect();
     let layout = CompletionBatch::new(&rows, device)?;
     let (b, width) = (sequences.len(), layout.width() as usize);
+    // The layout's mask (completion tokens, truncation) without the tokens of tool results.
+    let mut actions = vec![true; b * width];
+    for (row, s) in sequences.iter().enumerate() {
+        let start = row * width + width - s.completion_ids.len();
+        for j in 0..s.completion_ids.len() {
+            actions[start + j] = s.is_action(j);
+        }
+    }
+    let actions = Tensor::from_slice(&actions).view([b as i64, width as i64]).to_device(device);
+    let mask = layout.loss_mask().logical_and(&actions);
     let mut sampled = vec![0f32; b * width];
     let mut has_sampled = vec![false; b * width];
     for (row, s) in sequences.iter().enumerate() {
         if let Some(old) = &s.old_logprobs {
             let start = row * width + width - s.completion_ids.len();
             sampled[start..start + old.len()].copy_from_slice(old);
-            has_sampled[start..start + old.len()].iter_mut().for_each(|x| *x = true);
+            // A tool result's tokens were not sampled: they have no sampler log-prob.
+            for (j, x) in has_sampled[start..start + old.len()].iter_mut().enumerate() {
+                *x = s.is_action(j);
+            }
         }
     }
     let shape = [b as i64, width as i64];
@@ -225,6 +266,7 @@ fn build_micro_batch(sequences: &[&TrainSequence], settings: &StepSettings, devi
     let advantages: Vec<f32> = sequences.iter().map(|s| s.advantage).collect();
     Ok(MicroBatch {
         layout,
+        mask,
         advantages: Tensor::from_slice(&advantages).to_device(device),
         old: None,
         reference: None,
@@ -283,12 +325,7 @@ pub fn prepare_batch(
             }
         }
     });
-    let tokens: usize = batch
-        .sequences
-        .iter()
-        .filter(|s| !(settings.mask_truncated_completions && s.truncated))
-        .map(|s| s.completion_ids.len())
-        .sum();
+    let tokens: usize = batch.sequences.iter().map(|s| s.loss_tokens(settings)).sum();
     let normalizer = Normalizer {
         sequences: batch.sequences.len() as f64,
         tokens: tokens as f64,
@@ -322,7 +359,7 @@ pub fn accumulate_gradients(policy: &CausalLM, batch: &PreparedBatch, settings: 
             old_logprobs: mb.old.as_ref(),
             ref_logprobs: mb.reference.as_ref(),
             advantages: &mb.advantages,
-            mask: mb.layout.loss_mask(),
+            mask: &mb.mask,
             entropies: scored.entropies.as_ref(),
             behaviour_logprobs: behaviour.as_ref(),
         };
@@ -369,7 +406,7 @@ pub fn batch_loss(policy: &CausalLM, batch: &PreparedBatch, settings: &StepSetti
                 old_logprobs: mb.old.as_ref(),
                 ref_logprobs: mb.reference.as_ref(),
                 advantages: &mb.advantages,
-                mask: mb.layout.loss_mask(),
+                mask: &mb.mask,
                 entropies: None,
                 behaviour_logprobs: None,
             };
@@ -438,3 +475,7 @@ pub fn train_step(
         iterations,
     })
 }
+
+#[cfg(test)]
+#[path = "step_tool_tests.rs"]
+mod tool_tests;

@@ -26,8 +26,8 @@ use aha_datasets::{Dataset, Problem, ProblemSource, Prompter};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::{Checker, CombinedChecker, Registry};
 use aha_rollout::{
-    Backend, FinishReason, PoolConfig, RemoteBackend, RolloutError, RolloutPool, RolloutPrompt, SamplingParams,
-    ScoredGroup, ShardedEngine, ROLLOUT_FIELDS,
+    tool_output_mask, Backend, FinishReason, PoolConfig, RemoteBackend, RolloutError, RolloutPool, RolloutPrompt,
+    SamplingParams, ScoredGroup, ShardedEngine, ToolExecutor, ROLLOUT_FIELDS,
 };
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
@@ -94,6 +94,7 @@ pub fn train_with_checkers(
         },
         max_prompt_tokens: config.sampling.max_prompt_tokens,
         distinct_prompts: Some(train_set.problems.len()),
+        tool_output_in_length: config.tools.python.count_output_in_length,
     };
     let pool = RolloutPool::new(
         backend,
@@ -165,13 +166,15 @@ fn generation_backend<'a>(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
-    Ok(match config.rollout.remote(&sampling.stop_strings) {
-        Some(remote) => Box::new(RemoteBackend::new(remote, params)?),
-        None => Box::new(
-            ShardedEngine::new(policy, params, config.sampling.engine())?
-                .with_stop_strings(tokenizer, sampling.stop_strings.clone())?,
-        ),
-    })
+    if let Some(remote) = config.rollout.remote(&sampling.stop_strings) {
+        return Ok(Box::new(RemoteBackend::new(remote, params)?));
+    }
+    let engine = ShardedEngine::new(policy, params, config.sampling.engine())?
+        .with_stop_strings(tokenizer, sampling.stop_strings.clone())?;
+    Ok(Box::new(match &config.tools.python {
+        python if python.enable => engine.with_tools(tokenizer, ToolExecutor::new(python.clone())?),
+        _ => engine,
+    }))
 }
 
 /// The held-out problems of the evaluation every `run.eval_every` steps; `None` when there
@@ -332,6 +335,7 @@ impl Training for GrpoTraining<'_> {
             seed: run.eval_seed,
             stop_strings: sampling.stop_strings.clone(),
             engine: sampling.engine(),
+            tools: self.config.tools.python.clone(),
         };
         let correctness_label = self.labels.first().map(String::as_str);
         let report = held_out.evaluate(self.sampler, self.tokenizer, self.checker, correctness_label, &settings)?;
@@ -465,6 +469,7 @@ fn train_batch(groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> TrainBatch {
                     advantage: a as f32,
                     old_logprobs: Some(c.logprobs.clone()),
                     truncated: c.finish_reason == FinishReason::Length,
+                    tool_output: tool_output_mask(c.token_ids.len(), &c.tool_calls),
                 })
             })
             .collect(),
@@ -521,9 +526,35 @@ fn shaped_rewards(config: &TrainConfig, group: &ScoredGroup) -> Option<Vec<f64>>
         Some(penalty) => rewards
             .iter()
             .zip(&group.completions)
-            .map(|(r, c)| r + penalty.penalty(c.token_ids.len(), config.sampling.max_new_tokens))
+            .map(|(r, c)| r + penalty.penalty(penalized_length(config, c), config.sampling.max_new_tokens))
             .collect(),
         None => rewards,
+    })
+}
+
+/// The completion length that length penalties see: without the tokens of tool results unless
+/// `tools.python.count_output_in_length`.
+fn penalized_length(config: &TrainConfig, completion: &aha_rollout::ScoredCompletion) -> usize {
+    let tool_tokens: usize = completion.tool_calls.iter().map(|c| c.output_tokens).sum();
+    match config.tools.python.count_output_in_length {
+        true => completion.token_ids.len(),
+        false => completion.token_ids.len() - tool_tokens,
+    }
+}
+
+/// Tool metrics of a step: calls per completion, the share of completions that called, the
+/// share of calls that failed, and the seconds calls took (summed).
+fn tool_metrics(completions: &[&aha_rollout::ScoredCompletion]) -> Value {
+    let n = completions.len().max(1) as f64;
+    let calls: usize = completions.iter().map(|c| c.tool_calls.len()).sum();
+    let using = completions.iter().filter(|c| !c.tool_calls.is_empty()).count();
+    let errors = completions.iter().flat_map(|c| &c.tool_calls).filter(|t| t.is_error()).count();
+    let seconds: f64 = completions.iter().flat_map(|c| &c.tool_calls).map(|t| t.seconds).sum();
+    json!({
+        "tool_calls_per_completion": calls as f64 / n,
+        "tool_use_frac": using as f64 / n,
+        "tool_error_frac": if calls == 0 { 0.0 } else { errors as f64 / calls as f64 },
+        "tool_s": seconds,
     })
 }
 
@@ -568,7 +599,7 @@ fn step_metrics(r: StepRecord) -> Value {
     let n = completions.len().max(1) as f64;
     let truncated = completions.iter().filter(|c| c.finish_reason == FinishReason::Length).count();
     let s = r.stats;
-    json!({
+    let mut metrics = json!({
         "step": r.step,
         "reward_mean": reward_mean,
         "reward_std": reward_std,
@@ -601,7 +632,13 @@ fn step_metrics(r: StepRecord) -> Value {
         "reward_s": r.reward_seconds,
         "train_s": r.train_seconds,
         "step_s": r.step_seconds,
-    })
+    });
+    if completions.iter().any(|c| !c.tool_calls.is_empty()) {
+        if let (Value::Object(m), Value::Object(t)) = (&mut metrics, tool_metrics(&completions)) {
+            m.extend(t);
+        }
+    }
+    metrics
 }
 
 fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> Vec<TraceGroup> {
@@ -628,11 +665,21 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
                     reward: c.reward,
                     rewards: c.rewards.clone(),
                     advantage: Some(advantage),
-                    detail: c.detail.clone(),
+                    detail: with_tool_calls(&c.detail, &c.tool_calls),
                 })
                 .collect(),
         })
         .collect()
+}
+
+/// A completion's checker details, plus its tool calls (`tool_calls`: code, status, output,
+/// seconds, where the result's tokens are) when it made any.
+fn with_tool_calls(detail: &Value, calls: &[aha_rollout::ToolCall]) -> Value {
+    let mut detail = detail.clone();
+    if let (false, Value::Object(map)) = (calls.is_empty(), &mut detail) {
+        map.insert("tool_calls".into(), json!(calls));
+    }
+    detail
 }
 
 fn data_error(error: aha_datasets::DatasetError) -> GrpoError {

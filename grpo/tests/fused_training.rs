@@ -38,6 +38,7 @@ fn batch() -> TrainBatch {
                 advantage: [1.3, -0.6, 0.25, -1.7, 0.8][c % 5],
                 old_logprobs: None,
                 truncated: c == 2,
+                tool_output: vec![],
             });
         }
     }
@@ -47,6 +48,7 @@ fn batch() -> TrainBatch {
         advantage: -0.4,
         old_logprobs: None,
         truncated: false,
+        tool_output: vec![],
     });
     TrainBatch { sequences }
 }

@@ -30,6 +30,7 @@ fn sequence(seed: u64, prompt: usize, completion: usize, advantage: f32, truncat
         advantage,
         old_logprobs: None,
         truncated,
+        tool_output: vec![],
     }
 }
 

@@ -293,3 +293,37 @@ fn lora_settings_out_of_range_name_their_key() {
         assert!(error.contains(expected), "{set:?}: {error}");
     }
 }
+
+/// With the Python tool on, completions call it mid-generation (the call delimiters here are
+/// spaces, which the random model writes often, so its text between two spaces runs as code and
+/// mostly fails: a result all the same), the run trains on the model's own tokens around the
+/// results, and the metrics and traces count and keep the calls.
+#[test]
+fn a_run_with_the_python_tool_calls_it_and_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let tools = "\n[tools.python]\nenable = true\nmax_calls = 2\nmax_output_tokens = 4\ntimeout_ms = 2000\n\
+                 calls = [{ open = \" \", close = \" \" }]\n";
+    let text = config_text(&out, 2).replace("max_new_tokens = 24", "max_new_tokens = 48") + tools;
+    let mut config = TrainConfig::from_toml(&text, "test.toml", &[]).unwrap();
+    config.resolve();
+    train(config, false, |_| {}).unwrap();
+    let lines = metrics(&out);
+    assert_eq!(lines.len(), 2);
+    let calls: f64 = lines.iter().map(|l| l["tool_calls_per_completion"].as_f64().unwrap_or(0.0)).sum();
+    assert!(calls > 0.0, "no completion called the tool: {lines:?}");
+    for line in &lines {
+        assert!(line["loss"].as_f64().unwrap().is_finite(), "{line}");
+        // The results' tokens have no sampler log-prob and are left out of the comparison: the
+        // model's own tokens after a result agree with the trainer's recomputation.
+        if let Some(diff) = line["sampling_logprob_diff"].as_f64() {
+            assert!(diff < 1e-4, "{line}");
+        }
+    }
+    let traces = TraceReader::open(&RunDir::open(&out).unwrap().traces_path()).unwrap();
+    let rows: Vec<_> = (1..=2).flat_map(|s| traces.completions(s).unwrap()).collect();
+    let call = rows.iter().find_map(|r| r.detail.get("tool_calls")).expect("a trace keeps the calls");
+    assert!(call[0]["status"].is_string() && call[0]["code"].is_string(), "{call}");
+    let stats = traces.statistics(&[]).unwrap();
+    assert!(stats.iter().any(|s| s.tools.as_ref().is_some_and(|t| t.calls_per_completion > 0.0)));
+}

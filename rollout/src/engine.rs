@@ -20,17 +20,19 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use aha_model::{intra_op, CausalLM, KvCache, PaddedBatch, Tokenizer};
 
 use crate::sampling::{sample_token, SampledToken, SamplingParams};
 use crate::stop::StopStrings;
+use crate::tools::{ToolCall, ToolExecutor, ToolResult};
 use crate::{Backend, Completion, FinishReason, GenerationRequest, GroupOutput, RequestId, RolloutError};
 
 /// Limits of one engine: how much memory and how many sequences a batch may hold.
@@ -72,6 +74,13 @@ pub struct EngineStats {
     /// Row-steps spent on sequences that had finished but not yet left the batch.
     pub idle_row_steps: u64,
     pub peak_kv_cache_bytes: u64,
+    /// Tool calls run, the tokens of their results, the seconds from a call leaving the batch to
+    /// its result rejoining it (summed over calls), and the model thread's time waiting for
+    /// results with nothing else to decode.
+    pub tool_calls: u64,
+    pub tool_output_tokens: u64,
+    pub tool_seconds: f64,
+    pub tool_wait_seconds: f64,
 }
 
 impl EngineStats {
@@ -88,6 +97,10 @@ impl EngineStats {
         self.decode_steps += other.decode_steps;
         self.idle_row_steps += other.idle_row_steps;
         self.peak_kv_cache_bytes += other.peak_kv_cache_bytes;
+        self.tool_calls += other.tool_calls;
+        self.tool_output_tokens += other.tool_output_tokens;
+        self.tool_seconds += other.tool_seconds;
+        self.tool_wait_seconds += other.tool_wait_seconds;
     }
 }
 
@@ -120,6 +133,7 @@ fn sample_rows(rows: &mut [Row], logits: &[f32], vocab: usize, params: &Sampling
 }
 
 /// One sequence of the batch (a row of the cache).
+#[derive(Clone)]
 struct Row {
     request: RequestId,
     sample: usize,
@@ -129,6 +143,28 @@ struct Row {
     rng: ChaCha8Rng,
     completion: Completion,
     done: bool,
+    /// Tools: where in the completion to look for the next call (after the last result), and the
+    /// code of a call the last token completed (the row leaves the batch until its result is in).
+    scan_from: usize,
+    call: Option<String>,
+}
+
+/// A sequence out of the batch while its tool call runs, with its own cache rows.
+struct Paused {
+    row: Row,
+    cache: KvCache,
+    code: String,
+    since: Instant,
+}
+
+/// The engine's side of the tools: where calls go, where results come back, who waits for them.
+struct EngineTools<'m> {
+    executor: Arc<ToolExecutor>,
+    tokenizer: &'m Tokenizer,
+    reply: crossbeam_channel::Sender<(u64, ToolResult)>,
+    results: crossbeam_channel::Receiver<(u64, ToolResult)>,
+    paused: HashMap<u64, Paused>,
+    next_call: u64,
 }
 
 struct Group {
@@ -151,6 +187,7 @@ pub struct Engine<'m> {
     logits: Option<Tensor>,
     next_id: RequestId,
     stats: EngineStats,
+    tools: Option<EngineTools<'m>>,
 }
 
 impl<'m> Engine<'m> {
@@ -172,7 +209,16 @@ impl<'m> Engine<'m> {
             logits: None,
             next_id: 0,
             stats: EngineStats::default(),
+            tools: None,
         })
+    }
+
+    /// Lets completions call the Python tool (see `tools`): code blocks are decoded with
+    /// `tokenizer`, run on `executor`'s workers, and their results tokenized back in.
+    pub fn with_tools(mut self, tokenizer: &'m Tokenizer, executor: Arc<ToolExecutor>) -> Self {
+        let (reply, results) = crossbeam_channel::unbounded();
+        self.tools = Some(EngineTools { executor, tokenizer, reply, results, paused: HashMap::new(), next_call: 0 });
+        self
     }
 
     /// Ends completions at any of `strings` (decoded with `tokenizer`), besides the stop tokens.
@@ -193,7 +239,9 @@ impl<'m> Engine<'m> {
 
     /// Sequences queued or generating.
     pub fn sequences_in_flight(&self) -> usize {
-        self.waiting.iter().map(|(_, r)| r.n).sum::<usize>() + self.rows.iter().filter(|r| !r.done).count()
+        self.waiting.iter().map(|(_, r)| r.n).sum::<usize>()
+            + self.rows.iter().filter(|r| !r.done).count()
+            + self.tools.as_ref().map_or(0, |t| t.paused.len())
     }
 
     /// [`Backend::poll`], which also returns (perhaps with nothing) after the step during which
@@ -249,11 +297,14 @@ impl<'m> Engine<'m> {
     /// the requests whose completions are all done.
     pub fn step(&mut self) -> Result<Vec<GroupOutput>, RolloutError> {
         tch::no_grad(|| {
+            let mut finished = self.resume_calls()?;
             self.admit()?;
             if self.rows.is_empty() {
-                return Ok(Vec::new());
+                self.wait_for_calls();
+                return Ok(finished);
             }
-            let finished = self.sample()?;
+            finished.extend(self.sample()?);
+            self.pause_calls();
             if self.rows.iter().all(|r| r.done) {
                 self.rows.clear();
                 self.cache = None;
@@ -274,7 +325,8 @@ impl<'m> Engine<'m> {
 
     /// Takes waiting requests into the batch while they fit, prefilling them together.
     fn admit(&mut self) -> Result<(), RolloutError> {
-        let live: Vec<&Row> = self.rows.iter().filter(|r| !r.done).collect();
+        let paused = self.tools.iter().flat_map(|t| t.paused.values().map(|p| &p.row));
+        let live: Vec<&Row> = self.rows.iter().filter(|r| !r.done).chain(paused).collect();
         let mut rows = live.len();
         let mut longest_prompt = live.iter().map(|r| r.prompt_len).max().unwrap_or(0);
         let mut admitted = 0;
@@ -324,8 +376,10 @@ impl<'m> Engine<'m> {
                     prompt_len: request.prompt_ids.len(),
                     cached: request.prompt_ids.len() as i64,
                     rng,
-                    completion: Completion { token_ids: vec![], logprobs: vec![], finish_reason: FinishReason::Length },
+                    completion: Completion::new(vec![], vec![], FinishReason::Length),
                     done: false,
+                    scan_from: 0,
+                    call: None,
                 });
                 copies.push(i as i64);
             }
@@ -408,20 +462,124 @@ impl<'m> Engine<'m> {
                 row.done = true;
             } else if row.completion.token_ids.len() >= self.params.max_new_tokens {
                 row.done = true;
+            } else if let Some(tools) = &self.tools {
+                row.call = tools.completed_call(row)?;
+                if row.call.is_some() {
+                    row.done = true; // leaves the batch; `pause_calls` keeps its cache
+                    continue;
+                }
             }
             if row.done {
-                let group = self.groups.get_mut(&row.request).expect("a row's request is known");
-                group.completions[row.sample] = Some(row.completion.clone());
-                group.remaining -= 1;
-                if group.remaining == 0 {
-                    let group = self.groups.remove(&row.request).expect("just seen");
-                    let completions = group.completions.into_iter().map(|c| c.expect("all samples done")).collect();
-                    finished.push(GroupOutput { id: row.request, completions });
-                }
+                finished.extend(finish_row(&mut self.groups, row));
             }
         }
         self.stats.sample_seconds += start.elapsed().as_secs_f64();
         Ok(finished)
+    }
+
+    /// Takes the rows whose last token completed a tool call out of the batch: their cache rows are
+    /// copied aside and their code goes to the tool workers. (The rows themselves stay, done, until
+    /// the next re-pack drops them.)
+    fn pause_calls(&mut self) {
+        let Some(tools) = &mut self.tools else { return };
+        let Some(cache) = &self.cache else { return };
+        let device = self.model.device();
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            let Some(code) = row.call.take() else { continue };
+            let index = Tensor::from_slice(&[i as i64]).to_device(device);
+            let capacity = (row.prompt_len + self.params.max_new_tokens) as i64;
+            let cache = cache.gather(&index, row.cached, capacity);
+            let id = tools.next_call;
+            tools.next_call += 1;
+            tools.executor.submit(id, code.clone(), tools.reply.clone());
+            tools.paused.insert(id, Paused { row: row.clone(), cache, code, since: Instant::now() });
+        }
+    }
+
+    /// Brings back the sequences whose tool results are in: each result's tokens are appended to
+    /// the completion (as context: log-prob 0, marked in `tool_calls`), fed through the model onto
+    /// the sequence's own cache rows (with the call's last token, not fed yet), and the sequence
+    /// rejoins the batch with its next-token logits. A sequence that has no room left for the
+    /// result's tokens ends there (`Length`). Returns the requests that this completed.
+    fn resume_calls(&mut self) -> Result<Vec<GroupOutput>, RolloutError> {
+        let mut finished = Vec::new();
+        let Some(tools) = &mut self.tools else { return Ok(finished) };
+        let mut ready: Vec<(u64, ToolResult)> = tools.results.try_iter().collect();
+        if ready.is_empty() {
+            return Ok(finished);
+        }
+        ready.sort_by_key(|(id, _)| *id);
+        let start = Instant::now();
+        let device = self.model.device();
+        let mut rejoining: Vec<(Row, KvCache, Tensor)> = Vec::new();
+        for (id, result) in ready {
+            let Paused { mut row, mut cache, code, since } =
+                tools.paused.remove(&id).expect("a result of a paused call");
+            let room = self.params.max_new_tokens.saturating_sub(row.completion.token_ids.len());
+            let (mut tokens, output, truncated) = tools.result_tokens(&result.text)?;
+            tokens.truncate(room);
+            let output_start = row.completion.token_ids.len();
+            row.completion.token_ids.extend_from_slice(&tokens);
+            row.completion.logprobs.extend(std::iter::repeat_n(0.0, tokens.len()));
+            let seconds = since.elapsed().as_secs_f64();
+            row.completion.tool_calls.push(ToolCall {
+                code,
+                status: result.status.as_str().to_string(),
+                output,
+                seconds,
+                output_start,
+                output_tokens: tokens.len(),
+                truncated,
+            });
+            row.scan_from = row.completion.token_ids.len();
+            row.done = false;
+            self.stats.tool_calls += 1;
+            self.stats.tool_output_tokens += tokens.len() as u64;
+            self.stats.tool_seconds += seconds;
+            if row.completion.token_ids.len() >= self.params.max_new_tokens {
+                row.done = true;
+                finished.extend(finish_row(&mut self.groups, &row));
+                continue;
+            }
+            let fed = row.cached as usize - row.prompt_len;
+            let new: Vec<i64> = row.completion.token_ids[fed..].iter().map(|&t| i64::from(t)).collect();
+            let k = new.len() as i64;
+            let input = Tensor::from_slice(&new).view([1, k]).to_device(device);
+            let positions = Tensor::arange_start(row.cached, row.cached + k, (Kind::Int64, device)).view([1, k]);
+            let hidden = self.model.forward(&input, &positions, None, Some(&mut cache));
+            let logits = self.model.logits(&hidden.select(1, k - 1));
+            row.cached += k;
+            self.stats.prefill_tokens += k as u64;
+            rejoining.push((row, cache, logits));
+        }
+        self.stats.prefill_seconds += start.elapsed().as_secs_f64();
+        if rejoining.is_empty() {
+            return Ok(finished);
+        }
+        let capacity = rejoining.iter().map(|(r, _, _)| (r.prompt_len + self.params.max_new_tokens) as i64).max();
+        let caches: Vec<&KvCache> = rejoining.iter().map(|(_, c, _)| c).collect();
+        let joined = KvCache::concat(&caches, capacity.unwrap_or(0));
+        let logits = Tensor::cat(&rejoining.iter().map(|(_, _, l)| l.shallow_clone()).collect::<Vec<_>>(), 0);
+        let copies = Tensor::arange(rejoining.len() as i64, (Kind::Int64, device));
+        self.rows.extend(rejoining.into_iter().map(|(row, _, _)| row));
+        self.repack(Some((joined, logits, copies)))?;
+        Ok(finished)
+    }
+
+    /// With nothing to decode but tool calls out, waits a little for a result (the next step
+    /// takes it) instead of spinning.
+    fn wait_for_calls(&mut self) {
+        let Some(tools) = &mut self.tools else { return };
+        if tools.paused.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        let result = tools.results.recv_timeout(Duration::from_millis(5));
+        if let Ok(result) = result {
+            // Put it back for `resume_calls` (this engine holds both ends).
+            let _ = tools.reply.send(result);
+        }
+        self.stats.tool_wait_seconds += start.elapsed().as_secs_f64();
     }
 
     /// Feeds every row its last token and keeps the next-token logits. Rows that finished but
@@ -448,6 +606,62 @@ impl<'m> Engine<'m> {
         self.stats.peak_kv_cache_bytes = self.stats.peak_kv_cache_bytes.max(cache.bytes() as u64);
         self.stats.decode_steps += 1;
         self.stats.decode_seconds += start.elapsed().as_secs_f64();
+    }
+}
+
+/// Hands a finished row's completion to its group; returns the group if that was its last one.
+fn finish_row(groups: &mut HashMap<RequestId, Group>, row: &Row) -> Option<GroupOutput> {
+    let group = groups.get_mut(&row.request).expect("a row's request is known");
+    group.completions[row.sample] = Some(row.completion.clone());
+    group.remaining -= 1;
+    if group.remaining > 0 {
+        return None;
+    }
+    let group = groups.remove(&row.request).expect("just seen");
+    let completions = group.completions.into_iter().map(|c| c.expect("all samples done")).collect();
+    Some(GroupOutput { id: row.request, completions })
+}
+
+impl EngineTools<'_> {
+    /// The code of the call `row`'s last token completed, if any (and it may still call).
+    fn completed_call(&self, row: &Row) -> Result<Option<String>, RolloutError> {
+        let config = self.executor.config();
+        if row.completion.tool_calls.len() >= config.max_calls {
+            return Ok(None);
+        }
+        let tokens = &row.completion.token_ids[row.scan_from..];
+        // The token that completes a call holds the last character of its close (or part of a
+        // character: decoded alone, a replacement character). Most tokens do not: skip the rest.
+        let Some(last) = tokens.last() else { return Ok(None) };
+        let last = self.tokenizer.decode(std::slice::from_ref(last), false)?;
+        let may_close = last.contains('\u{FFFD}')
+            || config.calls.iter().any(|c| c.close.chars().last().is_some_and(|end| last.contains(end)));
+        if !may_close {
+            return Ok(None);
+        }
+        let text = self.tokenizer.decode(tokens, false)?;
+        Ok(config.find_call(&text).map(str::to_string))
+    }
+
+    /// A result's tokens (`output_open`, the text cut at `max_output_tokens` with the marker,
+    /// `output_close`), the text shown, and whether it was cut.
+    fn result_tokens(&self, text: &str) -> Result<(Vec<u32>, String, bool), RolloutError> {
+        let config = self.executor.config();
+        // No token is longer than this many bytes in practice: tokenizing more would be wasted.
+        let text = aha_rewards::sandboxed::head(text, config.max_output_tokens.saturating_mul(64).max(64));
+        let mut body = self.tokenizer.encode(text)?;
+        let truncated = body.len() > config.max_output_tokens;
+        let mut shown = text.to_string();
+        if truncated {
+            body.truncate(config.max_output_tokens);
+            shown = self.tokenizer.decode(&body, false)?;
+            body.extend(self.tokenizer.encode(&config.truncation_marker)?);
+            shown.push_str(&config.truncation_marker);
+        }
+        let mut tokens = self.tokenizer.encode(&config.output_open)?;
+        tokens.extend(body);
+        tokens.extend(self.tokenizer.encode(&config.output_close)?);
+        Ok((tokens, shown, truncated))
     }
 }
 

@@ -11,6 +11,7 @@ use aha_model::CausalLM;
 use crate::engine::EngineConfig;
 use crate::sampling::SamplingParams;
 use crate::sharded::ShardedEngine;
+use crate::tools::ToolCall;
 use crate::RolloutError;
 
 /// Identifies a submitted request within one backend.
@@ -39,9 +40,21 @@ pub enum FinishReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     pub token_ids: Vec<u32>,
-    /// log_softmax(logits / T) of each sampled token, fp32 (see `sampling`).
+    /// log_softmax(logits / T) of each sampled token, fp32 (see `sampling`); 0.0 for the tokens
+    /// of a tool's result, which were not sampled.
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
+    /// The tool calls the completion made and where their results' tokens are (`tools`); empty
+    /// without tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Completion {
+    /// A completion without tool calls.
+    pub fn new(token_ids: Vec<u32>, logprobs: Vec<f32>, finish_reason: FinishReason) -> Self {
+        Self { token_ids, logprobs, finish_reason, tool_calls: Vec::new() }
+    }
 }
 
 /// The completions of one request, in sample order.

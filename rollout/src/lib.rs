@@ -8,6 +8,8 @@
 //!   join it, the cache is planned against a memory budget. Stop strings via [`StopStrings`].
 //! - [`ShardedEngine`]: several engines side by side on a CPU's threads, each running its own
 //!   requests without waiting for the others at every step.
+//! - [`tools`]: tool-integrated reasoning: a completion's Python code blocks run in the sandbox
+//!   mid-generation (the sequence pauses, its KV cache kept, and resumes with the result).
 //! - [`Backend`]: what turns requests into completions; [`RemoteBackend`] is the one that sends
 //!   them to vLLM or SGLang servers (with the weight sync after each update, [`WeightSync`]).
 //! - [`RolloutPool`]: prompts in, [`ScoredGroup`]s out; reward checkers run on worker threads
@@ -23,6 +25,7 @@ pub mod remote;
 pub mod sampling;
 pub mod sharded;
 pub mod stop;
+pub mod tools;
 
 pub use engine::{Engine, EngineConfig, EngineStats};
 pub use generate::{
@@ -36,6 +39,7 @@ pub use remote::{RemoteBackend, RemoteConfig, SyncReport, WeightSync, WeightsOnD
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use sharded::ShardedEngine;
 pub use stop::StopStrings;
+pub use tools::{tool_output_mask, CallFormat, PythonToolConfig, ToolCall, ToolExecutor, ToolResult, ToolsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use aha_model::Tokenizer;
 use aha_rewards::{CombinedChecker, ProblemFields};
 
+use crate::tools::ToolCall;
 use crate::{Backend, Completion, FinishReason, GenerationRequest, RequestId, RolloutError};
 
 /// Problem fields the pool adds for the checkers (a problem file need not have them): the
@@ -55,6 +56,8 @@ pub struct ScoredCompletion {
     pub text: String,
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
+    /// The tool calls it made, with where their results' tokens are (context, not trained on).
+    pub tool_calls: Vec<ToolCall>,
     /// Each checker's reward by label; `None` when that checker skipped the problem.
     pub rewards: BTreeMap<String, Option<f64>>,
     /// The weighted total; `None` when some checker skipped (the problem cannot be judged).
@@ -98,11 +101,21 @@ pub struct PoolConfig {
     /// row, none is usable and `next_groups` fails instead of reading the source forever. `None`
     /// for a source that ends by itself.
     pub distinct_prompts: Option<usize>,
+    /// Count the tokens of tool results in the `completion_tokens` the checkers see (length
+    /// penalties). Default false: only the model's own tokens.
+    pub tool_output_in_length: bool,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { group_size: 8, seed: 0, reward_workers: 2, max_prompt_tokens: 1024, distinct_prompts: None }
+        Self {
+            group_size: 8,
+            seed: 0,
+            reward_workers: 2,
+            max_prompt_tokens: 1024,
+            distinct_prompts: None,
+            tool_output_in_length: false,
+        }
     }
 }
 
@@ -125,6 +138,7 @@ struct Job {
     prompt_ids: Vec<u32>,
     seed: u64,
     completions: Vec<Completion>,
+    tool_output_in_length: bool,
 }
 
 type JobResult = (Result<ScoredGroup, RolloutError>, f64);
@@ -245,8 +259,9 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
         }
         let submitted = pending.len() + ready.len();
         let jobs = self.jobs.as_ref().expect("workers run until the pool is dropped");
+        let tool_output_in_length = self.config.tool_output_in_length;
         for ((index, prompt, prompt_ids, seed), completions) in ready {
-            let job = Job { index, prompt, prompt_ids, seed, completions };
+            let job = Job { index, prompt, prompt_ids, seed, completions, tool_output_in_length };
             jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
         }
         while !pending.is_empty() {
@@ -262,7 +277,8 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> RolloutPool<B, P> {
                     }
                     return Err(RolloutError::Backend(format!("unknown request {}", group.id)));
                 };
-                let job = Job { index, prompt, prompt_ids, seed, completions: group.completions };
+                let job =
+                    Job { index, prompt, prompt_ids, seed, completions: group.completions, tool_output_in_length };
                 jobs.send(job).map_err(|_| RolloutError::Backend("the reward workers stopped".into()))?;
             }
         }
@@ -365,12 +381,16 @@ impl<B: Backend, P: Iterator<Item = RolloutPrompt>> Drop for RolloutPool<B, P> {
 /// Decodes and judges every completion of a group. The checkers also see the completion's token
 /// count and finish reason (`completion_tokens`, `finish_reason`), which only the rollout knows.
 fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<ScoredGroup, RolloutError> {
-    let Job { index, prompt, prompt_ids, seed, completions } = job;
+    let Job { index, prompt, prompt_ids, seed, completions, tool_output_in_length } = job;
     let scored = completions
         .into_iter()
         .map(|completion| {
             let text = tokenizer.decode(&completion.token_ids, true)?;
-            let fields = checker_fields(&prompt.fields, completion.token_ids.len(), completion.finish_reason);
+            let mut length = completion.token_ids.len();
+            if !tool_output_in_length {
+                length -= completion.tool_output_tokens();
+            }
+            let fields = checker_fields(&prompt.fields, length, completion.finish_reason);
             let breakdown = checker
                 .breakdown(&text, &fields)
                 .map_err(|e| RolloutError::Reward { prompt: prompt.id.clone(), message: e.to_string() })?;
@@ -386,6 +406,7 @@ fn score(job: Job, tokenizer: &Tokenizer, checker: &CombinedChecker) -> Result<S
                 token_ids: completion.token_ids,
                 logprobs: completion.logprobs,
                 finish_reason: completion.finish_reason,
+                tool_calls: completion.tool_calls,
             })
         })
         .collect::<Result<Vec<_>, RolloutError>>()?;

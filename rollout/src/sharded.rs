@@ -12,13 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aha_model::{intra_op, CausalLM, Tokenizer};
 
 use crate::engine::{Engine, EngineConfig, EngineStats};
 use crate::generate::{Backend, GenerationRequest, GroupOutput, RequestId};
 use crate::sampling::SamplingParams;
+use crate::tools::ToolExecutor;
 use crate::RolloutError;
 
 pub struct ShardedEngine<'m> {
@@ -80,6 +81,12 @@ impl<'m> ShardedEngine<'m> {
             .map(|shard| shard.with_stop_strings(tokenizer, strings.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { shards, ..self })
+    }
+
+    /// Lets completions call the Python tool on `executor` (shared by the shards; see `tools`).
+    pub fn with_tools(self, tokenizer: &'m Tokenizer, executor: Arc<ToolExecutor>) -> Self {
+        let shards = self.shards.into_iter().map(|shard| shard.with_tools(tokenizer, Arc::clone(&executor))).collect();
+        Self { shards, ..self }
     }
 
     pub fn shard_count(&self) -> usize {

@@ -187,8 +187,14 @@ fn the_pool_scores_every_completion_with_its_problem() {
         let text = if i == 2 { "x ".repeat(100) } else { format!("{i} + 0 =") };
         RolloutPrompt { id: format!("p{i}"), text, fields }
     });
-    let pool_config =
-        PoolConfig { group_size: 3, seed: 7, reward_workers: 2, max_prompt_tokens: 50, distinct_prompts: None };
+    let pool_config = PoolConfig {
+        group_size: 3,
+        seed: 7,
+        reward_workers: 2,
+        max_prompt_tokens: 50,
+        distinct_prompts: None,
+        tool_output_in_length: false,
+    };
     let mut pool =
         RolloutPool::new(engine, prompts, Arc::clone(&tokenizer), Arc::clone(&checker), pool_config, 40).unwrap();
 

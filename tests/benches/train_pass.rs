@@ -72,6 +72,7 @@ fn main() {
             advantage: if i % 2 == 0 { 1.0 } else { -1.0 },
             old_logprobs: None,
             truncated: false,
+            tool_output: vec![],
         })
         .collect();
     let settings = StepSettings {

@@ -19,7 +19,8 @@ mod schema;
 mod writer;
 
 pub use reader::{
-    follow_steps, CompletionRow, StepStatistics, StepSummary, TraceFilter, TraceReader, REFLECTION_PHRASES,
+    follow_steps, CompletionRow, StepStatistics, StepSummary, ToolStatistics, TraceFilter, TraceReader,
+    REFLECTION_PHRASES,
 };
 pub use report::render_report;
 pub use schema::SCHEMA_VERSION;

@@ -82,6 +82,21 @@ pub struct StepStatistics {
     pub accuracy: BTreeMap<String, f64>,
     /// Per phrase: the share of completions containing it (case-insensitive).
     pub phrases: BTreeMap<String, f64>,
+    /// Tool calls, when some completion of the step made one (`detail.tool_calls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolStatistics>,
+}
+
+/// The tool calls of a step's completions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolStatistics {
+    pub calls_per_completion: f64,
+    /// The share of completions that made a call.
+    pub use_frac: f64,
+    /// The share of calls whose status was not `ok`.
+    pub error_frac: f64,
+    /// Seconds the calls took, summed.
+    pub seconds: f64,
 }
 
 /// The phrases of self-checking that the R1 paper's "aha moment" is about.
@@ -289,7 +304,7 @@ impl TraceReader {
         // borrowing each text and rewards object rather than copying them out.
         let mut statement = self
             .connection
-            .prepare("SELECT step, tokens, reward, rewards, text FROM completions NOT INDEXED")
+            .prepare("SELECT step, tokens, reward, rewards, text, detail FROM completions NOT INDEXED")
             .map_err(&error)?;
         let mut rows = statement.query([]).map_err(&error)?;
         let lowered: Vec<String> = phrases.iter().map(|p| p.to_lowercase()).collect();
@@ -331,6 +346,19 @@ impl TraceReader {
             for (hits, phrase) in tally.phrase_hits.iter_mut().zip(&lowered) {
                 *hits += u64::from(lower.contains(phrase.as_str()));
             }
+            // Only a completion that called a tool has them: the rest are not parsed.
+            let detail = row.get_ref(5).map_err(&error)?.as_str().unwrap_or("");
+            if detail.contains("\"tool_calls\"") {
+                if let Ok(detail) = serde_json::from_str::<serde_json::Value>(detail) {
+                    let calls = detail.get("tool_calls").and_then(|c| c.as_array()).map_or(&[][..], |c| c.as_slice());
+                    tally.tool_users += u64::from(!calls.is_empty());
+                    tally.tool_calls += calls.len() as u64;
+                    for call in calls {
+                        tally.tool_errors += u64::from(call.get("status").and_then(|s| s.as_str()) != Some("ok"));
+                        tally.tool_seconds += call.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0);
+                    }
+                }
+            }
         }
         Ok(steps.into_values().map(|t| t.finish(phrases)).collect())
     }
@@ -357,6 +385,10 @@ struct StepTally {
     judged: u64,
     full_marks: BTreeMap<String, u64>,
     phrase_hits: Vec<u64>,
+    tool_calls: u64,
+    tool_users: u64,
+    tool_errors: u64,
+    tool_seconds: f64,
 }
 
 impl StepTally {
@@ -369,6 +401,10 @@ impl StepTally {
             judged: 0,
             full_marks: BTreeMap::new(),
             phrase_hits: vec![0; phrases],
+            tool_calls: 0,
+            tool_users: 0,
+            tool_errors: 0,
+            tool_seconds: 0.0,
         }
     }
 
@@ -381,6 +417,12 @@ impl StepTally {
             reward_mean: (self.judged > 0).then(|| self.reward / self.judged as f64),
             accuracy: self.full_marks.into_iter().map(|(label, c)| (label, c as f64 / n)).collect(),
             phrases: phrases.iter().cloned().zip(self.phrase_hits.iter().map(|&h| h as f64 / n)).collect(),
+            tools: (self.tool_calls > 0).then(|| ToolStatistics {
+                calls_per_completion: self.tool_calls as f64 / n,
+                use_frac: self.tool_users as f64 / n,
+                error_frac: self.tool_errors as f64 / self.tool_calls as f64,
+                seconds: self.tool_seconds,
+            }),
         }
     }
 }

@@ -66,6 +66,14 @@ pub fn render_report(title: &str, metrics_path: &Path, traces_path: &Path) -> Re
                 .filter(|(_, points)| points.iter().any(|&(_, y)| y > 0.0))
                 .collect(),
         },
+        Chart {
+            title: "Tool use",
+            series: named(&[
+                ("calls per completion", "tool_calls_per_completion"),
+                ("share using the tool", "tool_use_frac"),
+                ("share of calls failing", "tool_error_frac"),
+            ]),
+        },
         Chart { title: "KL to the reference", series: named(&[("kl", "kl")]) },
         Chart { title: "Entropy", series: named(&[("entropy", "entropy")]) },
         Chart {

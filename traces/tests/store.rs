@@ -156,3 +156,30 @@ fn the_report_draws_the_metrics_and_cannot_be_injected_by_model_output() {
         assert!(error.contains(name), "{name}: {error}");
     }
 }
+
+#[test]
+fn tool_calls_are_kept_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.sqlite");
+    let writer = TraceWriter::open(&path, None).unwrap();
+    let mut with_tools = group(1, 0, &[Some(1.0), Some(0.0), Some(0.0), Some(1.0)]);
+    let call = |status: &str, seconds: f64| {
+        json!({ "code": "print(123 * 456)", "status": status, "output": "56088", "seconds": seconds,
+                "output_start": 5, "output_tokens": 4, "truncated": false })
+    };
+    with_tools.completions[0].detail = json!({ "math": {}, "tool_calls": [call("ok", 0.5), call("timeout", 1.0)] });
+    with_tools.completions[3].detail = json!({ "math": {}, "tool_calls": [call("ok", 0.25)] });
+    writer.write(vec![with_tools, group(2, 1, &[Some(1.0)])]).unwrap();
+    writer.close().unwrap();
+
+    let reader = TraceReader::open(&path).unwrap();
+    let rows = reader.completions(1).unwrap();
+    assert_eq!(rows[0].detail["tool_calls"][1]["status"], "timeout");
+    let stats = reader.statistics(&[]).unwrap();
+    let tools = stats[0].tools.as_ref().expect("step 1 used the tool");
+    assert_eq!(tools.calls_per_completion, 3.0 / 4.0);
+    assert_eq!(tools.use_frac, 2.0 / 4.0);
+    assert_eq!(tools.error_frac, 1.0 / 3.0);
+    assert_eq!(tools.seconds, 1.75);
+    assert!(stats[1].tools.is_none(), "no calls, no tool statistics");
+}

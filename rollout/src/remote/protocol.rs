@@ -163,7 +163,7 @@ fn checked(token_ids: Vec<u32>, logprobs: Vec<f32>, finish_reason: FinishReason)
     if token_ids.len() != logprobs.len() {
         return bad(format!("{} completion tokens but {} log-probs", token_ids.len(), logprobs.len()));
     }
-    Ok(Completion { token_ids, logprobs, finish_reason })
+    Ok(Completion::new(token_ids, logprobs, finish_reason))
 }
 
 fn parse_vllm(response: &Value) -> Result<Vec<Completion>, ProtocolError> {
