@@ -32,7 +32,7 @@ use aha_rollout::{
 use aha_traces::{TraceCompletion, TraceGroup, TraceWriter};
 
 use crate::advantages::{compute_advantages, DynamicSampling};
-use crate::config::{CheckerConfig, TrainConfig};
+use crate::config::{BackendKind, CheckerConfig, TrainConfig};
 use crate::error::{GrpoError, Result};
 use crate::evaluation::{EvalSettings, HeldOut};
 use crate::optim::AdamW;
@@ -80,9 +80,11 @@ pub fn train_with_checkers(
     let prompts = PromptFeed::new(&config, &train_set, run.state().problems_drawn)?;
     let sampler = merged.as_ref().unwrap_or(&policy);
     let backend = generation_backend(&config, sampler, &tokenizer)?;
-    let syncer = match config.rollout.remote(&[]) {
-        Some(_) => Some(WeightSyncer::new(&config.rollout.sync_dir, config.rollout.sync_every, &tokenizer)?),
-        None => None,
+    let syncer = match config.rollout.backend {
+        BackendKind::Engine => None,
+        BackendKind::Vllm | BackendKind::Sglang => {
+            Some(WeightSyncer::new(&config.rollout.sync_dir, config.rollout.sync_every, &tokenizer)?)
+        }
     };
     let held_out = held_out(&config, &eval_set, &tokenizer)?;
     let pool_config = PoolConfig {
