@@ -323,7 +323,7 @@ impl Training for GrpoTraining<'_> {
             metrics["sampled_by_version"] = json!(version);
         }
         metrics.as_object_mut().expect("an object").extend(sync_metrics);
-        Ok((metrics, trace_groups(step, &sampled.groups, &advantages.advantages)))
+        Ok((metrics, trace_groups(step, &sampled.groups, &advantages.advantages, sampled_by)))
     }
 
     /// Accuracy on the held-out problems: greedy, or sampled at `run.eval_temperature`.
@@ -643,7 +643,14 @@ fn step_metrics(r: StepRecord) -> Value {
     metrics
 }
 
-fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> Vec<TraceGroup> {
+/// The step's groups for the trace store; `sampled_by`: the policy version a remote backend's
+/// servers sampled them with.
+fn trace_groups(
+    step: u64,
+    groups: &[ScoredGroup],
+    advantages: &[Vec<f64>],
+    sampled_by: Option<u64>,
+) -> Vec<TraceGroup> {
     groups
         .iter()
         .zip(advantages)
@@ -667,7 +674,7 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
                     reward: c.reward,
                     rewards: c.rewards.clone(),
                     advantage: Some(advantage),
-                    detail: with_tool_calls(&c.detail, &c.tool_calls),
+                    detail: trace_detail(&c.detail, &c.tool_calls, sampled_by),
                 })
                 .collect(),
         })
@@ -675,11 +682,17 @@ fn trace_groups(step: u64, groups: &[ScoredGroup], advantages: &[Vec<f64>]) -> V
 }
 
 /// A completion's checker details, plus its tool calls (`tool_calls`: code, status, output,
-/// seconds, where the result's tokens are) when it made any.
-fn with_tool_calls(detail: &Value, calls: &[aha_rollout::ToolCall]) -> Value {
+/// seconds, where the result's tokens are) when it made any, and the policy version that sampled
+/// it (`sampled_by_version`) when servers did.
+fn trace_detail(detail: &Value, calls: &[aha_rollout::ToolCall], sampled_by: Option<u64>) -> Value {
     let mut detail = detail.clone();
-    if let (false, Value::Object(map)) = (calls.is_empty(), &mut detail) {
-        map.insert("tool_calls".into(), json!(calls));
+    if let Value::Object(map) = &mut detail {
+        if !calls.is_empty() {
+            map.insert("tool_calls".into(), json!(calls));
+        }
+        if let Some(version) = sampled_by {
+            map.insert("sampled_by_version".into(), json!(version));
+        }
     }
     detail
 }

@@ -344,6 +344,12 @@ fn one_step_stale_training_records_the_version_that_sampled() {
     aha_grpo::train(train_config(&dir.path().join("run"), &extra), false, |m| seen.push(m.clone())).unwrap();
     let versions: Vec<u64> = seen.iter().map(|m| m["sampled_by_version"].as_u64().unwrap()).collect();
     assert_eq!(versions, vec![0, 0, 1, 2]);
+    // The traces say the same of every completion.
+    let traces = aha_traces::TraceReader::open(&dir.path().join("run/traces.sqlite")).unwrap();
+    for (step, version) in (1..=4).zip(&versions) {
+        let rows = traces.completions(step).unwrap();
+        assert!(!rows.is_empty() && rows.iter().all(|r| r.detail["sampled_by_version"] == *version), "step {step}");
+    }
     for line in &seen[1..] {
         // Sampled one update behind: the trainer's old log-probs differ from the sampler's.
         assert!(line["sampling_logprob_diff"].as_f64().unwrap() > 1e-4, "{line}");
