@@ -153,9 +153,9 @@ impl RemoteBackend {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| RolloutError::Backend(format!("building the HTTP client: {e}")))?;
-        let servers = Servers::new(&config.servers, config.set_aside);
         let n = config.servers.len();
-        let models = Mutex::new(vec![None; config.servers.len()]);
+        let servers = Servers::new(n, config.set_aside);
+        let models = Mutex::new(vec![None; n]);
         let shared = Arc::new(Shared {
             kind: config.kind,
             config,
@@ -168,11 +168,6 @@ impl RemoteBackend {
         });
         let (sender, finished) = crossbeam_channel::unbounded();
         Ok(Self { runtime, shared, sender, finished, in_flight: 0, next_id: 0 })
-    }
-
-    /// Requests in flight on each server.
-    pub fn server_loads(&self) -> Vec<usize> {
-        self.shared.servers.lock().expect("servers").loads()
     }
 }
 
@@ -389,41 +384,21 @@ impl Shared {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| Failure::Retry(describe(&e)))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| Failure::Retry(describe(&e)))?;
-        if status.is_client_error() && status.as_u16() != 404 && status.as_u16() != 408 && status.as_u16() != 429 {
+        let (status, text) = exchange(request).await?;
+        if status.is_client_error() && ![404, 408, 429].contains(&status.as_u16()) {
             // The server understood and refused: the same request will fail everywhere.
             return Err(Failure::Fatal(RolloutError::Backend(format!(
                 "{url} refused the request ({status}): {}",
                 clip(&text)
             ))));
         }
-        if !status.is_success() {
-            return Err(Failure::Retry(format!("{path}: HTTP {status}: {}", clip(&text))));
-        }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text)
-            .map_err(|e| Failure::Retry(format!("{path}: malformed JSON ({e}): {}", clip(&text))))
+        answer(path, status, &text)
     }
 
     async fn get(&self, server: usize, path: &str) -> Result<Value, Failure> {
-        let url = format!("{}{path}", self.url(server));
-        let response = self
-            .client
-            .get(&url)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| Failure::Retry(describe(&e)))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| Failure::Retry(describe(&e)))?;
-        if !status.is_success() {
-            return Err(Failure::Retry(format!("{path}: HTTP {status}: {}", clip(&text))));
-        }
-        serde_json::from_str(&text).map_err(|e| Failure::Retry(format!("{path}: malformed JSON ({e})")))
+        let request = self.client.get(format!("{}{path}", self.url(server))).timeout(Duration::from_secs(30));
+        let (status, text) = exchange(request).await?;
+        answer(path, status, &text)
     }
 
     /// The name vLLM serves its model under (its `model` field), asked once per server.
@@ -520,6 +495,25 @@ impl Shared {
         }
         Ok(diff)
     }
+}
+
+/// Sends `request` and reads the whole answer; a transport failure is worth a retry elsewhere.
+async fn exchange(request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, String), Failure> {
+    let response = request.send().await.map_err(|e| Failure::Retry(describe(&e)))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| Failure::Retry(describe(&e)))?;
+    Ok((status, text))
+}
+
+/// The JSON of a successful answer to `path` (`null` for an empty body).
+fn answer(path: &str, status: reqwest::StatusCode, text: &str) -> Result<Value, Failure> {
+    if !status.is_success() {
+        return Err(Failure::Retry(format!("{path}: HTTP {status}: {}", clip(text))));
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| Failure::Retry(format!("{path}: malformed JSON ({e}): {}", clip(text))))
 }
 
 /// A transport error in one line (reqwest's display hides the cause).

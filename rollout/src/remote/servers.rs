@@ -15,7 +15,6 @@ pub struct SetAsideRules {
 
 #[derive(Debug)]
 struct Server {
-    url: String,
     in_flight: usize,
     failures_in_a_row: u32,
     /// Times it was set aside since its last success (the next pause doubles with it).
@@ -43,31 +42,12 @@ pub enum Released {
 }
 
 impl Servers {
-    pub fn new(urls: &[String], rules: SetAsideRules) -> Self {
-        let servers = urls
-            .iter()
-            .map(|url| Server {
-                url: url.clone(),
-                in_flight: 0,
-                failures_in_a_row: 0,
-                set_asides: 0,
-                back_at: None,
-                stale: false,
-            })
+    /// `count` servers, known by their position.
+    pub fn new(count: usize, rules: SetAsideRules) -> Self {
+        let servers = (0..count)
+            .map(|_| Server { in_flight: 0, failures_in_a_row: 0, set_asides: 0, back_at: None, stale: false })
             .collect();
         Self { servers, rules }
-    }
-
-    pub fn len(&self) -> usize {
-        self.servers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
-    }
-
-    pub fn url(&self, server: usize) -> &str {
-        &self.servers[server].url
     }
 
     /// Takes the least loaded server in use at `now` (counting the request about to be sent), or
@@ -117,7 +97,8 @@ impl Servers {
     }
 
     /// Requests in flight on each server.
-    pub fn loads(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn loads(&self) -> Vec<usize> {
         self.servers.iter().map(|s| s.in_flight).collect()
     }
 }
@@ -127,9 +108,8 @@ mod tests {
     use super::*;
 
     fn servers(n: usize) -> Servers {
-        let urls: Vec<String> = (0..n).map(|i| format!("http://s{i}")).collect();
         Servers::new(
-            &urls,
+            n,
             SetAsideRules {
                 failures_to_set_aside: 2,
                 first_set_aside: Duration::from_secs(1),
