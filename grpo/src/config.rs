@@ -727,10 +727,6 @@ impl TrainConfig {
         self.rollout.validate()?;
 
         self.tools.python.check().map_err(|(key, message)| Invalid { key: format!("tools.python.{key}"), message })?;
-        check(!self.tools.python.enable || self.rollout.backend == BackendKind::Engine, "tools.python.enable", || {
-            "tool calls run in aha's own engine; with rollout.backend = \"vllm\" or \"sglang\" they are not supported yet"
-                .into()
-        })?;
         self.optim.validate()?;
         check(r.steps >= 1, "run.steps", || "must be at least 1".into())?;
         check(r.eval_temperature >= 0.0 && r.eval_temperature.is_finite(), "run.eval_temperature", || {

@@ -168,14 +168,20 @@ fn generation_backend<'a>(
         max_new_tokens: sampling.max_new_tokens,
         stop_token_ids: policy.config().eos_token_ids.clone(),
     };
+    let python = &config.tools.python;
+    let tools = python.enable.then(|| ToolExecutor::new(python.clone())).transpose()?;
     if let Some(remote) = config.rollout.remote(&sampling.stop_strings) {
-        return Ok(Box::new(RemoteBackend::new(remote, params)?));
+        let servers = RemoteBackend::new(remote, params)?;
+        return Ok(Box::new(match tools {
+            Some(executor) => servers.with_tools(tokenizer.clone(), executor),
+            None => servers,
+        }));
     }
     let engine = ShardedEngine::new(policy, params, config.sampling.engine())?
         .with_stop_strings(tokenizer, sampling.stop_strings.clone())?;
-    Ok(Box::new(match &config.tools.python {
-        python if python.enable => engine.with_tools(tokenizer, ToolExecutor::new(python.clone())?),
-        _ => engine,
+    Ok(Box::new(match tools {
+        Some(executor) => engine.with_tools(tokenizer, executor),
+        None => engine,
     }))
 }
 

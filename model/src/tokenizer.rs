@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ModelError, Result};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,

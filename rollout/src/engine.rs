@@ -516,7 +516,7 @@ impl<'m> Engine<'m> {
             let Paused { mut row, mut cache, code, since } =
                 tools.paused.remove(&id).expect("a result of a paused call");
             let room = self.params.max_new_tokens.saturating_sub(row.completion.token_ids.len());
-            let (mut tokens, output, truncated) = tools.result_tokens(&result.text)?;
+            let (mut tokens, output, truncated) = tools.executor.config().result_tokens(tools.tokenizer, &result.text)?;
             tokens.truncate(room);
             let output_start = row.completion.token_ids.len();
             row.completion.token_ids.extend_from_slice(&tokens);
@@ -629,39 +629,7 @@ impl EngineTools<'_> {
         if row.completion.tool_calls.len() >= config.max_calls {
             return Ok(None);
         }
-        let tokens = &row.completion.token_ids[row.scan_from..];
-        // The token that completes a call holds the last character of its close (or part of a
-        // character: decoded alone, a replacement character). Most tokens do not: skip the rest.
-        let Some(last) = tokens.last() else { return Ok(None) };
-        let last = self.tokenizer.decode(std::slice::from_ref(last), false)?;
-        let may_close = last.contains('\u{FFFD}')
-            || config.calls.iter().any(|c| c.close.chars().last().is_some_and(|end| last.contains(end)));
-        if !may_close {
-            return Ok(None);
-        }
-        let text = self.tokenizer.decode(tokens, false)?;
-        Ok(config.find_call(&text).map(str::to_string))
-    }
-
-    /// A result's tokens (`output_open`, the text cut at `max_output_tokens` with the marker,
-    /// `output_close`), the text shown, and whether it was cut.
-    fn result_tokens(&self, text: &str) -> Result<(Vec<u32>, String, bool), RolloutError> {
-        let config = self.executor.config();
-        // No token is longer than this many bytes in practice: tokenizing more would be wasted.
-        let text = aha_rewards::sandboxed::head(text, config.max_output_tokens.saturating_mul(64).max(64));
-        let mut body = self.tokenizer.encode(text)?;
-        let truncated = body.len() > config.max_output_tokens;
-        let mut shown = text.to_string();
-        if truncated {
-            body.truncate(config.max_output_tokens);
-            shown = self.tokenizer.decode(&body, false)?;
-            body.extend(self.tokenizer.encode(&config.truncation_marker)?);
-            shown.push_str(&config.truncation_marker);
-        }
-        let mut tokens = self.tokenizer.encode(&config.output_open)?;
-        tokens.extend(body);
-        tokens.extend(self.tokenizer.encode(&config.output_close)?);
-        Ok((tokens, shown, truncated))
+        config.completed_call(self.tokenizer, &row.completion.token_ids[row.scan_from..])
     }
 }
 

@@ -24,6 +24,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
+use aha_model::Tokenizer;
 use aha_rewards::sandboxed::{self, RunOptions};
 use aha_sandbox::{Sandbox, Status};
 
@@ -145,6 +146,45 @@ impl PythonToolConfig {
             }
         }
         best.map(|(_, code)| code.trim_matches(|c: char| c == '\n' || c == '\r'))
+    }
+}
+
+impl PythonToolConfig {
+    /// The code of the call that the last of `tokens` completed (`tokens`: a completion's tokens
+    /// since its last call's result), if it completed one. Shared by the engine, which asks after
+    /// every sampled token, and the remote backend, which asks where a server stopped.
+    pub fn completed_call(&self, tokenizer: &Tokenizer, tokens: &[u32]) -> Result<Option<String>, RolloutError> {
+        // The token that completes a call holds the last character of its close (or part of a
+        // character: decoded alone, a replacement character). Most tokens do not: skip the rest.
+        let Some(last) = tokens.last() else { return Ok(None) };
+        let last = tokenizer.decode(std::slice::from_ref(last), false)?;
+        let may_close = last.contains('\u{FFFD}')
+            || self.calls.iter().any(|c| c.close.chars().last().is_some_and(|end| last.contains(end)));
+        if !may_close {
+            return Ok(None);
+        }
+        let text = tokenizer.decode(tokens, false)?;
+        Ok(self.find_call(&text).map(str::to_string))
+    }
+
+    /// A result's tokens (`output_open`, the text cut at `max_output_tokens` with the marker,
+    /// `output_close`), the text shown, and whether it was cut.
+    pub fn result_tokens(&self, tokenizer: &Tokenizer, text: &str) -> Result<(Vec<u32>, String, bool), RolloutError> {
+        // No token is longer than this many bytes in practice: tokenizing more would be wasted.
+        let text = sandboxed::head(text, self.max_output_tokens.saturating_mul(64).max(64));
+        let mut body = tokenizer.encode(text)?;
+        let truncated = body.len() > self.max_output_tokens;
+        let mut shown = text.to_string();
+        if truncated {
+            body.truncate(self.max_output_tokens);
+            shown = tokenizer.decode(&body, false)?;
+            body.extend(tokenizer.encode(&self.truncation_marker)?);
+            shown.push_str(&self.truncation_marker);
+        }
+        let mut tokens = tokenizer.encode(&self.output_open)?;
+        tokens.extend(body);
+        tokens.extend(tokenizer.encode(&self.output_close)?);
+        Ok((tokens, shown, truncated))
     }
 }
 

@@ -1,5 +1,6 @@
 //! A stand-in for a vLLM or SGLang server in tests: the subset of their HTTP APIs aha uses,
-//! answered by aha's own engine on a local model, with faults on demand (errors, dropped
+//! answered by aha's own engine on a local model (stop strings included, as vLLM's
+//! `include_stop_str_in_output` and SGLang's `no_stop_trim` keep them), with faults on demand (errors, dropped
 //! connections, slow or malformed answers, a restart on the original weights, reloads that are
 //! silently ignored). Real vLLM servers are tested by scripts/test_vllm.sh.
 //!
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use aha_model::{CausalLM, LoadOptions};
-use aha_rollout::{generate, FinishReason, GenerationRequest, SamplingParams, ServerKind};
+use aha_model::{CausalLM, LoadOptions, Tokenizer};
+use aha_rollout::{generate, Completion, FinishReason, GenerationRequest, SamplingParams, ServerKind, StopStrings};
 
 /// Faults to inject; each `*_next` counter is how many of the next generation requests get it.
 #[derive(Default)]
@@ -40,6 +41,8 @@ struct State {
     kind: ServerKind,
     original: PathBuf,
     model: Mutex<CausalLM>,
+    /// For stop strings; `None` when the model folder has no tokenizer.json.
+    tokenizer: Option<Tokenizer>,
     faults: Faults,
     generations: AtomicUsize,
     reloads: AtomicUsize,
@@ -63,10 +66,13 @@ impl FakeServer {
     pub fn start(kind: ServerKind, model_dir: &Path) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        let model = load(model_dir);
+        let tokenizer = Tokenizer::from_dir(model_dir, model.config().vocab_size).ok();
         let state = Arc::new(State {
             kind,
             original: model_dir.to_path_buf(),
-            model: Mutex::new(load(model_dir)),
+            model: Mutex::new(model),
+            tokenizer,
             faults: Faults::default(),
             generations: AtomicUsize::new(0),
             reloads: AtomicUsize::new(0),
@@ -210,6 +216,27 @@ fn reason(r: FinishReason) -> &'static str {
     }
 }
 
+/// `completion` cut after the token that completes one of `stops` (a server's stop strings),
+/// with the string that stopped it. Cutting a longer completion gives the tokens stopping would
+/// have: each sequence draws from its own random stream.
+fn stop_at_strings(state: &State, mut completion: Completion, stops: Option<&Value>) -> (Completion, Option<String>) {
+    let stops: Vec<String> =
+        stops.and_then(Value::as_array).into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect();
+    let Some(tokenizer) = state.tokenizer.as_ref().filter(|_| !stops.is_empty()) else { return (completion, None) };
+    for end in 1..=completion.token_ids.len() {
+        for stop in &stops {
+            let one = StopStrings::new(tokenizer, vec![stop.clone()]).expect("non-empty stop strings");
+            if one.completed_by_last(&completion.token_ids[..end]).expect("decode") {
+                completion.token_ids.truncate(end);
+                completion.logprobs.truncate(end);
+                completion.finish_reason = FinishReason::Stop;
+                return (completion, Some(stop.clone()));
+            }
+        }
+    }
+    (completion, None)
+}
+
 /// Completions from aha's own engine, as the real server would shape them.
 fn generation(state: &State, body: &Value, short: bool) -> Value {
     let model = state.model.lock().unwrap();
@@ -223,12 +250,14 @@ fn generation(state: &State, body: &Value, short: bool) -> Value {
             let completions = generate(&model, &[request], &params(body, "max_tokens")).expect("generate").remove(0);
             let take = completions.len() - usize::from(short);
             let choices: Vec<Value> = completions
-                .iter()
+                .into_iter()
                 .take(take)
                 .enumerate()
                 .map(|(i, c)| {
+                    let (c, stop) = stop_at_strings(state, c, body.get("stop"));
                     json!({"index": i, "text": "", "token_ids": c.token_ids,
-                        "logprobs": {"token_logprobs": c.logprobs}, "finish_reason": reason(c.finish_reason)})
+                        "logprobs": {"token_logprobs": c.logprobs}, "finish_reason": reason(c.finish_reason),
+                        "stop_reason": stop})
                 })
                 .collect();
             json!({"id": "cmpl-fake", "choices": choices})
@@ -245,7 +274,7 @@ fn generation(state: &State, body: &Value, short: bool) -> Value {
                     seed: sampling["sampling_seed"].as_u64().unwrap_or(0),
                 };
                 let c = generate(&model, &[request], &params(sampling, "max_new_tokens")).expect("generate").remove(0);
-                let c = &c[0];
+                let (c, _) = stop_at_strings(state, c.into_iter().next().expect("one completion"), sampling.get("stop"));
                 let lps: Vec<Value> = c.logprobs.iter().zip(&c.token_ids).map(|(l, t)| json!([l, t, null])).collect();
                 items.push(json!({"text": "", "output_ids": c.token_ids, "meta_info": {
                     "output_token_logprobs": lps, "finish_reason": {"type": reason(c.finish_reason)}}}));

@@ -1,18 +1,20 @@
 //! The vLLM and SGLang backends against in-repo stand-in servers (tests/src/fake_server.rs,
 //! answered by aha's own engine): the groups they return, faults that must lose no group, weight
-//! syncs and the check that catches a server on other weights, and short `aha train` runs.
+//! syncs and the check that catches a server on other weights, tool calls in the middle of a
+//! completion, and short `aha train` runs.
 //! scripts/test_vllm.sh runs the same backend against real vLLM servers.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aha_model::{CausalLM, LoadOptions, SaveOptions};
+use aha_model::{CausalLM, CompletionBatch, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::remote::servers::SetAsideRules;
 use aha_rollout::{
-    generate, generate_all, Backend, Completion, GenerationRequest, RemoteBackend, RemoteConfig, SamplingParams,
-    ServerKind, WeightsOnDisk,
+    generate, generate_all, Backend, Completion, GenerationRequest, PythonToolConfig, RemoteBackend,
+    RemoteConfig, SamplingParams, ServerKind, ToolExecutor, WeightsOnDisk,
 };
 use aha_tests::fake_server::FakeServer;
+use aha_tests::tool_calls::call_format_in;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/qwen2")
@@ -367,4 +369,72 @@ fn one_step_stale_training_records_the_version_that_sampled() {
     .unwrap_err()
     .to_string();
     assert!(bad.contains("rollout.max_staleness") && bad.contains("needs backend"), "{bad}");
+}
+
+/// With tools on, a server stops a completion at the call's close, aha runs the call in its
+/// sandbox, appends the result as context and the completion goes on in a new request: the tokens
+/// up to the call are the server's own, the result is the sandbox's, and every token the model
+/// sampled after it has the log-prob of the whole context (the new request carried the call and
+/// its result). The same group twice gives the same completions.
+#[test]
+fn tool_calls_run_here_and_completions_go_on_on_the_servers() {
+    let model = CausalLM::load(&fixture(), LoadOptions::default()).unwrap();
+    let tokenizer = Tokenizer::from_dir(&fixture(), model.config().vocab_size).unwrap();
+    let params = SamplingParams { temperature: 1.0, max_new_tokens: 40, stop_token_ids: vec![], ..Default::default() };
+    let request =
+        GenerationRequest { prompt_ids: tokenizer.encode("Once upon a time, in a land far").unwrap(), n: 3, seed: 7 };
+    let base = generate(&model, std::slice::from_ref(&request), &params).unwrap().remove(0);
+    let (choice, (format, close)) = base
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| call_format_in(&tokenizer, &c.token_ids).map(|f| (i, f)))
+        .expect("some completion has two usable tokens");
+    let tools = PythonToolConfig {
+        enable: true,
+        timeout_ms: 1_000,
+        memory_mb: 64,
+        max_output_tokens: 8,
+        max_calls: 1,
+        workers: 1,
+        calls: vec![format],
+        ..Default::default()
+    };
+    for kind in [ServerKind::Vllm, ServerKind::Sglang] {
+        let server = FakeServer::start(kind, &fixture());
+        let backend = RemoteBackend::new(config(kind, &[&server]), params.clone()).unwrap();
+        let executor = ToolExecutor::new(tools.clone()).unwrap();
+        let mut backend = backend.with_tools(tokenizer.clone(), executor.clone());
+        let group = generate_all(&mut backend, std::slice::from_ref(&request)).unwrap().remove(0);
+        let c = &group[choice];
+        assert_eq!(c.token_ids[..=close], base[choice].token_ids[..=close], "{kind:?}: the server's tokens up to the call");
+        assert_eq!(c.tool_calls.len(), 1, "{kind:?}: {c:?}");
+        let call = &c.tool_calls[0];
+        assert_eq!(call.output_start, close + 1);
+        let (expected, _, _) = tools.result_tokens(&tokenizer, &executor.run(&call.code).text).unwrap();
+        let output = &c.token_ids[call.output_start..call.output_start + call.output_tokens];
+        assert_eq!(output, &expected[..], "{kind:?}: the result's tokens");
+        assert!(c.logprobs[call.output_start..call.output_start + call.output_tokens].iter().all(|&l| l == 0.0));
+        assert!(c.token_ids.len() > call.output_start + call.output_tokens, "{kind:?}: it went on after the result");
+        assert!(c.token_ids.len() <= params.max_new_tokens);
+        assert_eq!(c.token_ids.len(), c.logprobs.len());
+        assert!(server.generations() >= 2, "a second request carried the completion on");
+
+        let prompt = &request.prompt_ids;
+        let batch = CompletionBatch::new(&[(&prompt[..], &c.token_ids[..], true)], model.device()).unwrap();
+        let scored = Vec::<f32>::try_from(batch.logprobs(&model, 1.0, false).0.flatten(0, -1)).unwrap();
+        let mask = c.tool_output_mask();
+        let diff = scored
+            .iter()
+            .zip(&c.logprobs)
+            .zip(&mask)
+            .filter(|(_, &tool)| !tool)
+            .map(|((a, b), _)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-4, "{kind:?}: sampled and recomputed log-probs differ by {diff}");
+
+        let again = generate_all(&mut backend, std::slice::from_ref(&request)).unwrap().remove(0);
+        for (a, b) in again.iter().zip(&group) {
+            assert_eq!((&a.token_ids, a.tool_calls.len()), (&b.token_ids, b.tool_calls.len()), "{kind:?}: reproducible");
+        }
+    }
 }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aha_model::{CausalLM, LoadOptions, SaveOptions};
+use aha_model::{CausalLM, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::{
-    generate, generate_all, Backend, GenerationRequest, RemoteBackend, RemoteConfig, SamplingParams, ServerKind,
-    WeightsOnDisk,
+    generate, generate_all, Backend, GenerationRequest, PythonToolConfig, RemoteBackend, RemoteConfig, SamplingParams,
+    ServerKind, ToolExecutor, WeightsOnDisk,
 };
+use aha_tests::tool_calls::call_format_in;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -267,4 +268,51 @@ fn a_server_killed_mid_run_and_restarted_loses_no_group() {
     // The restarted server serves the policy: the last sync checked it.
     assert!(lines[5]["sync_max_abs_logprob_diff"].as_f64().unwrap() < 1e-4);
     assert_eq!(lines[5]["sync_unreachable_servers"], 0);
+}
+
+/// Tool calls on real servers: vLLM stops at the call's close (a stop string kept in the output,
+/// its token ids up to the token that completed it), aha runs the call and the completion goes on
+/// in a new request that carries the call and its result: the tokens up to the call are the ones
+/// the server samples without tools, the result's are the sandbox's, and every token sampled
+/// after it has the trainer's log-prob of the whole context.
+#[test]
+#[ignore = "needs vLLM servers: scripts/test_vllm.sh"]
+fn tool_calls_go_on_in_new_requests() {
+    let model = CausalLM::load(&model_dir(), LoadOptions::default()).unwrap();
+    let tokenizer = Tokenizer::from_dir(&model_dir(), model.config().vocab_size).unwrap();
+    let params = params(1.0);
+    let mut plain = RemoteBackend::new(RemoteConfig::new(ServerKind::Vllm, servers()), params.clone()).unwrap();
+    plain.weight_sync().unwrap().load_weights(weights(&model_dir())).unwrap();
+    let request = GenerationRequest { prompt_ids: tokenizer.encode("Once upon a time").unwrap(), n: 4, seed: 11 };
+    let base = generate_all(&mut plain, std::slice::from_ref(&request)).unwrap().remove(0);
+    let (choice, (format, close)) = base
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| call_format_in(&tokenizer, &c.token_ids).map(|f| (i, f)))
+        .expect("some completion has two usable tokens");
+    eprintln!("call format {format:?}, closed at token {close} of completion {choice}");
+    let tools = PythonToolConfig { enable: true, max_output_tokens: 8, max_calls: 1, calls: vec![format], ..Default::default() };
+    let executor = ToolExecutor::new(tools.clone()).unwrap();
+    let backend = RemoteBackend::new(RemoteConfig::new(ServerKind::Vllm, servers()), params.clone()).unwrap();
+    let mut backend = backend.with_tools(tokenizer.clone(), executor.clone());
+    let c = generate_all(&mut backend, std::slice::from_ref(&request)).unwrap().remove(0).remove(choice);
+    assert_eq!(c.token_ids[..=close], base[choice].token_ids[..=close], "the server's tokens up to the call");
+    assert_eq!(c.tool_calls.len(), 1, "{c:?}");
+    let call = &c.tool_calls[0];
+    assert_eq!(call.output_start, close + 1);
+    let (expected, _, _) = tools.result_tokens(&tokenizer, &executor.run(&call.code).text).unwrap();
+    assert_eq!(c.token_ids[call.output_start..call.output_start + call.output_tokens], expected[..]);
+    let after = call.output_start + call.output_tokens;
+    assert!(c.token_ids.len() > after, "it went on after the result: {c:?}");
+
+    let sequence: Vec<u32> = request.prompt_ids.iter().chain(&c.token_ids).copied().collect();
+    let all = model.sequence_logprobs(std::slice::from_ref(&sequence), 1.0).unwrap().remove(0);
+    let trainer = &all[request.prompt_ids.len() - 1..];
+    let before_call = max_diff(&c.logprobs[..call.output_start], &trainer[..call.output_start]);
+    let after_call = max_diff(&c.logprobs[after..], &trainer[after..]);
+    eprintln!(
+        "tool call {:?} -> {:?} ({}); |server - trainer| log-prob before the call {before_call:.2e}, after {after_call:.2e}",
+        call.code, call.output, call.status
+    );
+    assert!(before_call < 1e-4 && after_call < 1e-4, "{before_call} {after_call}");
 }

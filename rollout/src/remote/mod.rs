@@ -16,10 +16,14 @@
 //! request may have restarted on its original weights, so it loads and passes the check again
 //! before its next group; one that fails the check stops the run, because training on another
 //! policy's samples must never happen silently.
+//!
+//! With tools on, a completion that calls one stops there on the server, aha runs the call in its
+//! sandbox and the completion goes on in a new request ([`tool_calls`]).
 
 pub mod probe;
 pub mod protocol;
 pub mod servers;
+pub mod tool_calls;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,7 +32,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 
-use crate::{Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams};
+use aha_model::Tokenizer;
+
+use crate::{Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams, ToolExecutor};
 use protocol::{Generation, ServerKind};
 use servers::{Released, Servers, SetAsideRules};
 
@@ -118,6 +124,7 @@ struct Shared {
     weights: Mutex<Option<WeightsOnDisk>>,
     /// Held by whoever brings a stale server up to date, so that it loads the weights once.
     refreshing: Vec<tokio::sync::Mutex<()>>,
+    tools: Option<tool_calls::RemoteTools>,
 }
 
 /// Generation on remote servers; see the module documentation.
@@ -165,9 +172,18 @@ impl RemoteBackend {
             models,
             weights: Mutex::new(None),
             refreshing: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+            tools: None,
         });
         let (sender, finished) = crossbeam_channel::unbounded();
         Ok(Self { runtime, shared, sender, finished, in_flight: 0, next_id: 0 })
+    }
+
+    /// Lets completions call the Python tool ([`tool_calls`]): calls are found with `tokenizer`
+    /// and run on `executor`'s workers, here, not on the servers.
+    pub fn with_tools(mut self, tokenizer: Tokenizer, executor: Arc<ToolExecutor>) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("tools are set before the first request");
+        shared.tools = Some(tool_calls::RemoteTools::new(tokenizer, executor));
+        self
     }
 }
 
@@ -318,8 +334,35 @@ impl Shared {
         self.config.servers[server].trim_end_matches('/').to_string()
     }
 
-    /// Sends `request` until one server answers it properly.
+    /// The group's completions: one request for all of them, then, with tools, the calls they
+    /// make and the requests that go on after them.
     async fn run_group(self: &Arc<Self>, request: &GenerationRequest) -> Result<Vec<Completion>, RolloutError> {
+        let stop_strings = match &self.tools {
+            Some(tools) => tools.stop_strings(&self.config.stop_strings),
+            None => self.config.stop_strings.clone(),
+        };
+        let generation = Generation {
+            prompt_ids: &request.prompt_ids,
+            n: request.n,
+            seed: request.seed,
+            params: &self.params,
+            max_tokens: self.params.max_new_tokens,
+            stop_strings: &stop_strings,
+        };
+        let completions = self.send(&generation).await?;
+        if self.tools.is_none() {
+            return Ok(completions);
+        }
+        let calls = completions.into_iter().enumerate().map(|(choice, completion)| {
+            let shared = Arc::clone(self);
+            let request = request.clone();
+            async move { shared.go_on_after_calls(&request, choice as u64, completion).await }
+        });
+        futures_join_all(calls).await.into_iter().collect()
+    }
+
+    /// Sends `generation` until one server answers it properly.
+    async fn send(self: &Arc<Self>, generation: &Generation<'_>) -> Result<Vec<Completion>, RolloutError> {
         let attempts = self.config.attempts_per_group.max(1);
         let mut last_error = String::new();
         for attempt in 0..attempts {
@@ -332,7 +375,7 @@ impl Shared {
             };
             let result = async {
                 self.refresh(server).await?;
-                self.generate_on(server, request).await
+                self.generate_on(server, generation).await
             }
             .await;
             let ok = result.is_ok();
@@ -417,18 +460,11 @@ impl Shared {
         Ok(name.to_string())
     }
 
-    async fn generate_on(&self, server: usize, request: &GenerationRequest) -> Result<Vec<Completion>, Failure> {
+    async fn generate_on(&self, server: usize, generation: &Generation<'_>) -> Result<Vec<Completion>, Failure> {
         let model = self.model_name(server).await?;
-        let generation = Generation {
-            prompt_ids: &request.prompt_ids,
-            n: request.n,
-            seed: request.seed,
-            params: &self.params,
-            stop_strings: &self.config.stop_strings,
-        };
-        let body = protocol::request_body(self.kind, &model, &generation);
+        let body = protocol::request_body(self.kind, &model, generation);
         let response = self.post(server, self.kind.generate_path(), Some(&body), self.config.request_timeout).await?;
-        protocol::parse_response(self.kind, &response, request.n).map_err(|e| Failure::Retry(e.0))
+        protocol::parse_response(self.kind, &response, generation.n).map_err(|e| Failure::Retry(e.0))
     }
 
     /// Has `server` load the current weights (vLLM: pause, reload, reset the prefix cache,

@@ -54,6 +54,9 @@ pub struct Generation<'a> {
     pub n: usize,
     pub seed: u64,
     pub params: &'a SamplingParams,
+    /// The most tokens to generate (the params' `max_new_tokens`, less what a completion that
+    /// goes on after a tool call already has).
+    pub max_tokens: usize,
     /// Stop strings (the servers end a completion after the token that completes one).
     pub stop_strings: &'a [String],
 }
@@ -74,7 +77,7 @@ pub fn request_body(kind: ServerKind, model: &str, request: &Generation) -> Valu
                 // vLLM: -1 (or 0) keeps every token; aha: 0.
                 "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
                 "min_p": p.min_p,
-                "max_tokens": p.max_new_tokens,
+                "max_tokens": request.max_tokens,
                 // aha's stop ids (the policy's eos ids) and nothing else: vLLM would otherwise also
                 // stop at its tokenizer's eos, which a checkpoint may have switched off.
                 "stop_token_ids": p.stop_token_ids,
@@ -98,7 +101,7 @@ pub fn request_body(kind: ServerKind, model: &str, request: &Generation) -> Valu
                         "top_p": p.top_p,
                         "top_k": if p.top_k == 0 { -1 } else { p.top_k as i64 },
                         "min_p": p.min_p,
-                        "max_new_tokens": p.max_new_tokens,
+                        "max_new_tokens": request.max_tokens,
                         "stop_token_ids": p.stop_token_ids,
                         "ignore_eos": true,
                         "skip_special_tokens": false,
@@ -244,7 +247,7 @@ mod tests {
         let body = request_body(
             ServerKind::Vllm,
             "m",
-            &Generation { prompt_ids: &[5, 6], n: 3, seed: 9, params: &p, stop_strings: &[] },
+            &Generation { prompt_ids: &[5, 6], n: 3, seed: 9, params: &p, max_tokens: 16, stop_strings: &[] },
         );
         assert_eq!(body["prompt"], json!([5, 6]));
         assert_eq!(body["n"], 3);
@@ -264,7 +267,7 @@ mod tests {
         let body = request_body(
             ServerKind::Sglang,
             "m",
-            &Generation { prompt_ids: &[5, 6], n: 2, seed: 9, params: &p, stop_strings: &stops },
+            &Generation { prompt_ids: &[5, 6], n: 2, seed: 9, params: &p, max_tokens: 16, stop_strings: &stops },
         );
         assert_eq!(body["input_ids"], json!([[5, 6], [5, 6]]));
         assert_eq!(body["sampling_params"][0]["sampling_seed"], 9);
