@@ -551,7 +551,7 @@ impl RolloutConfig {
         }
         let nccl = self.sync_method == SyncMethodName::Nccl;
         check(!nccl || aha_rollout::remote::nccl::BUILT_WITH_NCCL, "rollout.sync_method", || {
-            "= \"nccl\" needs aha built with `--features nccl` (e.g. `cargo build --release --features nccl`)".into()
+            aha_rollout::remote::nccl::NOT_BUILT.into()
         })?;
         check(!nccl || self.backend == BackendKind::Vllm, "rollout.sync_method", || {
             "= \"nccl\" needs backend = \"vllm\" (vLLM's weight-transfer engine)".into()

@@ -356,19 +356,17 @@ fn groups() -> &'static Mutex<HashMap<Vec<u8>, Arc<LoopGroup>>> {
     GROUPS.get_or_init(Default::default)
 }
 
-/// Waits up to 10 s for `ready` to hold of `group`'s state.
-fn wait_for<T>(
-    group: &LoopGroup,
-    lock: &Mutex<T>,
-    mut ready: impl FnMut(&mut T) -> bool,
-) -> Option<std::sync::MutexGuard<'_, T>> {
+/// The next tensor broadcast to `group`, waiting up to 10 s for it.
+fn next_tensor(group: &LoopGroup) -> Option<tch::Tensor> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut guard = lock.lock().unwrap();
-    while !ready(&mut guard) {
+    let mut tensors = group.tensors.lock().unwrap();
+    loop {
+        if let Some(tensor) = tensors.pop_front() {
+            return Some(tensor);
+        }
         let left = deadline.checked_duration_since(Instant::now())?;
-        guard = group.changed.wait_timeout(guard, left).unwrap().0;
+        tensors = group.changed.wait_timeout(tensors, left).unwrap().0;
     }
-    Some(guard)
 }
 
 fn failure(message: String) -> Option<(u16, String)> {
@@ -420,11 +418,9 @@ fn receive_weights(state: &State, body: &Value) -> Option<(u16, String)> {
     }
     let variables = state.model.lock().unwrap().var_store().variables();
     for ((name, dtype), shape) in names.iter().zip(&dtypes).zip(&shapes) {
-        let Some(mut tensors) = wait_for(&group, &group.tensors, |queue| !queue.is_empty()) else {
+        let Some(tensor) = next_tensor(&group) else {
             return failure(format!("{name}: no broadcast came"));
         };
-        let tensor = tensors.pop_front().unwrap();
-        drop(tensors);
         let got = (torch_dtype(tensor.kind()).unwrap_or("?"), tensor.size());
         if got != (*dtype, shape.clone()) {
             return failure(format!("{name}: received {got:?}, listed as {dtype} {shape:?}"));
@@ -487,7 +483,7 @@ impl Broadcaster for Loopback {
         Ok(Group(self.groups.len() - 1))
     }
 
-    fn broadcast(&mut self, groups: &[Group], tensors: &[tch::Tensor]) -> Result<(), String> {
+    fn broadcast(&mut self, groups: &[Group], tensors: &[tch::Tensor], _: &dyn Fn() -> bool) -> Result<(), String> {
         for tensor in tensors {
             for g in groups {
                 let group = self.groups[g.0].as_ref().ok_or(format!("group {} is closed", g.0))?;

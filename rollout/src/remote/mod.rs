@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -401,22 +402,29 @@ fn nccl_sync(
         // `/update_weights` returns once every tensor has landed: in flight while this thread
         // broadcasts them.
         let body = nccl::update_body(&manifest);
+        let stopped = Arc::new(AtomicBool::new(false));
         let receiving: Vec<_> = (0..n)
             .map(|i| {
-                let shared = Arc::clone(shared);
-                let body = body.clone();
-                runtime.spawn(async move { shared.post_step(i, "/update_weights", Some(&body), timeout).await })
+                let (shared, stopped, body) = (Arc::clone(shared), Arc::clone(&stopped), body.clone());
+                runtime.spawn(async move {
+                    let answer = shared.post_step(i, "/update_weights", Some(&body), timeout).await;
+                    if answer.is_err() {
+                        stopped.store(true, Ordering::SeqCst);
+                    }
+                    answer
+                })
             })
             .collect();
         let tensors: Vec<tch::Tensor> = weights.tensors.iter().map(|(_, t)| t.shallow_clone()).collect();
-        let sent = side.broadcaster.broadcast(&groups, &tensors);
+        let sent = side.broadcaster.broadcast(&groups, &tensors, &|| stopped.load(Ordering::SeqCst));
         let received: Vec<Result<Value, String>> = receiving
             .into_iter()
             .map(|handle| runtime.block_on(handle).unwrap_or_else(|e| Err(format!("task failed: {e}"))))
             .collect();
         outcome = match (sent, first_failure(received)) {
-            (Err(e), _) => Err(RolloutError::Backend(format!("NCCL weight sync: broadcasting: {e}"))),
-            (Ok(()), Err((i, e))) => Err(fail(i, e)),
+            // A server's answer says why the transfer stopped.
+            (_, Err((i, e))) => Err(fail(i, e)),
+            (Err(e), Ok(())) => Err(RolloutError::Backend(format!("NCCL weight sync: broadcasting: {e}"))),
             (Ok(()), Ok(())) => Ok(()),
         };
     }
@@ -458,17 +466,17 @@ fn nccl_join(
         .and_then(|answer| nccl::workers_of(&answer))?;
     let unique_id = broadcaster.unique_id()?;
     let body = nccl::init_body(&unique_id, workers);
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
     let init = {
         let (shared, failed) = (Arc::clone(shared), Arc::clone(&failed));
         let timeout = shared.config.request_timeout;
         runtime.spawn(async move {
             let answer = shared.post_step(server, "/init_weight_transfer_engine", Some(&body), timeout).await;
-            failed.store(answer.is_err(), std::sync::atomic::Ordering::SeqCst);
+            failed.store(answer.is_err(), Ordering::SeqCst);
             answer
         })
     };
-    let gave_up = || failed.load(std::sync::atomic::Ordering::SeqCst);
+    let gave_up = || failed.load(Ordering::SeqCst);
     let joined = broadcaster.join(&unique_id, 1 + workers, device, &gave_up);
     let answered = runtime.block_on(init).unwrap_or_else(|e| Err(format!("task failed: {e}")));
     match (joined, answered) {

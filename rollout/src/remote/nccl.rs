@@ -20,7 +20,7 @@
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
-/// Whether this build can send weights over NCCL (`cargo build --features nccl`).
+/// Whether this build can send weights over NCCL (`cargo build -p aha --features nccl`).
 pub const BUILT_WITH_NCCL: bool = cfg!(feature = "nccl");
 
 /// Bytes of an `ncclUniqueId` (nccl.h's `NCCL_UNIQUE_ID_BYTES`).
@@ -158,8 +158,10 @@ pub trait Broadcaster: Send {
         gave_up: &dyn Fn() -> bool,
     ) -> Result<Group, String>;
 
-    /// Broadcasts `tensors`, in order, to every group of `groups`; returns when they have been sent.
-    fn broadcast(&mut self, groups: &[Group], tensors: &[Tensor]) -> Result<(), String>;
+    /// Broadcasts `tensors`, in order, to every group of `groups`; returns when they have been
+    /// sent, or with an error (the groups aborted) as soon as `gave_up()` says a server stopped
+    /// receiving (its `/update_weights` failed), rather than wait for it forever.
+    fn broadcast(&mut self, groups: &[Group], tensors: &[Tensor], gave_up: &dyn Fn() -> bool) -> Result<(), String>;
 
     /// Leaves `group` without waiting for its peers: a group whose transfer failed cannot carry
     /// the next one.
@@ -174,14 +176,12 @@ pub fn default_broadcaster() -> Result<Box<dyn Broadcaster>, String> {
     }
     #[cfg(not(feature = "nccl"))]
     {
-        Err(not_built().into())
+        Err(format!("rollout.sync_method {NOT_BUILT}"))
     }
 }
 
-/// The error for `sync_method = "nccl"` in a build without the feature.
-pub fn not_built() -> &'static str {
-    "rollout.sync_method = \"nccl\" needs aha built with `--features nccl` (e.g. `cargo build --release --features nccl`)"
-}
+/// What is wrong with `rollout.sync_method = "nccl"` in a build without the feature (after the key).
+pub const NOT_BUILT: &str = "= \"nccl\" needs aha built with `--features nccl` (`cargo build --release -p aha --features nccl`)";
 
 #[cfg(feature = "nccl")]
 pub use real::NcclBroadcaster;
@@ -194,8 +194,10 @@ mod real {
     //! Streams: every collective runs on the legacy default stream (`NULL`). libtorch runs its
     //! kernels on the same stream unless a program picks another (aha does not), and the legacy
     //! default stream waits for all work of the context anyway, so a broadcast starts after the
-    //! optimizer step that wrote the weights; the trainer then waits for the device
-    //! (`Cuda::synchronize`) before it reuses the tensors. The communicator is opened on a helper
+    //! optimizer step that wrote the weights; the trainer then waits for that stream to drain
+    //! before it reuses the tensors, polling it (`cuStreamQuery`) rather than blocking, so that a
+    //! server whose `/update_weights` failed makes it abort the groups (which ends their pending
+    //! broadcasts) instead of waiting forever. The communicator is opened on a helper
     //! thread, because `ncclCommInitRank` blocks until every rank has joined and the server's
     //! ranks may never come (a refused HTTP call): the trainer then gives up waiting, aborts
     //! nothing (the communicator does not exist yet) and leaves that thread blocked in NCCL's
@@ -391,14 +393,28 @@ mod real {
             }
         }
 
-        fn broadcast(&mut self, groups: &[Group], tensors: &[Tensor]) -> Result<(), String> {
+        fn broadcast(
+            &mut self,
+            groups: &[Group],
+            tensors: &[Tensor],
+            gave_up: &dyn Fn() -> bool,
+        ) -> Result<(), String> {
             let comms = groups.iter().map(|&g| self.comm(g)).collect::<Result<Vec<_>, _>>()?;
             let Some(first) = tensors.first() else { return Ok(()) };
             let ordinal = ordinal(first.device())?;
             self.context(ordinal)?;
             // Kept alive until the device is done with them (contiguous copies, if any).
             let mut sent = Vec::with_capacity(tensors.len());
+            let abandon = |this: &mut Self| {
+                for &group in groups {
+                    this.abort(group);
+                }
+                Err("a server stopped receiving; the transfer was abandoned".to_string())
+            };
             for tensor in tensors {
+                if gave_up() {
+                    return abandon(self);
+                }
                 if tensor.device() != first.device() {
                     return Err(format!("weights on both {:?} and {:?}", first.device(), tensor.device()));
                 }
@@ -414,8 +430,17 @@ mod real {
                 }
                 sent.push(tensor);
             }
-            tch::Cuda::synchronize(ordinal as i64);
-            Ok(())
+            loop {
+                // SAFETY: queries the legacy default stream of the current context.
+                match unsafe { cudarc::driver::sys::cuStreamQuery(std::ptr::null_mut()) } {
+                    cudarc::driver::sys::CUresult::CUDA_SUCCESS => return Ok(()),
+                    cudarc::driver::sys::CUresult::CUDA_ERROR_NOT_READY if gave_up() => return abandon(self),
+                    cudarc::driver::sys::CUresult::CUDA_ERROR_NOT_READY => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
+                    error => return Err(format!("waiting for the broadcasts: CUDA error {error:?}")),
+                }
+            }
         }
 
         fn abort(&mut self, group: Group) {
