@@ -997,7 +997,11 @@ name = "countdown"
             assert!(e.contains("rollout.sync_method = \"nccl\" needs aha built with `--features nccl`"), "{e}");
             assert!(!e.contains('\n'), "{e}");
         }
-        let sglang = ["rollout.backend=\"sglang\"", "rollout.servers=[\"http://127.0.0.1:8000\"]", "rollout.sync_method=\"nccl\""];
+        let sglang = [
+            "rollout.backend=\"sglang\"",
+            "rollout.servers=[\"http://127.0.0.1:8000\"]",
+            "rollout.sync_method=\"nccl\"",
+        ];
         let e = err(MINIMAL, &sglang);
         assert!(e.contains("rollout.sync_method = \"nccl\" needs"), "{e}");
         let e = err(MINIMAL, &["rollout.sync_method=\"ipc\""]);

@@ -13,10 +13,10 @@
 //!
 //! HTTP/1.1 on plain std sockets, one thread per connection, `Connection: close` on every answer.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -411,8 +411,11 @@ fn receive_weights(state: &State, body: &Value) -> Option<(u16, String)> {
     let info = &body["update_info"];
     let names: Vec<&str> = info["names"].as_array()?.iter().filter_map(Value::as_str).collect();
     let dtypes: Vec<&str> = info["dtype_names"].as_array()?.iter().filter_map(Value::as_str).collect();
-    let shapes: Vec<Vec<i64>> =
-        info["shapes"].as_array()?.iter().map(|s| s.as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect()).collect();
+    let shapes: Vec<Vec<i64>> = info["shapes"]
+        .as_array()?
+        .iter()
+        .map(|s| s.as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect())
+        .collect();
     if dtypes.len() != names.len() || shapes.len() != names.len() {
         return failure("`dtype_names` and `shapes` should be of the same size as `names`".into());
     }

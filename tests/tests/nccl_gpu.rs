@@ -31,7 +31,9 @@ fn greedy() -> SamplingParams {
 }
 
 fn requests() -> Vec<GenerationRequest> {
-    (0..4).map(|i| GenerationRequest { prompt_ids: vec![275, 301, 277 + i, 305, 277, 220, 299], n: 1, seed: 7 }).collect()
+    (0..4)
+        .map(|i| GenerationRequest { prompt_ids: vec![275, 301, 277 + i, 305, 277, 220, 299], n: 1, seed: 7 })
+        .collect()
 }
 
 fn weights(model: &CausalLM, version: u64) -> WeightsInMemory {

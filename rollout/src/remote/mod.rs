@@ -333,7 +333,9 @@ impl WeightSync for RemoteBackend {
 
     fn send_weights(&mut self, weights: WeightsInMemory) -> Result<SyncReport, RolloutError> {
         let Some(side) = self.nccl.as_mut() else {
-            return Err(RolloutError::Backend("weights are sent over NCCL only with rollout.sync_method = \"nccl\"".into()));
+            return Err(RolloutError::Backend(
+                "weights are sent over NCCL only with rollout.sync_method = \"nccl\"".into(),
+            ));
         };
         let result = nccl_sync(&self.runtime, &self.shared, side, &weights);
         if result.is_err() {
@@ -382,10 +384,12 @@ fn nccl_sync(
     };
     let device = first.device();
     let n = shared.config.servers.len();
-    let fail = |server: usize, e: String| RolloutError::Backend(format!("NCCL weight sync, {}: {e}", shared.url(server)));
+    let fail =
+        |server: usize, e: String| RolloutError::Backend(format!("NCCL weight sync, {}: {e}", shared.url(server)));
     for server in 0..n {
         if side.groups[server].is_none() {
-            let group = nccl_join(runtime, shared, side.broadcaster.as_mut(), server, device).map_err(|e| fail(server, e))?;
+            let group =
+                nccl_join(runtime, shared, side.broadcaster.as_mut(), server, device).map_err(|e| fail(server, e))?;
             side.groups[server] = Some(group);
         }
     }
@@ -646,7 +650,13 @@ impl Shared {
     }
 
     /// [`Self::post`] for a step of a weight sync, its failure in one line naming the step.
-    async fn post_step(&self, server: usize, path: &str, body: Option<&Value>, timeout: Duration) -> Result<Value, String> {
+    async fn post_step(
+        &self,
+        server: usize,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         self.post(server, path, body, timeout).await.map_err(|e| match e {
             Failure::Retry(e) => e,
             Failure::Fatal(e) => e.to_string(),

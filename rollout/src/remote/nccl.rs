@@ -181,7 +181,8 @@ pub fn default_broadcaster() -> Result<Box<dyn Broadcaster>, String> {
 }
 
 /// What is wrong with `rollout.sync_method = "nccl"` in a build without the feature (after the key).
-pub const NOT_BUILT: &str = "= \"nccl\" needs aha built with `--features nccl` (`cargo build --release -p aha --features nccl`)";
+pub const NOT_BUILT: &str =
+    "= \"nccl\" needs aha built with `--features nccl` (`cargo build --release -p aha --features nccl`)";
 
 #[cfg(feature = "nccl")]
 pub use real::NcclBroadcaster;
