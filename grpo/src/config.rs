@@ -183,9 +183,12 @@ pub struct RolloutConfig {
     /// The servers' base URLs, e.g. `["http://10.0.0.5:8000", "http://10.0.0.6:8000"]`.
     /// Required for `vllm` and `sglang`; groups go to the least loaded one.
     pub servers: Vec<String>,
+    /// How the servers get each update: `disk` (default: a folder they all read, `sync_dir`) or
+    /// `nccl` (broadcast from the trainer's GPU into vLLM's; aha built with `--features nccl`).
+    pub sync_method: SyncMethodName,
     /// A folder every server can read at the same path (a shared filesystem): the trainer
     /// writes the policy there after each update and the servers load it. Required for `vllm`
-    /// and `sglang`. Only the latest weights are kept.
+    /// and `sglang` with `sync_method = "disk"`. Only the latest weights are kept.
     pub sync_dir: PathBuf,
     /// Hand the servers the new weights every this many optimizer steps. Default 1 (on-policy up
     /// to the truncated importance sampling of `grpo.tis_cap`).
@@ -211,11 +214,20 @@ pub enum BackendKind {
     Sglang,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMethodName {
+    #[default]
+    Disk,
+    Nccl,
+}
+
 impl Default for RolloutConfig {
     fn default() -> Self {
         Self {
             backend: BackendKind::Engine,
             servers: Vec::new(),
+            sync_method: SyncMethodName::Disk,
             sync_dir: PathBuf::new(),
             sync_every: 1,
             sync_max_logprob_diff: 1e-3,
@@ -537,7 +549,14 @@ impl RolloutConfig {
                 format!("`{url}` is not an http:// URL")
             })?;
         }
-        check(!remote || !self.sync_dir.as_os_str().is_empty(), "rollout.sync_dir", || {
+        let nccl = self.sync_method == SyncMethodName::Nccl;
+        check(!nccl || aha_rollout::remote::nccl::BUILT_WITH_NCCL, "rollout.sync_method", || {
+            aha_rollout::remote::nccl::NOT_BUILT.into()
+        })?;
+        check(!nccl || self.backend == BackendKind::Vllm, "rollout.sync_method", || {
+            "= \"nccl\" needs backend = \"vllm\" (vLLM's weight-transfer engine)".into()
+        })?;
+        check(!remote || nccl || !self.sync_dir.as_os_str().is_empty(), "rollout.sync_dir", || {
             "needs a folder the servers can read (they load each update from it)".into()
         })?;
         check(self.sync_every >= 1, "rollout.sync_every", || "must be at least 1".into())?;
@@ -569,7 +588,16 @@ impl RolloutConfig {
         remote.request_timeout = std::time::Duration::from_secs_f64(self.request_timeout_s);
         remote.stop_strings = stop_strings.to_vec();
         remote.max_logprob_diff = self.sync_max_logprob_diff;
+        remote.sync_method = self.sync_method();
         Some(remote)
+    }
+
+    /// How the servers get each update.
+    pub fn sync_method(&self) -> aha_rollout::SyncMethod {
+        match self.sync_method {
+            SyncMethodName::Disk => aha_rollout::SyncMethod::Disk,
+            SyncMethodName::Nccl => aha_rollout::SyncMethod::Nccl,
+        }
     }
 }
 
@@ -768,6 +796,8 @@ const RESUME_NEUTRAL_KEYS: &[&str] = &[
     // how patient aha is with them do not).
     "rollout.servers",
     "rollout.request_timeout_s",
+    // The same weights reach the servers either way (the probe check says so after each sync).
+    "rollout.sync_method",
 ];
 
 /// The settings that differ between a run's stored configuration and the one a resume runs
@@ -944,6 +974,34 @@ name = "countdown"
             let e = err(MINIMAL, &[set]);
             assert!(e.contains(needle), "{set}: {e}");
         }
+    }
+
+    #[test]
+    fn nccl_sync_is_checked_in_one_line() {
+        let vllm = ["rollout.backend=\"vllm\"", "rollout.servers=[\"http://127.0.0.1:8000\"]"];
+        let with = |extra: &[&str]| -> Vec<String> { vllm.iter().chain(extra).map(|s| s.to_string()).collect() };
+        // The folder is what the disk sync needs, not NCCL.
+        let e = err(MINIMAL, &with(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(e.contains("rollout.sync_dir needs a folder"), "{e}");
+        let nccl = with(&["rollout.sync_method=\"nccl\""]);
+        let result = TrainConfig::from_toml(MINIMAL, "config.toml", &nccl);
+        if aha_rollout::remote::nccl::BUILT_WITH_NCCL {
+            let c = result.unwrap();
+            assert_eq!(c.rollout.remote(&[]).unwrap().sync_method, aha_rollout::SyncMethod::Nccl);
+        } else {
+            let e = result.unwrap_err().to_string();
+            assert!(e.contains("rollout.sync_method = \"nccl\" needs aha built with `--features nccl`"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let sglang = [
+            "rollout.backend=\"sglang\"",
+            "rollout.servers=[\"http://127.0.0.1:8000\"]",
+            "rollout.sync_method=\"nccl\"",
+        ];
+        let e = err(MINIMAL, &sglang);
+        assert!(e.contains("rollout.sync_method = \"nccl\" needs"), "{e}");
+        let e = err(MINIMAL, &["rollout.sync_method=\"ipc\""]);
+        assert!(e.contains("unknown variant `ipc`"), "{e}");
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub fn train_with_checkers(
     let syncer = match config.rollout.backend {
         BackendKind::Engine => None,
         BackendKind::Vllm | BackendKind::Sglang => {
-            Some(WeightSyncer::new(&config.rollout.sync_dir, config.rollout.sync_every, &tokenizer)?)
+            let method = config.rollout.sync_method();
+            Some(WeightSyncer::new(method, &config.rollout.sync_dir, config.rollout.sync_every, &tokenizer)?)
         }
     };
     let held_out = held_out(&config, &eval_set, &tokenizer)?;

@@ -8,6 +8,10 @@
 //! fixed text; the trainer scores it on the weights it wrote and the backend compares every
 //! server's scores with those (aha-rollout's `remote` module). Older folders are removed once
 //! the servers serve the new ones.
+//!
+//! With `rollout.sync_method = "nccl"` nothing is written: the backend broadcasts the same
+//! tensors (Hugging Face names, the LoRA adapters merged in) from the trainer's GPU into the
+//! servers' (aha-rollout's `remote::nccl`), and the same check follows.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,7 +19,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use aha_model::{CausalLM, SaveOptions, Tokenizer};
-use aha_rollout::{remote::sync_folder, WeightSync, WeightsOnDisk};
+use aha_rollout::{remote::sync_folder, SyncMethod, WeightSync, WeightsInMemory, WeightsOnDisk};
 
 use crate::error::{GrpoError, Result};
 
@@ -25,6 +29,8 @@ const CHECK_TEXT: &str =
     "Weight check: 12 + 30 = 42, so the answer is \\boxed{42}. The quick brown fox jumps over the lazy dog.";
 
 pub struct WeightSyncer {
+    method: SyncMethod,
+    /// Where the disk sync writes (unused by NCCL).
     sync_dir: PathBuf,
     every: u64,
     check_ids: Vec<u32>,
@@ -33,18 +39,23 @@ pub struct WeightSyncer {
 }
 
 impl WeightSyncer {
-    pub fn new(sync_dir: &Path, every: u64, tokenizer: &Tokenizer) -> Result<Self> {
-        std::fs::create_dir_all(sync_dir).map_err(|error| GrpoError::Io { path: sync_dir.to_path_buf(), error })?;
-        // The servers are told an absolute path (they run elsewhere, from other directories).
-        let sync_dir =
-            sync_dir.canonicalize().map_err(|error| GrpoError::Io { path: sync_dir.to_path_buf(), error })?;
+    pub fn new(method: SyncMethod, sync_dir: &Path, every: u64, tokenizer: &Tokenizer) -> Result<Self> {
+        let sync_dir = match method {
+            SyncMethod::Nccl => sync_dir.to_path_buf(),
+            SyncMethod::Disk => {
+                std::fs::create_dir_all(sync_dir)
+                    .map_err(|error| GrpoError::Io { path: sync_dir.to_path_buf(), error })?;
+                // The servers are told an absolute path (they run elsewhere, from other directories).
+                sync_dir.canonicalize().map_err(|error| GrpoError::Io { path: sync_dir.to_path_buf(), error })?
+            }
+        };
         let check_ids = tokenizer.encode(CHECK_TEXT)?;
         if check_ids.len() < 2 {
             return Err(GrpoError::Config(
                 "rollout: the tokenizer turns the weight check into fewer than 2 tokens".into(),
             ));
         }
-        Ok(Self { sync_dir, every, check_ids, served: None })
+        Ok(Self { method, sync_dir, every, check_ids, served: None })
     }
 
     /// The policy version the servers sample with.
@@ -61,8 +72,8 @@ impl WeightSyncer {
         }
     }
 
-    /// Writes `model` (the policy, or its generation copy) as `version` and has `backend` load and
-    /// check it; the metrics of the sync (`sync_*`).
+    /// Hands `model` (the policy, or its generation copy) to `backend` as `version` (written for
+    /// it to load, or sent) and has it checked; the metrics of the sync (`sync_*`).
     pub fn sync(&mut self, backend: &mut dyn WeightSync, model: &CausalLM, version: u64) -> Result<Map<String, Value>> {
         let start = Instant::now();
         let merged;
@@ -73,14 +84,28 @@ impl WeightSyncer {
             model
         };
         let dir = sync_folder(&self.sync_dir, version);
-        self.write(model, &dir)?;
+        if self.method == SyncMethod::Disk {
+            self.write(model, &dir)?;
+        }
         let check_logprobs = model.sequence_logprobs(std::slice::from_ref(&self.check_ids), 1.0)?.remove(0);
         let write_seconds = start.elapsed().as_secs_f64();
-        let weights =
-            WeightsOnDisk { dir: dir.clone(), probe_ids: self.check_ids.clone(), probe_logprobs: check_logprobs };
-        let report = backend.load_weights(weights)?;
+        let report = match self.method {
+            SyncMethod::Disk => backend.load_weights(WeightsOnDisk {
+                dir: dir.clone(),
+                probe_ids: self.check_ids.clone(),
+                probe_logprobs: check_logprobs,
+            })?,
+            SyncMethod::Nccl => backend.send_weights(WeightsInMemory {
+                version,
+                tensors: model.hf_weights(),
+                probe_ids: self.check_ids.clone(),
+                probe_logprobs: check_logprobs,
+            })?,
+        };
         self.served = Some(version);
-        self.remove_older_than(&dir);
+        if self.method == SyncMethod::Disk {
+            self.remove_older_than(&dir);
+        }
         let metrics = json!({
             "sync_version": version,
             "sync_write_s": write_seconds,

@@ -638,6 +638,15 @@ impl CausalLM {
         &self.vars
     }
 
+    /// The base weights as a checkpoint holds them, sorted by name: Hugging Face's names, the
+    /// tied LM head once (as transformers saves it). What [`Self::save`] writes and what a weight
+    /// sync over NCCL sends to vLLM servers.
+    pub fn hf_weights(&self) -> Vec<(String, Tensor)> {
+        let mut weights: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
+        weights.sort_by(|a, b| a.0.cmp(&b.0));
+        weights
+    }
+
     /// Every parameter under its name, sorted by name: the base weights (Hugging Face's names)
     /// and the LoRA adapters (PEFT's), trainable or not. Optimisers take the trainable ones.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
@@ -847,8 +856,7 @@ impl CausalLM {
     /// generation files of the folder the model was loaded from (as they were when it loaded).
     pub fn save(&self, dir: &Path, options: SaveOptions) -> Result<()> {
         let kind = options.kind.unwrap_or(self.kind);
-        let tensors: Vec<(String, Tensor)> = self.vars.variables().into_iter().collect();
-        write_safetensors(dir, &tensors, kind, options.max_shard_bytes)?;
+        write_safetensors(dir, &self.hf_weights(), kind, options.max_shard_bytes)?;
 
         let mut config = self.config.raw.clone();
         if let Some(fields) = config.as_object_mut() {

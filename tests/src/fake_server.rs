@@ -4,18 +4,28 @@
 //! connections, slow or malformed answers, a restart on the original weights, reloads that are
 //! silently ignored). Real vLLM servers are tested by scripts/test_vllm.sh.
 //!
+//! vLLM's NCCL weight transfer (`/get_world_size`, `/init_weight_transfer_engine`,
+//! `/start_weight_update`, `/update_weights`, `/finish_weight_update`) is played over
+//! [`Loopback`], an in-process stand-in for NCCL: the trainer's side ([`Loopback`] as aha's
+//! `Broadcaster`) and the server's meet by unique id, the server's `/init_weight_transfer_engine`
+//! waits for the trainer to join as NCCL's rendezvous would, and `/update_weights` takes the
+//! broadcast tensors in the order it lists them, checks their dtypes and shapes, and loads them.
+//! Every request is recorded ([`FakeServer::calls`]).
+//!
 //! HTTP/1.1 on plain std sockets, one thread per connection, `Connection: close` on every answer.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use aha_model::{CausalLM, LoadOptions, Tokenizer};
+use aha_rollout::remote::nccl::{base64, torch_dtype, Broadcaster, Group, UNIQUE_ID_BYTES};
 use aha_rollout::{generate, Completion, FinishReason, GenerationRequest, SamplingParams, ServerKind, StopStrings};
 
 /// Faults to inject; each `*_next` counter is how many of the next generation requests get it.
@@ -35,6 +45,15 @@ pub struct Faults {
     pub ignore_reloads: AtomicBool,
     /// Drop every connection (a dead server).
     pub down: AtomicBool,
+    /// Paths (without the query) answered HTTP 500 the next time they are requested, once each.
+    pub fail_paths: Mutex<Vec<String>>,
+}
+
+impl Faults {
+    /// Answers the next request to `path` with HTTP 500.
+    pub fn fail_next(&self, path: &str) {
+        self.fail_paths.lock().unwrap().push(path.to_string());
+    }
 }
 
 struct State {
@@ -46,6 +65,12 @@ struct State {
     faults: Faults,
     generations: AtomicUsize,
     reloads: AtomicUsize,
+    /// Every request: the path with its query, and the JSON body (`null` if none).
+    calls: Mutex<Vec<(String, Value)>>,
+    /// vLLM's worker count (`/get_world_size`).
+    workers: AtomicUsize,
+    /// The NCCL group it joined (`/init_weight_transfer_engine`).
+    group: Mutex<Option<Arc<LoopGroup>>>,
 }
 
 pub struct FakeServer {
@@ -76,6 +101,9 @@ impl FakeServer {
             faults: Faults::default(),
             generations: AtomicUsize::new(0),
             reloads: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
+            workers: AtomicUsize::new(1),
+            group: Mutex::new(None),
         });
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
@@ -100,10 +128,27 @@ impl FakeServer {
         self.state.reloads.load(Ordering::SeqCst)
     }
 
-    /// As if the process had been killed and started again: back on the weights it started with.
+    /// As if the process had been killed and started again: back on the weights it started with,
+    /// out of any NCCL group.
     pub fn restart(&self) {
         *self.state.model.lock().unwrap() = load(&self.state.original);
+        *self.state.group.lock().unwrap() = None;
         self.state.faults.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Every request so far: the path with its query, and the JSON body (`null` if none).
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// The paths requested so far, in order, but the generation and probe requests.
+    pub fn control_calls(&self) -> Vec<String> {
+        self.calls().into_iter().map(|(p, _)| p).filter(|p| p != "/v1/completions" && p != "/v1/models").collect()
+    }
+
+    /// Makes it a vLLM server of `workers` ranks (tensor x pipeline x data parallel).
+    pub fn set_workers(&self, workers: usize) {
+        self.state.workers.store(workers, Ordering::SeqCst);
     }
 }
 
@@ -116,8 +161,9 @@ fn serve(state: &State, stream: TcpStream) {
     }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
+    let full_path = parts.next().unwrap_or("").to_string();
     // The query string (vLLM's `/pause?mode=wait`) changes nothing here.
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("").to_string();
+    let path = full_path.split('?').next().unwrap_or("").to_string();
     let mut length = 0usize;
     loop {
         let mut header = String::new();
@@ -135,7 +181,17 @@ fn serve(state: &State, stream: TcpStream) {
         return;
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some((status, text)) = answer(state, &method, &path, &body) else { return };
+    state.calls.lock().unwrap().push((full_path, body.clone()));
+    let failing = {
+        let mut paths = state.faults.fail_paths.lock().unwrap();
+        paths.iter().position(|p| *p == path).map(|i| paths.remove(i)).is_some()
+    };
+    let answered = if failing {
+        Some((500, json!({"error": {"message": format!("injected failure of {path}")}}).to_string()))
+    } else {
+        answer(state, &method, &path, &body)
+    };
+    let Some((status, text)) = answered else { return };
     let mut stream = stream;
     let _ = write!(
         stream,
@@ -151,6 +207,11 @@ fn answer(state: &State, method: &str, path: &str, body: &Value) -> Option<(u16,
         (_, "GET", "/health") => ok(json!({})),
         (ServerKind::Vllm, "GET", "/v1/models") => ok(json!({"data": [{"id": "fake-model"}]})),
         (ServerKind::Vllm, "POST", "/pause" | "/resume" | "/reset_prefix_cache") => ok(Value::Null),
+        (ServerKind::Vllm, "GET", "/get_world_size") => ok(json!({"world_size": state.workers.load(Ordering::SeqCst)})),
+        (ServerKind::Vllm, "POST", "/init_weight_transfer_engine") => join_group(state, body),
+        (ServerKind::Vllm, "POST", "/start_weight_update") => ok(json!({"message": "Weight update started"})),
+        (ServerKind::Vllm, "POST", "/update_weights") => receive_weights(state, body),
+        (ServerKind::Vllm, "POST", "/finish_weight_update") => ok(json!({"message": "Weight update finished"})),
         (ServerKind::Vllm, "POST", "/collective_rpc") => {
             let dir = body.pointer("/kwargs/weights_path").and_then(Value::as_str)?;
             reload(state, Path::new(dir))
@@ -307,5 +368,166 @@ fn probe(state: &State, body: &Value) -> Value {
             }
             json!({"text": "", "output_ids": [], "meta_info": {"input_token_logprobs": entries}})
         }
+    }
+}
+
+/// One NCCL group of [`Loopback`]: the tensors broadcast to it, in order, not yet received.
+pub struct LoopGroup {
+    world_size: usize,
+    joined: Mutex<usize>,
+    tensors: Mutex<VecDeque<tch::Tensor>>,
+    changed: Condvar,
+}
+
+/// The groups by unique id: where the trainer's side and the servers' meet.
+fn groups() -> &'static Mutex<HashMap<Vec<u8>, Arc<LoopGroup>>> {
+    static GROUPS: OnceLock<Mutex<HashMap<Vec<u8>, Arc<LoopGroup>>>> = OnceLock::new();
+    GROUPS.get_or_init(Default::default)
+}
+
+/// The next tensor broadcast to `group`, waiting up to 10 s for it.
+fn next_tensor(group: &LoopGroup) -> Option<tch::Tensor> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tensors = group.tensors.lock().unwrap();
+    loop {
+        if let Some(tensor) = tensors.pop_front() {
+            return Some(tensor);
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        tensors = group.changed.wait_timeout(tensors, left).unwrap().0;
+    }
+}
+
+fn failure(message: String) -> Option<(u16, String)> {
+    Some((500, json!({"error": {"message": message}}).to_string()))
+}
+
+/// `/init_weight_transfer_engine`: the workers join the group named by the unique id, which
+/// the trainer opens at the same time (it may come a little later: wait for it, as NCCL does).
+fn join_group(state: &State, body: &Value) -> Option<(u16, String)> {
+    let info = &body["init_info"];
+    let Some(id) = info["nccl_unique_id_b64"].as_str() else {
+        return failure("init_info needs nccl_unique_id_b64 (the fake server has no TCP rendezvous)".into());
+    };
+    let workers = state.workers.load(Ordering::SeqCst);
+    if info["rank_offset"] != 1 || info["world_size"].as_u64() != Some(1 + workers as u64) {
+        return failure(format!("init_info {info}: expected rank_offset 1 and world_size {}", 1 + workers));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let group = loop {
+        let found = groups().lock().unwrap().iter().find(|(key, _)| base64(key) == id).map(|(_, g)| Arc::clone(g));
+        match found {
+            Some(group) => break group,
+            None if Instant::now() > deadline => return failure("nobody joined rank 0 of the group".into()),
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    if group.world_size != 1 + workers {
+        return failure(format!("rank 0 opened {} ranks, the server has {workers} workers", group.world_size));
+    }
+    *group.joined.lock().unwrap() += workers;
+    group.changed.notify_all();
+    *state.group.lock().unwrap() = Some(group);
+    Some((200, json!({"message": "Weight transfer initialized"}).to_string()))
+}
+
+/// `/update_weights`: receives the listed tensors in order from the group and loads each (unless
+/// told to ignore reloads).
+fn receive_weights(state: &State, body: &Value) -> Option<(u16, String)> {
+    let Some(group) = state.group.lock().unwrap().clone() else {
+        return failure("NCCL weight transfer not initialized. Call init_transfer_engine() first.".into());
+    };
+    let info = &body["update_info"];
+    let names: Vec<&str> = info["names"].as_array()?.iter().filter_map(Value::as_str).collect();
+    let dtypes: Vec<&str> = info["dtype_names"].as_array()?.iter().filter_map(Value::as_str).collect();
+    let shapes: Vec<Vec<i64>> = info["shapes"]
+        .as_array()?
+        .iter()
+        .map(|s| s.as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect())
+        .collect();
+    if dtypes.len() != names.len() || shapes.len() != names.len() {
+        return failure("`dtype_names` and `shapes` should be of the same size as `names`".into());
+    }
+    let variables = state.model.lock().unwrap().var_store().variables();
+    for ((name, dtype), shape) in names.iter().zip(&dtypes).zip(&shapes) {
+        let Some(tensor) = next_tensor(&group) else {
+            return failure(format!("{name}: no broadcast came"));
+        };
+        let got = (torch_dtype(tensor.kind()).unwrap_or("?"), tensor.size());
+        if got != (*dtype, shape.clone()) {
+            return failure(format!("{name}: received {got:?}, listed as {dtype} {shape:?}"));
+        }
+        let Some(variable) = variables.get(*name) else {
+            return failure(format!("no parameter named {name}"));
+        };
+        if !state.faults.ignore_reloads.load(Ordering::SeqCst) {
+            let mut variable = variable.shallow_clone();
+            tch::no_grad(|| variable.copy_(&tensor));
+        }
+    }
+    state.reloads.fetch_add(1, Ordering::SeqCst);
+    Some((200, json!({"message": "Weights updated"}).to_string()))
+}
+
+/// An in-process stand-in for NCCL, aha's side of it: unique ids are random, joining opens the
+/// group and waits for the server's workers, a broadcast hands each server a copy of every tensor.
+#[derive(Default)]
+pub struct Loopback {
+    groups: Vec<Option<Arc<LoopGroup>>>,
+    /// Broadcasts made (each: every tensor to every group given).
+    pub broadcasts: Arc<AtomicUsize>,
+}
+
+impl Broadcaster for Loopback {
+    fn unique_id(&mut self) -> Result<[u8; UNIQUE_ID_BYTES], String> {
+        let mut id = [0u8; UNIQUE_ID_BYTES];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = rand::random::<u8>().wrapping_add(i as u8);
+        }
+        Ok(id)
+    }
+
+    fn join(
+        &mut self,
+        unique_id: &[u8; UNIQUE_ID_BYTES],
+        world_size: usize,
+        _device: tch::Device,
+        gave_up: &dyn Fn() -> bool,
+    ) -> Result<Group, String> {
+        let group = Arc::new(LoopGroup {
+            world_size,
+            joined: Mutex::new(0),
+            tensors: Mutex::new(VecDeque::new()),
+            changed: Condvar::new(),
+        });
+        groups().lock().unwrap().insert(unique_id.to_vec(), Arc::clone(&group));
+        loop {
+            if *group.joined.lock().unwrap() == world_size - 1 {
+                break;
+            }
+            if gave_up() {
+                groups().lock().unwrap().remove(unique_id.as_slice());
+                return Err("the server did not join the NCCL group".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.groups.push(Some(group));
+        Ok(Group(self.groups.len() - 1))
+    }
+
+    fn broadcast(&mut self, groups: &[Group], tensors: &[tch::Tensor], _: &dyn Fn() -> bool) -> Result<(), String> {
+        for tensor in tensors {
+            for g in groups {
+                let group = self.groups[g.0].as_ref().ok_or(format!("group {} is closed", g.0))?;
+                group.tensors.lock().unwrap().push_back(tensor.detach().copy());
+                group.changed.notify_all();
+            }
+        }
+        self.broadcasts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn abort(&mut self, group: Group) {
+        self.groups[group.0] = None;
     }
 }

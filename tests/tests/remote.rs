@@ -11,9 +11,9 @@ use aha_model::{CausalLM, CompletionBatch, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::remote::servers::SetAsideRules;
 use aha_rollout::{
     generate, generate_all, Backend, Completion, GenerationRequest, PythonToolConfig, RemoteBackend,
-    RemoteConfig, SamplingParams, ServerKind, ToolExecutor, WeightsOnDisk,
+    RemoteConfig, SamplingParams, ServerKind, SyncMethod, ToolExecutor, WeightsInMemory, WeightsOnDisk,
 };
-use aha_tests::fake_server::FakeServer;
+use aha_tests::fake_server::{FakeServer, Loopback};
 use aha_tests::tool_calls::call_format_in;
 
 fn fixture() -> PathBuf {
@@ -380,7 +380,8 @@ fn one_step_stale_training_records_the_version_that_sampled() {
 fn tool_calls_run_here_and_completions_go_on_on_the_servers() {
     let model = CausalLM::load(&fixture(), LoadOptions::default()).unwrap();
     let tokenizer = Tokenizer::from_dir(&fixture(), model.config().vocab_size).unwrap();
-    let params = SamplingParams { temperature: 1.0, max_new_tokens: 40, stop_token_ids: vec![], ..Default::default() };
+    // Room for the result (its delimiters and the truncation marker are some 35 tokens here).
+    let params = SamplingParams { temperature: 1.0, max_new_tokens: 80, stop_token_ids: vec![], ..Default::default() };
     let request =
         GenerationRequest { prompt_ids: tokenizer.encode("Once upon a time, in a land far").unwrap(), n: 3, seed: 7 };
     let base = generate(&model, std::slice::from_ref(&request), &params).unwrap().remove(0);
@@ -436,5 +437,172 @@ fn tool_calls_run_here_and_completions_go_on_on_the_servers() {
         for (a, b) in again.iter().zip(&group) {
             assert_eq!((&a.token_ids, a.tool_calls.len()), (&b.token_ids, b.tool_calls.len()), "{kind:?}: reproducible");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NCCL weight transfer (rollout.sync_method = "nccl"), over the fake server's loopback NCCL.
+
+fn nccl_backend(servers: &[&FakeServer]) -> RemoteBackend {
+    let mut config = config(ServerKind::Vllm, servers);
+    config.sync_method = SyncMethod::Nccl;
+    RemoteBackend::with_broadcaster(config, params(), Box::new(Loopback::default())).unwrap()
+}
+
+/// Random weights of the fixture's shape, as the trainer would send them, and the check they
+/// must pass on every server.
+fn weights_in_memory(seed: u64, version: u64) -> (CausalLM, WeightsInMemory) {
+    let model = CausalLM::init_random(&fixture(), LoadOptions::default(), seed).unwrap();
+    let probe_ids: Vec<u32> = vec![7, 30, 31, 200, 9, 15, 2, 88];
+    let probe_logprobs = model.sequence_logprobs(std::slice::from_ref(&probe_ids), 1.0).unwrap().remove(0);
+    let weights = WeightsInMemory { version, tensors: model.hf_weights(), probe_ids, probe_logprobs };
+    (model, weights)
+}
+
+#[test]
+fn nccl_sync_follows_vllms_choreography_and_the_servers_serve_the_weights() {
+    let (a, b) = (FakeServer::start(ServerKind::Vllm, &fixture()), FakeServer::start(ServerKind::Vllm, &fixture()));
+    b.set_workers(2); // say tensor-parallel 2: ranks 1 and 2 of its group
+    let mut backend = nccl_backend(&[&a, &b]);
+    let (model, weights) = weights_in_memory(31, 4);
+    let names: Vec<String> = weights.tensors.iter().map(|(n, _)| n.clone()).collect();
+    let report = backend.weight_sync().unwrap().send_weights(weights).unwrap();
+    assert!(report.max_abs_logprob_diff < 1e-5, "{report:?}");
+    assert!(report.unreachable.is_empty(), "{report:?}");
+
+    let sync = [
+        "/pause?mode=wait",
+        "/start_weight_update",
+        "/update_weights",
+        "/finish_weight_update",
+        "/reset_prefix_cache",
+        "/resume",
+    ];
+    for (server, workers) in [(&a, 1u64), (&b, 2)] {
+        let mut expected = vec!["/get_world_size?include_dp=true", "/init_weight_transfer_engine"];
+        expected.extend(sync);
+        assert_eq!(server.control_calls(), expected);
+        let calls = server.calls();
+        let body = |path: &str| calls.iter().find(|(p, _)| p == path).unwrap().1.clone();
+        let init = &body("/init_weight_transfer_engine")["init_info"];
+        assert_eq!((init["rank_offset"].as_u64(), init["world_size"].as_u64()), (Some(1), Some(1 + workers)));
+        assert_eq!(init["packed"], false);
+        // 128 bytes in standard base64: 172 characters, padded.
+        assert_eq!(init["nccl_unique_id_b64"].as_str().unwrap().len(), 172);
+        let update = &body("/update_weights")["update_info"];
+        let listed: Vec<&str> = update["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert_eq!(listed, names);
+        assert!(update["dtype_names"].as_array().unwrap().iter().all(|d| d == "float32"));
+        assert_eq!(update["packed"], false);
+        assert_eq!(body("/finish_weight_update"), serde_json::json!({"weight_version": "4"}));
+    }
+    // The servers sample from the weights sent.
+    let local = generate(&model, &requests(2), &params()).unwrap();
+    let remote = generate_all(&mut backend, &requests(2)).unwrap();
+    assert_same_groups(&remote, &local);
+
+    // The next sync reuses the groups: no second rendezvous.
+    let (_, weights) = weights_in_memory(32, 5);
+    backend.weight_sync().unwrap().send_weights(weights).unwrap();
+    for server in [&a, &b] {
+        let calls = server.control_calls();
+        assert_eq!(calls.iter().filter(|p| p.starts_with("/init_weight_transfer_engine")).count(), 1);
+        assert_eq!(&calls[calls.len() - sync.len()..], &sync);
+    }
+    // A folder sync is the other method's.
+    let error = backend.weight_sync().unwrap().load_weights(expected_check(&fixture())).unwrap_err().to_string();
+    assert!(error.contains("sent, not loaded"), "{error}");
+}
+
+/// The list of tensors is what vLLM reads from a checkpoint: the names, dtypes and shapes the
+/// disk sync writes into model.safetensors.
+#[test]
+fn the_nccl_manifest_lists_the_tensors_a_checkpoint_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = other_weights(dir.path(), 41);
+    let model = CausalLM::load(&saved, LoadOptions::default()).unwrap();
+    let manifest = aha_rollout::remote::nccl::manifest(&model.hf_weights()).unwrap();
+    let bytes = std::fs::read(saved.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let mut on_disk: Vec<(String, String, Vec<i64>)> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, t)| {
+            let dtype = match t["dtype"].as_str().unwrap() {
+                "F32" => "float32",
+                "BF16" => "bfloat16",
+                "F16" => "float16",
+                other => panic!("{other}"),
+            };
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect();
+            (name.clone(), dtype.to_string(), shape)
+        })
+        .collect();
+    on_disk.sort();
+    let listed: Vec<(String, String, Vec<i64>)> =
+        manifest.iter().map(|t| (t.name.clone(), t.dtype.to_string(), t.shape.clone())).collect();
+    assert_eq!(listed, on_disk, "sorted by name, as sent");
+}
+
+#[test]
+fn a_failed_nccl_step_stops_the_sync_and_leaves_no_server_paused() {
+    let (a, b) = (FakeServer::start(ServerKind::Vllm, &fixture()), FakeServer::start(ServerKind::Vllm, &fixture()));
+    let mut backend = nccl_backend(&[&a, &b]);
+
+    // The rendezvous refused: the trainer stops waiting for the group, and says why.
+    b.faults().fail_next("/init_weight_transfer_engine");
+    let (_, weights) = weights_in_memory(51, 1);
+    let error = backend.weight_sync().unwrap().send_weights(weights).unwrap_err().to_string();
+    assert!(error.contains(&b.url) && error.contains("injected failure of /init_weight_transfer_engine"), "{error}");
+    assert!(!error.contains('\n'), "{error}");
+
+    // A transfer that fails on one server: the error names it, every server is resumed, and the
+    // groups are dropped, so the next sync opens new ones.
+    b.faults().fail_next("/update_weights");
+    let (_, weights) = weights_in_memory(52, 2);
+    let error = backend.weight_sync().unwrap().send_weights(weights).unwrap_err().to_string();
+    assert!(error.contains(&b.url) && error.contains("/update_weights"), "{error}");
+    for server in [&a, &b] {
+        let calls = server.control_calls();
+        assert_eq!(calls.last().map(String::as_str), Some("/resume"), "{calls:?}");
+        assert!(!calls.iter().any(|p| p == "/finish_weight_update"), "an update that failed is not finished");
+    }
+    let joins = |s: &FakeServer| s.control_calls().iter().filter(|p| *p == "/init_weight_transfer_engine").count();
+    let before = (joins(&a), joins(&b));
+    let (_, weights) = weights_in_memory(53, 3);
+    backend.weight_sync().unwrap().send_weights(weights).unwrap();
+    assert_eq!((joins(&a), joins(&b)), (before.0 + 1, before.1 + 1));
+}
+
+#[test]
+fn a_server_that_ignores_an_nccl_update_is_caught_by_the_check() {
+    let (a, b) = (FakeServer::start(ServerKind::Vllm, &fixture()), FakeServer::start(ServerKind::Vllm, &fixture()));
+    let mut backend = nccl_backend(&[&a, &b]);
+    let (_, weights) = weights_in_memory(61, 1);
+    backend.weight_sync().unwrap().send_weights(weights).unwrap();
+    b.faults().ignore_reloads.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, weights) = weights_in_memory(62, 2);
+    let error = backend.weight_sync().unwrap().send_weights(weights).unwrap_err().to_string();
+    assert!(error.contains(&b.url) && error.contains("does not serve the weights"), "{error}");
+    assert!(error.contains("version 2 sent over NCCL"), "{error}");
+}
+
+#[test]
+fn nccl_sync_needs_vllm_and_the_feature() {
+    let server = FakeServer::start(ServerKind::Sglang, &fixture());
+    let mut config = config(ServerKind::Sglang, &[&server]);
+    config.sync_method = SyncMethod::Nccl;
+    let error = RemoteBackend::with_broadcaster(config.clone(), params(), Box::new(Loopback::default()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("needs backend = \"vllm\""), "{error}");
+    config.kind = ServerKind::Vllm;
+    match RemoteBackend::new(config, params()) {
+        Ok(_) => assert!(aha_rollout::remote::nccl::BUILT_WITH_NCCL),
+        Err(e) => assert!(e.to_string().contains("--features nccl"), "{e}"),
     }
 }

@@ -280,7 +280,8 @@ fn a_server_killed_mid_run_and_restarted_loses_no_group() {
 fn tool_calls_go_on_in_new_requests() {
     let model = CausalLM::load(&model_dir(), LoadOptions::default()).unwrap();
     let tokenizer = Tokenizer::from_dir(&model_dir(), model.config().vocab_size).unwrap();
-    let params = params(1.0);
+    // Room for the result (its delimiters and the truncation marker are some 35 tokens here).
+    let params = SamplingParams { max_new_tokens: 80, ..params(1.0) };
     let mut plain = RemoteBackend::new(RemoteConfig::new(ServerKind::Vllm, servers()), params.clone()).unwrap();
     plain.weight_sync().unwrap().load_weights(weights(&model_dir())).unwrap();
     let request = GenerationRequest { prompt_ids: tokenizer.encode("Once upon a time").unwrap(), n: 4, seed: 11 };

@@ -11,8 +11,9 @@
 //! The servers hold their own copy of the policy, so the trainer hands them every update through
 //! [`WeightSync`]: it writes the weights as a Hugging Face folder the servers can read, the
 //! backend has each server load it (vLLM's dev-mode `reload_weights`, SGLang's
-//! `update_weights_from_disk`) and then checks that it did: a fixed token sequence is scored on
-//! the server and compared with the trainer's own log-probs ([`probe`]). A server that fails a
+//! `update_weights_from_disk`) — or, with `rollout.sync_method = "nccl"`, broadcasts them from
+//! the trainer's GPU into vLLM's ([`nccl`]) — and then checks that it did: a fixed token sequence
+//! is scored on the server and compared with the trainer's own log-probs ([`probe`]). A server that fails a
 //! request may have restarted on its original weights, so it loads and passes the check again
 //! before its next group; one that fails the check stops the run, because training on another
 //! policy's samples must never happen silently.
@@ -20,12 +21,14 @@
 //! With tools on, a completion that calls one stops there on the server, aha runs the call in its
 //! sandbox and the completion goes on in a new request ([`tool_calls`]).
 
+pub mod nccl;
 pub mod probe;
 pub mod protocol;
 pub mod servers;
 pub mod tool_calls;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,7 @@ use serde_json::{json, Value};
 use aha_model::Tokenizer;
 
 use crate::{Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams, ToolExecutor};
+use nccl::{Broadcaster, Group, SyncMethod, WeightsInMemory};
 use protocol::{Generation, ServerKind};
 use servers::{Released, Servers, SetAsideRules};
 
@@ -53,6 +57,9 @@ pub struct RemoteConfig {
     pub stop_strings: Vec<String>,
     /// The largest |server - trainer| log-prob the weight check accepts.
     pub max_logprob_diff: f64,
+    /// How the servers get new weights: [`WeightSync::load_weights`] (disk) or
+    /// [`WeightSync::send_weights`] (NCCL, vLLM only).
+    pub sync_method: SyncMethod,
 }
 
 impl RemoteConfig {
@@ -69,6 +76,7 @@ impl RemoteConfig {
             },
             stop_strings: Vec::new(),
             max_logprob_diff: 1e-3,
+            sync_method: SyncMethod::Disk,
         }
     }
 }
@@ -103,8 +111,49 @@ pub trait WeightSync {
     /// could load them, or when one serves other weights than the check expects.
     fn load_weights(&mut self, weights: WeightsOnDisk) -> Result<SyncReport, RolloutError>;
 
+    /// Broadcasts `weights` to every server over NCCL and checks each (`rollout.sync_method =
+    /// "nccl"`). Any failure stops the run: a group whose transfer failed cannot carry the next
+    /// one, and a server may hold half of the new weights.
+    fn send_weights(&mut self, weights: WeightsInMemory) -> Result<SyncReport, RolloutError>;
+
     /// Checks every server against the last weights loaded, without loading anything.
     fn check_weights(&mut self) -> Result<SyncReport, RolloutError>;
+}
+
+/// The weights the servers should serve, as the last sync handed them over.
+#[derive(Debug, Clone, PartialEq)]
+enum Served {
+    Disk(WeightsOnDisk),
+    Nccl { version: u64, probe_ids: Vec<u32>, probe_logprobs: Vec<f32> },
+}
+
+impl Served {
+    fn probe(&self) -> (&[u32], &[f32]) {
+        match self {
+            Served::Disk(w) => (&w.probe_ids, &w.probe_logprobs),
+            Served::Nccl { probe_ids, probe_logprobs, .. } => (probe_ids, probe_logprobs),
+        }
+    }
+
+    /// Which weights, and what to look at when a server does not serve them.
+    fn describe(&self) -> String {
+        match self {
+            Served::Disk(w) => format!(
+                "the weights in {}; is sync_dir on a filesystem it shares, and did it load them?",
+                w.dir.display()
+            ),
+            Served::Nccl { version, .. } => format!(
+                "version {version} sent over NCCL; a server restarted since that sync has lost them (and its NCCL \
+                 group): restart the run, it resumes from its last checkpoint"
+            ),
+        }
+    }
+}
+
+/// The trainer's side of the NCCL groups, one per server once it has joined.
+struct NcclSide {
+    broadcaster: Box<dyn Broadcaster>,
+    groups: Vec<Option<Group>>,
 }
 
 /// Why one try of a group did not work out: worth trying elsewhere, or not.
@@ -121,7 +170,7 @@ struct Shared {
     servers: Mutex<Servers>,
     /// vLLM's served model name of each server, asked once.
     models: Mutex<Vec<Option<String>>>,
-    weights: Mutex<Option<WeightsOnDisk>>,
+    weights: Mutex<Option<Served>>,
     /// Held by whoever brings a stale server up to date, so that it loads the weights once.
     refreshing: Vec<tokio::sync::Mutex<()>>,
     tools: Option<tool_calls::RemoteTools>,
@@ -135,12 +184,38 @@ pub struct RemoteBackend {
     finished: Receiver<(RequestId, Result<Vec<Completion>, RolloutError>)>,
     in_flight: usize,
     next_id: RequestId,
+    nccl: Option<NcclSide>,
 }
 
 impl RemoteBackend {
     /// A backend over `config.servers`, sampling with `params`. No connection is made yet.
     pub fn new(config: RemoteConfig, params: SamplingParams) -> Result<Self, RolloutError> {
+        let broadcaster = match config.sync_method {
+            SyncMethod::Disk => None,
+            SyncMethod::Nccl => Some(nccl::default_broadcaster().map_err(RolloutError::Params)?),
+        };
+        Self::build(config, params, broadcaster)
+    }
+
+    /// A backend that sends weights with `broadcaster` (`sync_method = "nccl"`; tests use a
+    /// stand-in for NCCL).
+    pub fn with_broadcaster(
+        config: RemoteConfig,
+        params: SamplingParams,
+        broadcaster: Box<dyn Broadcaster>,
+    ) -> Result<Self, RolloutError> {
+        Self::build(config, params, Some(broadcaster))
+    }
+
+    fn build(
+        config: RemoteConfig,
+        params: SamplingParams,
+        broadcaster: Option<Box<dyn Broadcaster>>,
+    ) -> Result<Self, RolloutError> {
         params.validate()?;
+        if broadcaster.is_some() && config.kind != ServerKind::Vllm {
+            return Err(RolloutError::Params("rollout.sync_method = \"nccl\" needs backend = \"vllm\"".into()));
+        }
         if config.servers.is_empty() {
             return Err(RolloutError::Params("rollout.servers is empty".into()));
         }
@@ -175,7 +250,8 @@ impl RemoteBackend {
             tools: None,
         });
         let (sender, finished) = crossbeam_channel::unbounded();
-        Ok(Self { runtime, shared, sender, finished, in_flight: 0, next_id: 0 })
+        let nccl = broadcaster.map(|broadcaster| NcclSide { broadcaster, groups: vec![None; n] });
+        Ok(Self { runtime, shared, sender, finished, in_flight: 0, next_id: 0, nccl })
     }
 
     /// Lets completions call the Python tool ([`tool_calls`]): calls are found with `tokenizer`
@@ -229,7 +305,10 @@ impl Backend for RemoteBackend {
 
 impl WeightSync for RemoteBackend {
     fn load_weights(&mut self, weights: WeightsOnDisk) -> Result<SyncReport, RolloutError> {
-        *self.shared.weights.lock().expect("weights") = Some(weights);
+        if self.nccl.is_some() {
+            return Err(RolloutError::Backend("rollout.sync_method = \"nccl\": weights are sent, not loaded".into()));
+        }
+        *self.shared.weights.lock().expect("weights") = Some(Served::Disk(weights));
         let shared = Arc::clone(&self.shared);
         self.runtime.block_on(async move {
             let n = shared.config.servers.len();
@@ -268,12 +347,187 @@ impl WeightSync for RemoteBackend {
         })
     }
 
+    fn send_weights(&mut self, weights: WeightsInMemory) -> Result<SyncReport, RolloutError> {
+        let Some(side) = self.nccl.as_mut() else {
+            return Err(RolloutError::Backend(
+                "weights are sent over NCCL only with rollout.sync_method = \"nccl\"".into(),
+            ));
+        };
+        let result = nccl_sync(&self.runtime, &self.shared, side, &weights);
+        if result.is_err() {
+            // The groups may be mid-transfer: none carries another one.
+            for group in side.groups.iter_mut().filter_map(Option::take) {
+                side.broadcaster.abort(group);
+            }
+        }
+        let load_seconds = result?;
+        *self.shared.weights.lock().expect("weights") = Some(Served::Nccl {
+            version: weights.version,
+            probe_ids: weights.probe_ids,
+            probe_logprobs: weights.probe_logprobs,
+        });
+        let shared = Arc::clone(&self.shared);
+        let mut report = self.runtime.block_on(async move {
+            let servers = (0..shared.config.servers.len()).collect();
+            shared.check_all(servers).await
+        })?;
+        report.load_seconds = load_seconds;
+        Ok(report)
+    }
+
     fn check_weights(&mut self) -> Result<SyncReport, RolloutError> {
         let shared = Arc::clone(&self.shared);
         self.runtime.block_on(async move {
             let servers = (0..shared.config.servers.len()).collect();
             shared.check_all(servers).await
         })
+    }
+}
+
+/// One NCCL sync (see [`nccl`]): joins the servers that have no group yet, then pauses every
+/// server, starts an update, posts the list of tensors while broadcasting them, finishes, resets
+/// the prefix cache and resumes. The seconds it took; any failure fails the whole sync.
+fn nccl_sync(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    side: &mut NcclSide,
+    weights: &WeightsInMemory,
+) -> Result<f64, RolloutError> {
+    let start = Instant::now();
+    let manifest = nccl::manifest(&weights.tensors).map_err(RolloutError::Params)?;
+    let Some((_, first)) = weights.tensors.first() else {
+        return Err(RolloutError::Params("no weights to send".into()));
+    };
+    let device = first.device();
+    let n = shared.config.servers.len();
+    let fail =
+        |server: usize, e: String| RolloutError::Backend(format!("NCCL weight sync, {}: {e}", shared.url(server)));
+    for server in 0..n {
+        if side.groups[server].is_none() {
+            let group =
+                nccl_join(runtime, shared, side.broadcaster.as_mut(), server, device).map_err(|e| fail(server, e))?;
+            side.groups[server] = Some(group);
+        }
+    }
+    let groups: Vec<Group> = side.groups.iter().map(|g| g.expect("joined")).collect();
+    let timeout = shared.config.request_timeout;
+    // Every server stops sampling (`wait`: requests in flight finish on the old weights) and
+    // readies its layers before the first tensor is broadcast.
+    let paused = runtime.block_on(all_servers(shared, |shared, i| async move {
+        shared.post_step(i, "/pause?mode=wait", None, timeout).await?;
+        shared.post_step(i, "/start_weight_update", Some(&json!({})), timeout).await.map(drop)
+    }));
+    let mut outcome = first_failure(paused).map_err(|(i, e)| fail(i, e));
+    if outcome.is_ok() {
+        // `/update_weights` returns once every tensor has landed: in flight while this thread
+        // broadcasts them.
+        let body = nccl::update_body(&manifest);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let receiving: Vec<_> = (0..n)
+            .map(|i| {
+                let (shared, stopped, body) = (Arc::clone(shared), Arc::clone(&stopped), body.clone());
+                runtime.spawn(async move {
+                    let answer = shared.post_step(i, "/update_weights", Some(&body), timeout).await;
+                    if answer.is_err() {
+                        stopped.store(true, Ordering::SeqCst);
+                    }
+                    answer
+                })
+            })
+            .collect();
+        let tensors: Vec<tch::Tensor> = weights.tensors.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let sent = side.broadcaster.broadcast(&groups, &tensors, &|| stopped.load(Ordering::SeqCst));
+        let received: Vec<Result<Value, String>> = receiving
+            .into_iter()
+            .map(|handle| runtime.block_on(handle).unwrap_or_else(|e| Err(format!("task failed: {e}"))))
+            .collect();
+        outcome = match (sent, first_failure(received)) {
+            // A server's answer says why the transfer stopped.
+            (_, Err((i, e))) => Err(fail(i, e)),
+            (Err(e), Ok(())) => Err(RolloutError::Backend(format!("NCCL weight sync: broadcasting: {e}"))),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+    }
+    // Finish (on success) and resume whatever happened, so that no server stays paused.
+    let finish = outcome.is_ok().then(|| nccl::finish_body(weights.version));
+    let resumed = runtime.block_on(all_servers(shared, move |shared, i| {
+        let finish = finish.clone();
+        async move {
+            let finished = match &finish {
+                Some(body) => shared.post_step(i, "/finish_weight_update", Some(body), timeout).await.map(drop),
+                None => Ok(()),
+            };
+            let reset = shared.post_step(i, "/reset_prefix_cache", None, timeout).await;
+            shared.post_step(i, "/resume", None, timeout).await?;
+            finished?;
+            reset.map(drop)
+        }
+    }));
+    outcome?;
+    first_failure(resumed).map_err(|(i, e)| fail(i, e))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Joins `server`'s NCCL group: asks its worker count, mints a unique id, and opens the group
+/// while `/init_weight_transfer_engine` is in flight (both sides block until all ranks are in).
+fn nccl_join(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    broadcaster: &mut dyn Broadcaster,
+    server: usize,
+    device: tch::Device,
+) -> Result<Group, String> {
+    let workers = runtime
+        .block_on(shared.get(server, "/get_world_size?include_dp=true"))
+        .map_err(|e| match e {
+            Failure::Retry(e) => e,
+            Failure::Fatal(e) => e.to_string(),
+        })
+        .and_then(|answer| nccl::workers_of(&answer))?;
+    let unique_id = broadcaster.unique_id()?;
+    let body = nccl::init_body(&unique_id, workers);
+    let failed = Arc::new(AtomicBool::new(false));
+    let init = {
+        let (shared, failed) = (Arc::clone(shared), Arc::clone(&failed));
+        let timeout = shared.config.request_timeout;
+        runtime.spawn(async move {
+            let answer = shared.post_step(server, "/init_weight_transfer_engine", Some(&body), timeout).await;
+            failed.store(answer.is_err(), Ordering::SeqCst);
+            answer
+        })
+    };
+    let gave_up = || failed.load(Ordering::SeqCst);
+    let joined = broadcaster.join(&unique_id, 1 + workers, device, &gave_up);
+    let answered = runtime.block_on(init).unwrap_or_else(|e| Err(format!("task failed: {e}")));
+    match (joined, answered) {
+        (Ok(group), Ok(_)) => {
+            tracing::info!("{}: joined its NCCL group ({} ranks)", shared.url(server), 1 + workers);
+            Ok(group)
+        }
+        (Ok(group), Err(e)) => {
+            broadcaster.abort(group);
+            Err(e)
+        }
+        (Err(e), Ok(_)) => Err(e),
+        // The server's answer says why it did not join.
+        (Err(_), Err(e)) => Err(e),
+    }
+}
+
+/// Runs `step` on every server concurrently; the outcome of each, in server order.
+async fn all_servers<F, Fut>(shared: &Arc<Shared>, step: F) -> Vec<Result<(), String>>
+where
+    F: Fn(Arc<Shared>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    futures_join_all((0..shared.config.servers.len()).map(|i| step(Arc::clone(shared), i))).await
+}
+
+/// The first failure of `results`, with the server it came from.
+fn first_failure<T>(results: Vec<Result<T, String>>) -> Result<(), (usize, String)> {
+    match results.into_iter().enumerate().find_map(|(i, r)| r.err().map(|e| (i, e))) {
+        Some(failure) => Err(failure),
+        None => Ok(()),
     }
 }
 
@@ -438,6 +692,20 @@ impl Shared {
         answer(path, status, &text)
     }
 
+    /// [`Self::post`] for a step of a weight sync, its failure in one line naming the step.
+    async fn post_step(
+        &self,
+        server: usize,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        self.post(server, path, body, timeout).await.map_err(|e| match e {
+            Failure::Retry(e) => e,
+            Failure::Fatal(e) => e.to_string(),
+        })
+    }
+
     async fn get(&self, server: usize, path: &str) -> Result<Value, Failure> {
         let request = self.client.get(format!("{}{path}", self.url(server))).timeout(Duration::from_secs(30));
         let (status, text) = exchange(request).await?;
@@ -470,8 +738,12 @@ impl Shared {
     /// Has `server` load the current weights (vLLM: pause, reload, reset the prefix cache,
     /// resume; SGLang: update from disk, flushing its cache).
     async fn load_on(self: &Arc<Self>, server: usize) -> Result<(), String> {
-        let Some(dir) = self.weights.lock().expect("weights").as_ref().map(|w| w.dir.clone()) else {
-            return Ok(());
+        let dir = match self.weights.lock().expect("weights").as_ref() {
+            None => return Ok(()),
+            Some(Served::Disk(weights)) => weights.dir.clone(),
+            // Only a sync can broadcast (it needs the trainer's thread and GPU): the check
+            // that follows tells whether the server still serves the weights it was sent.
+            Some(Served::Nccl { .. }) => return Ok(()),
         };
         // vLLM shuts down when asked to load a folder it cannot read: never send one that is not
         // complete here.
@@ -513,20 +785,20 @@ impl Shared {
     /// fatal error when it exceeds the limit.
     async fn check_on(self: &Arc<Self>, server: usize) -> Result<f64, Failure> {
         let Some(weights) = self.weights.lock().expect("weights").clone() else { return Ok(0.0) };
+        let (probe_ids, probe_logprobs) = weights.probe();
         let model = self.model_name(server).await?;
-        let body = probe::probe_body(self.kind, &model, &weights.probe_ids);
+        let body = probe::probe_body(self.kind, &model, probe_ids);
         let path = self.kind.generate_path();
         let response = self.post(server, path, Some(&body), self.config.request_timeout).await?;
-        let logprobs = probe::parse_probe(self.kind, &response, &weights.probe_ids).map_err(|e| Failure::Retry(e.0))?;
-        let diff = probe::max_abs_diff(&logprobs, &weights.probe_logprobs);
+        let logprobs = probe::parse_probe(self.kind, &response, probe_ids).map_err(|e| Failure::Retry(e.0))?;
+        let diff = probe::max_abs_diff(&logprobs, probe_logprobs);
         if diff > self.config.max_logprob_diff {
             return Err(Failure::Fatal(RolloutError::Backend(format!(
-                "{} does not serve the weights in {}: its log-probs of the check sequence differ from the \
-                 trainer's by up to {diff:.3e} (limit rollout.sync_max_logprob_diff = {:.1e}); is sync_dir on a \
-                 filesystem it shares, and did it load them?",
+                "{} does not serve the weights the trainer expects: its log-probs of the check sequence differ from the \
+                 trainer's by up to {diff:.3e} (limit rollout.sync_max_logprob_diff = {:.1e}); expected {}",
                 self.url(server),
-                weights.dir.display(),
-                self.config.max_logprob_diff
+                self.config.max_logprob_diff,
+                weights.describe()
             ))));
         }
         Ok(diff)
