@@ -6,6 +6,7 @@
 use std::process::Command;
 
 #[test]
+#[ignore = "needs assets/tools-model (scripts/make_tools_model.sh), not committed: the first base model does not copy its operands or the result yet (README, \"Tool use that pays off\")"]
 fn a_short_tools_demo_raises_tool_use_and_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("tools");
