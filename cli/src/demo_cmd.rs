@@ -33,6 +33,8 @@ use crate::train_cmd::{finished, number, Progress};
 
 #[path = "aha_moment.rs"]
 pub mod aha_moment;
+#[path = "tools_demo.rs"]
+pub mod tools_demo;
 
 /// The demo's training configuration (also usable with `aha train`).
 const DEMO_CONFIG: &str = include_str!("../../examples/configs/demo.toml");
@@ -49,18 +51,19 @@ pub struct DemoArgs {
     run: RunArgs,
 }
 
-/// The command line of a demo run (`aha demo` and `aha demo aha-moment`).
+/// The command line of a demo run (`aha demo`, `aha demo aha-moment` and `aha demo tools`).
 #[derive(Args)]
 pub struct RunArgs {
     /// Seed of the training run (data order, sampling).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Override a key of the demo's training configuration (examples/configs/demo.toml, or
-    /// aha-moment.toml for `aha demo aha-moment`), e.g. `--set run.steps=20` (repeatable).
+    /// aha-moment.toml for `aha demo aha-moment`, tools.toml for `aha demo tools`), e.g.
+    /// `--set run.steps=20` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// The run directory (default: runs/<demo>-seed<SEED>-<time>, <demo> being demo or
-    /// aha-moment).
+    /// The run directory (default: runs/<demo>-seed<SEED>-<time>, <demo> being demo,
+    /// aha-moment or tools).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Completions per held-out problem for pass@1 at temperature 1.
@@ -76,6 +79,10 @@ enum DemoAction {
     /// The "aha moment": self-checking ("Wait, let me check:") that emerges under RL rewarded
     /// only for right answers (a second base model, assets/aha-moment-model).
     AhaMoment(aha_moment::AhaMomentArgs),
+    /// Tool use that pays off: calls to the Python tool (`<python>print(a*b)</python>`) that grow
+    /// under RL rewarded only for right answers, on 3-digit products (a third base model,
+    /// assets/tools-model).
+    Tools(tools_demo::ToolsArgs),
 }
 
 #[derive(Args)]
@@ -101,6 +108,7 @@ pub fn run(args: DemoArgs, assets: &Path) -> Result<()> {
     match args.action {
         Some(DemoAction::Corpus(corpus)) => write_corpus(&corpus),
         Some(DemoAction::AhaMoment(aha)) => aha_moment::run(aha, assets),
+        Some(DemoAction::Tools(tools)) => tools_demo::run(tools, assets),
         None => demo(&args.run, assets),
     }
 }
@@ -126,7 +134,7 @@ const DEMO: DemoKind = DemoKind {
     config_name: DEMO_CONFIG_NAME,
 };
 
-/// What both demos set up before training: the base model, the run's configuration (the demo's
+/// What every demo sets up before training: the base model, the run's configuration (the demo's
 /// file with the command line's seed, run directory and overrides), the checker and the held-out
 /// problems, evaluated as the trainer would.
 pub(crate) struct DemoRun {
@@ -383,7 +391,7 @@ fn summary_text(summary: &Value, run_dir: &Path) -> String {
     text
 }
 
-/// The parts of a demo's printed summary that both demos share, around their own tables.
+/// The parts of a demo's printed summary that the demos share, around their own tables.
 pub(crate) mod summary {
     use std::fmt::Write as _;
     use std::path::Path;

@@ -12,7 +12,8 @@
 //!   template, the plain question, or your own text with `{field}` placeholders.
 //! - Generates built-in synthetic tasks ([`synthetic`]): multi-digit arithmetic, column addition
 //!   (with worked and guessed answers, the demo's pretraining corpus) and Countdown
-//!   instances solvable by construction, seeded, with difficulty knobs.
+//!   instances solvable by construction, seeded, with difficulty knobs; the completions of the
+//!   demos' base models ([`SelfCheck`], [`ToolUse`]).
 //! - [`ProblemSource`] and [`Prompter`]: the settings `aha train` and `aha eval` share (a file
 //!   or `builtin:` task with its preset and column overrides; a template, optionally inside the
 //!   model's chat template).
@@ -34,6 +35,7 @@ pub mod self_check;
 pub mod source;
 pub mod synthetic;
 pub mod template;
+pub mod tool_use;
 
 pub use dataset::{epoch_order, Dataset, Epochs, Format, LoadOptions, Skipped, SplitSize};
 pub use error::{DatasetError, Result, Row, RowLocation};
@@ -42,5 +44,6 @@ pub use metrics::{majority_vote, normalize_answer, pass_at_k, ProblemScore, Samp
 pub use problem::Problem;
 pub use self_check::{CheckedCompletion, SelfCheck};
 pub use source::{ProblemSource, Prompter};
-pub use synthetic::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
+pub use synthetic::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown, Multiplication};
 pub use template::PromptTemplate;
+pub use tool_use::{ToolCompletion, ToolUse};

@@ -140,12 +140,16 @@ impl SelfCheck {
             let number: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
             (!number.is_empty()).then_some(number)
         });
-        let final_answer = completion
-            .rfind("<answer>")
-            .map(|start| &completion[start + "<answer>".len()..])
-            .map(|rest| rest.split("</answer>").next().unwrap_or(rest).trim().to_string());
-        CheckedCompletion { checks, first_attempt, final_answer }
+        CheckedCompletion { checks, first_attempt, final_answer: last_answer(completion) }
     }
+}
+
+/// The content of a completion's last `<answer>` tag, trimmed (to its end if unclosed).
+pub(crate) fn last_answer(completion: &str) -> Option<String> {
+    completion
+        .rfind("<answer>")
+        .map(|start| &completion[start + "<answer>".len()..])
+        .map(|rest| rest.split("</answer>").next().unwrap_or(rest).trim().to_string())
 }
 
 #[cfg(test)]

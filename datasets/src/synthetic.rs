@@ -9,6 +9,8 @@
 //! - [`Addition`]: `What is 478 + 356?`, the task of the built-in R1-Zero demo. Besides the
 //!   problems it writes the two kinds of answer its base model is pretrained on: a worked
 //!   column-by-column solution with carries, and a bare guess.
+//! - [`Multiplication`]: `What is 478 * 356?`, the task of `aha demo tools` (its completions,
+//!   a guess or a call to the Python tool: [`crate::ToolUse`]).
 //!
 //! [`BuiltinSpec`] parses the command-line form `builtin:NAME[:key=value,...]`.
 
@@ -208,6 +210,56 @@ fn digits_from_right(mut n: u64) -> Vec<u64> {
     digits
 }
 
+/// Products of two `digits`-digit numbers; sample `{"answer": "170168", "expression": "478 * 356"}`
+/// (the `math` checker's fields). The task of `aha demo tools`: too hard for a small model to
+/// answer in one go, one line of Python for the tool (see [`crate::ToolUse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multiplication {
+    /// Digits of each operand (1..=6); the leading digit is never 0.
+    pub digits: u32,
+}
+
+impl Default for Multiplication {
+    fn default() -> Self {
+        Multiplication { digits: 3 }
+    }
+}
+
+impl Multiplication {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=6).contains(&self.digits) {
+            return Err(DatasetError::Invalid(format!("multiplication: digits must be 1..=6, got {}", self.digits)));
+        }
+        Ok(())
+    }
+
+    /// `count` problems drawn from `seed`; ids `multiplication-{seed}-{i}`.
+    pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
+        self.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let high = 10u64.pow(self.digits) - 1;
+        let low = if self.digits == 1 { 0 } else { 10u64.pow(self.digits - 1) };
+        Ok((0..count)
+            .map(|i| {
+                let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
+                let fields = json!({ "answer": (a * b).to_string(), "expression": format!("{a} * {b}") });
+                Problem {
+                    id: format!("multiplication-{seed}-{i}"),
+                    question: format!("What is {a} * {b}?"),
+                    fields: into_map(fields),
+                }
+            })
+            .collect())
+    }
+
+    /// The two operands of a problem made by [`Multiplication::generate`].
+    pub fn operands(problem: &Problem) -> Option<(u64, u64)> {
+        let expression = problem.fields.get("expression")?.as_str()?;
+        let (a, b) = expression.split_once(" * ")?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+}
+
 /// Countdown (TinyZero's task): reach `target` from `numbers`, each used exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Countdown {
@@ -306,9 +358,9 @@ impl Countdown {
 
 /// A built-in task and how many problems to draw: `builtin:arithmetic`,
 /// `builtin:arithmetic:digits=4,ops=3,count=200,seed=7`, `builtin:countdown:numbers=3,max=50`,
-/// `builtin:addition:digits=3`. Keys: `count` (default 100) and `seed` (default: the caller's)
+/// `builtin:addition:digits=3`, `builtin:multiplication:digits=3`. Keys: `count` (default 100) and `seed` (default: the caller's)
 /// for all; `digits`, `ops` for arithmetic; `numbers`, `max`, `max_target` for countdown;
-/// `digits` for addition.
+/// `digits` for addition and multiplication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuiltinSpec {
     pub task: BuiltinTask,
@@ -321,13 +373,14 @@ pub enum BuiltinTask {
     Arithmetic(Arithmetic),
     Countdown(Countdown),
     Addition(Addition),
+    Multiplication(Multiplication),
 }
 
 impl BuiltinTask {
     /// The checker whose fields the task's samples carry.
     pub fn checker(&self) -> &'static str {
         match self {
-            BuiltinTask::Arithmetic(_) | BuiltinTask::Addition(_) => "math",
+            BuiltinTask::Arithmetic(_) | BuiltinTask::Addition(_) | BuiltinTask::Multiplication(_) => "math",
             BuiltinTask::Countdown(_) => "countdown",
         }
     }
@@ -346,6 +399,7 @@ impl BuiltinSpec {
             BuiltinTask::Arithmetic(task) => task.generate(self.count, seed),
             BuiltinTask::Countdown(task) => task.generate(self.count, seed),
             BuiltinTask::Addition(task) => task.generate(self.count, seed),
+            BuiltinTask::Multiplication(task) => task.generate(self.count, seed),
         }
     }
 }
@@ -362,7 +416,12 @@ impl FromStr for BuiltinSpec {
                 "arithmetic" => BuiltinTask::Arithmetic(Arithmetic::default()),
                 "countdown" => BuiltinTask::Countdown(Countdown::default()),
                 "addition" => BuiltinTask::Addition(Addition::default()),
-                _ => return Err(bad(format!("unknown built-in task \"{name}\" (arithmetic, countdown or addition)"))),
+                "multiplication" => BuiltinTask::Multiplication(Multiplication::default()),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown built-in task \"{name}\" (arithmetic, countdown, addition or multiplication)"
+                    )))
+                }
             },
             count: 100,
             seed: None,
@@ -378,6 +437,7 @@ impl FromStr for BuiltinSpec {
                 (BuiltinTask::Arithmetic(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Arithmetic(task), "ops") => task.operations = number as usize,
                 (BuiltinTask::Addition(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
+                (BuiltinTask::Multiplication(task), "digits") => task.digits = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Countdown(task), "numbers") => task.numbers = number as usize,
                 (BuiltinTask::Countdown(task), "max") => task.max_number = number.min(u64::from(u32::MAX)) as u32,
                 (BuiltinTask::Countdown(task), "max_target") => {
@@ -390,6 +450,7 @@ impl FromStr for BuiltinSpec {
             BuiltinTask::Arithmetic(task) => task.validate()?,
             BuiltinTask::Countdown(task) => task.validate()?,
             BuiltinTask::Addition(task) => task.validate()?,
+            BuiltinTask::Multiplication(task) => task.validate()?,
         }
         Ok(spec)
     }

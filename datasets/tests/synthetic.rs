@@ -1,7 +1,7 @@
 //! Built-in tasks: seeded, within their knobs, and accepted by the real checkers (aha-rewards) on
 //! their witness answers.
 
-use aha_datasets::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown};
+use aha_datasets::{Addition, Arithmetic, BuiltinSpec, BuiltinTask, Countdown, Multiplication, ToolUse};
 use aha_rewards::countdown::CountdownChecker;
 use aha_rewards::math::MathChecker;
 use aha_rewards::Checker;
@@ -152,4 +152,26 @@ fn addition_problems_and_both_answer_forms_are_judged_right() {
     assert_eq!(spec.task, BuiltinTask::Addition(Addition { digits: 4 }));
     assert_eq!(spec.task.checker(), "math");
     assert!("builtin:addition:digits=7".parse::<BuiltinSpec>().is_err());
+}
+
+#[test]
+fn multiplication_problems_are_products_the_math_checker_reads() {
+    let problems = Multiplication { digits: 3 }.generate(50, 5).unwrap();
+    assert_eq!(problems, Multiplication { digits: 3 }.generate(50, 5).unwrap());
+    let checker = MathChecker::default();
+    for p in &problems {
+        let (a, b) = Multiplication::operands(p).unwrap();
+        assert!((100..1000).contains(&a) && (100..1000).contains(&b), "{}", p.question);
+        assert_eq!(p.question, format!("What is {a} * {b}?"));
+        assert_eq!(p.fields["answer"], (a * b).to_string());
+        let called = ToolUse::tool_completion(a, b, " <output>\n", "</output>\n");
+        assert_eq!(checker.check(&called, &p.fields).unwrap().reward_value(), Some(1.0), "{called}");
+        let guessed = ToolUse::guessed_completion(a, b, a * b + 1);
+        assert_eq!(checker.check(&guessed, &p.fields).unwrap().reward_value(), Some(0.0), "{guessed}");
+    }
+    let spec: BuiltinSpec = "builtin:multiplication:digits=2,count=5".parse().unwrap();
+    assert_eq!(spec.task, BuiltinTask::Multiplication(Multiplication { digits: 2 }));
+    assert_eq!(spec.task.checker(), "math");
+    assert_eq!(spec.generate(1).unwrap().len(), 5);
+    assert!("builtin:multiplication:digits=7".parse::<BuiltinSpec>().is_err());
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Regenerates the base model of `aha demo tools`, assets/tools-model: the pretraining corpus and
+# tokenizer (`aha demo tools corpus`: 60,000 3-digit products, 15% answered by a call to the
+# Python tool whose result, written exactly as the engine injects it, is copied into the answer,
+# the rest by a guess of the right size that is right 5% of the time), then `aha sft` from random
+# weights (examples/configs/tools-pretrain.toml). The committed model is the last (step-400)
+# checkpoint. Two libtorch threads, as the committed model was made; another thread count or CPU
+# gives a slightly different model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=target/tools-base
+aha=${AHA:-target/release/aha}
+[ -x "$aha" ] || bash scripts/setup.sh
+rm -rf "$work"
+"$aha" demo tools corpus --out "$work" --examples 60000
+"$aha" --threads 2 sft examples/configs/tools-pretrain.toml "$@"
+last="$work/run/checkpoints/step-000400"
+rm -rf assets/tools-model
+mkdir -p assets/tools-model
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
+    cp "$last/$f" assets/tools-model/
+done
+echo "assets/tools-model <- $last"
