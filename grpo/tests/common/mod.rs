@@ -32,9 +32,15 @@ pub fn metrics(run: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// A metrics line without its wall-clock fields (`*_s`, `*_per_s`).
+/// A metrics line without its wall-clock fields (`*_s`, `*_per_s`) and the ones computed from the
+/// sampler's log-probs (`sampling_logprob_diff`, `sampler_kl`, `tis_capped_frac`): those depend on
+/// which sequences shared the engine's batches, which depends on when the reward workers hand
+/// groups back, so two identical runs agree on them to about 1e-7, not bit for bit (on a loaded
+/// machine they differed). The tokens, rewards and everything the trainer computes must agree
+/// exactly.
 pub fn deterministic(mut line: Value) -> Value {
-    line.as_object_mut().unwrap().retain(|key, _| !key.ends_with("_s"));
+    const SAMPLER_SIDE: [&str; 3] = ["sampling_logprob_diff", "sampler_kl", "tis_capped_frac"];
+    line.as_object_mut().unwrap().retain(|key, _| !key.ends_with("_s") && !SAMPLER_SIDE.contains(&key.as_str()));
     line
 }
 
