@@ -13,6 +13,11 @@ const ARCHITECTURES: [&str; 3] = ["qwen2", "llama", "qwen3"];
 /// PEFT and aha run the same fp32 products through different code (PEFT's module hooks, our
 /// fused q/k/v); their sums differ only in rounding.
 const TOLERANCE: f64 = 1e-5;
+/// Gradients sum over every token and position in fp32, so they carry more rounding than one
+/// log-prob: an AMD EPYC (AVX2, no AVX-512) got 1.4e-5 of the largest entry where the reference
+/// machine got under 1e-5. A wrong gradient (a missing scale, a transposed factor) is off by far
+/// more than this.
+const GRADIENT_TOLERANCE: f64 = 5e-5;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -110,7 +115,7 @@ fn adapter_gradients_equal_pefts_and_only_adapters_get_one() {
         for ((key, ours), (_, theirs)) in ours.iter().zip(&theirs) {
             // Relative to the gradient's largest entry (portable kernels round differently).
             let diff = max_diff(&ours.grad(), theirs) / theirs.abs().max().double_value(&[]).max(1.0);
-            assert!(diff < TOLERANCE, "{name}: gradient of {key} differs from PEFT's by {diff}");
+            assert!(diff < GRADIENT_TOLERANCE, "{name}: gradient of {key} differs from PEFT's by {diff}");
         }
         for (key, weight) in model.var_store().variables() {
             assert!(!weight.grad().defined(), "{name}: base weight {key} got a gradient");
