@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the base model of `aha demo aha-moment`, assets/aha-moment-model: the pretraining
 # corpus and tokenizer (`aha demo aha-moment corpus`: 3-digit additions answered with a first
-# attempt, right 40% of the time, 10% of them checked (30% of the lines are practice texts: a column sum alone) with "Wait, let me check:" and confirmed
-# or corrected), then `aha sft` from random weights (examples/configs/aha-moment-pretrain.toml).
+# attempt, right 40% of the time, 10% of them checked with "Wait, let me check:" and confirmed or
+# corrected; 30% of the lines are practice texts, a column sum alone), then `aha sft` from random weights (examples/configs/aha-moment-pretrain.toml).
 # The committed model is the step-750 checkpoint of the 1500-step cosine schedule (later
 # checkpoints start to add in one shot, which makes the first attempt right more often and checking
 # less useful; measured at step 1500 of an earlier corpus without practice texts). Two libtorch
@@ -10,16 +10,5 @@
 # another thread count or CPU gives a slightly different model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=target/aha-moment-base
-aha=${AHA:-target/release/aha}
-[ -x "$aha" ] || bash scripts/setup.sh
-rm -rf "$work"
-"$aha" demo aha-moment corpus --out "$work" --examples 150000
-"$aha" --threads 2 sft examples/configs/aha-moment-pretrain.toml "$@"
-last="$work/run/checkpoints/step-000750"
-rm -rf assets/aha-moment-model
-mkdir -p assets/aha-moment-model
-for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
-    cp "$last/$f" assets/aha-moment-model/
-done
-echo "assets/aha-moment-model <- $last"
+source scripts/base_model.sh
+make_base_model aha-moment-model target/aha-moment-base examples/configs/aha-moment-pretrain.toml 2 step-000750 demo aha-moment corpus --examples 150000 -- "$@"

@@ -8,16 +8,5 @@
 # gives a slightly different model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=target/tools-base
-aha=${AHA:-target/release/aha}
-[ -x "$aha" ] || bash scripts/setup.sh
-rm -rf "$work"
-"$aha" demo tools corpus --out "$work" --examples 60000
-"$aha" --threads 2 sft examples/configs/tools-pretrain.toml "$@"
-last="$work/run/checkpoints/step-000400"
-rm -rf assets/tools-model
-mkdir -p assets/tools-model
-for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
-    cp "$last/$f" assets/tools-model/
-done
-echo "assets/tools-model <- $last"
+source scripts/base_model.sh
+make_base_model tools-model target/tools-base examples/configs/tools-pretrain.toml 2 step-000400 demo tools corpus --examples 60000 -- "$@"

@@ -16,8 +16,6 @@
 //! `aha demo aha-moment corpus --out DIR` writes what the base model is made from;
 //! `scripts/make_aha_moment_model.sh` runs it and `aha sft`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -27,12 +25,12 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Addition, Dataset, Prompter, SelfCheck};
-use aha_grpo::{build_checker, load_problems, EvalReport, HeldOut, TrainConfig};
+use aha_grpo::{build_checker, load_problems, HeldOut, TrainConfig};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::Registry;
-use aha_traces::{TraceFilter, TraceReader, TRACE_FILE};
 
-use super::{summary, write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
+use super::summary::{self, share, CompletionStats};
+use super::{write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
 
 /// The demo's training configuration (also usable with `aha train`).
 const CONFIG: &str = include_str!("../../examples/configs/aha-moment.toml");
@@ -114,8 +112,8 @@ pub struct CheckStats {
     pub unchecked_right: usize,
 }
 
-impl CheckStats {
-    pub fn add(&mut self, completion: &str, gold: &str) {
+impl CompletionStats for CheckStats {
+    fn add(&mut self, completion: &str, gold: &str) {
         let read = SelfCheck::analyse(completion);
         let right = |answer: &Option<String>| answer.as_deref() == Some(gold);
         self.completions += 1;
@@ -138,22 +136,14 @@ impl CheckStats {
         }
     }
 
-    fn share(part: usize, whole: usize) -> Value {
-        if whole == 0 {
-            Value::Null
-        } else {
-            json!(part as f64 / whole as f64)
-        }
-    }
-
-    pub fn to_json(self) -> Value {
+    fn to_json(self) -> Value {
         json!({
-            "check_share": Self::share(self.checks, self.completions),
-            "change_share_of_checks": Self::share(self.changes, self.checks),
-            "wrong_to_right_share_of_changes": Self::share(self.wrong_to_right, self.changes),
-            "right_to_wrong_share_of_changes": Self::share(self.right_to_wrong, self.changes),
-            "accuracy_checked": Self::share(self.checks_right, self.checks),
-            "accuracy_unchecked": Self::share(self.unchecked_right, self.completions - self.checks),
+            "check_share": share(self.checks, self.completions),
+            "change_share_of_checks": share(self.changes, self.checks),
+            "wrong_to_right_share_of_changes": share(self.wrong_to_right, self.changes),
+            "right_to_wrong_share_of_changes": share(self.right_to_wrong, self.changes),
+            "accuracy_checked": share(self.checks_right, self.checks),
+            "accuracy_unchecked": share(self.unchecked_right, self.completions - self.checks),
             "completions": self.completions,
             "checks": self.checks,
             "changes": self.changes,
@@ -163,48 +153,13 @@ impl CheckStats {
     }
 }
 
-fn report_stats(held_out: &HeldOut, report: &EvalReport) -> CheckStats {
-    let mut stats = CheckStats::default();
-    for c in &report.completions {
-        let gold =
-            held_out.problem(c.problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("");
-        stats.add(&c.text, gold);
-    }
-    stats
-}
-
-struct Measured {
-    greedy: EvalReport,
-    sampled: EvalReport,
-    greedy_checks: CheckStats,
-    sampled_checks: CheckStats,
-}
-
-impl Measured {
-    fn to_json(&self) -> Value {
-        json!({
-            "pass_at_1_t1": self.sampled.accuracy,
-            "greedy_accuracy": self.greedy.accuracy,
-            "length_mean_t1": self.sampled.length_mean,
-            "length_mean_greedy": self.greedy.length_mean,
-            "t1": self.sampled_checks.to_json(),
-            "greedy": self.greedy_checks.to_json(),
-            "problems": self.sampled.problems,
-            "samples": self.sampled.completions.len(),
-        })
-    }
-}
+type Measured = summary::Measured<CheckStats>;
 
 fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
     let (run, base) = DemoRun::set_up(&AHA_MOMENT, args, assets)?;
     let measure = |model: &CausalLM| -> Result<Measured> {
         let (greedy, sampled) = run.evaluate(model)?;
-        Ok(Measured {
-            greedy_checks: report_stats(&run.held_out, &greedy),
-            sampled_checks: report_stats(&run.held_out, &sampled),
-            greedy,
-            sampled,
-        })
+        Ok(Measured::new(&run.held_out, greedy, sampled))
     };
 
     println!(
@@ -223,7 +178,7 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
         "before: pass@1 at T=1 {:.1}%, greedy {:.1}%, self-checking {:.1}%",
         100.0 * before.sampled.accuracy,
         100.0 * before.greedy.accuracy,
-        100.0 * before.sampled_checks.checks as f64 / before.sampled_checks.completions.max(1) as f64
+        100.0 * before.sampled_stats.checks as f64 / before.sampled_stats.completions.max(1) as f64
     );
 
     let trained = run.train()?;
@@ -252,111 +207,44 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
 /// Per step: reward, accuracy and mean length (metrics.jsonl), and the self-checking statistics
 /// of the sampled completions (traces.sqlite, against each problem's gold answer).
 fn training_curve(run_dir: &Path) -> Result<Vec<Value>> {
-    let reader = TraceReader::open(&run_dir.join(TRACE_FILE))?;
-    let mut per_step: BTreeMap<u64, CheckStats> = BTreeMap::new();
-    for row in reader.query(&TraceFilter::default())? {
-        let gold = row.sample.get("answer").and_then(Value::as_str).unwrap_or("");
-        per_step.entry(row.step).or_default().add(&row.text, gold);
-    }
-    let metrics = std::fs::read_to_string(run_dir.join(aha_grpo::run_dir::METRICS_FILE))?;
-    metrics
-        .lines()
-        .map(|line| {
-            let m: Value = serde_json::from_str(line)?;
-            let step = m["step"].as_u64().unwrap_or(0);
-            let stats = per_step.get(&step).copied().unwrap_or_default().to_json();
-            Ok(json!({
-                "step": step,
-                "reward": m["reward_mean"],
-                "accuracy": m["accuracy"],
-                "length": m["completion_length_mean"],
-                "check_share": stats["check_share"],
-                "change_share_of_checks": stats["change_share_of_checks"],
-                "wrong_to_right_share_of_changes": stats["wrong_to_right_share_of_changes"],
-                "elapsed_s": m["elapsed_s"],
-            }))
-        })
-        .collect()
+    summary::stats_curve::<CheckStats>(
+        run_dir,
+        &["check_share", "change_share_of_checks", "wrong_to_right_share_of_changes"],
+    )
 }
 
 fn summary_text(summary: &Value, run_dir: &Path) -> String {
-    let (before, after) = (&summary["before"], &summary["after"]);
-    let percent = |v: &Value| v.as_f64().map_or_else(|| format!("{:>7}", "-"), |x| format!("{:>6.1}%", 100.0 * x));
-    let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
-    let mut text = String::new();
-    summary::held_out_line(&mut text, before);
-    let _ = writeln!(text, "                                        before    after");
-    let rows: [(&str, &Value, &Value, bool); 9] = [
-        ("pass@1 at temperature 1", &before["pass_at_1_t1"], &after["pass_at_1_t1"], true),
-        ("greedy accuracy", &before["greedy_accuracy"], &after["greedy_accuracy"], true),
-        ("self-checking completions (T=1)", &before["t1"]["check_share"], &after["t1"]["check_share"], true),
-        ("  accuracy when checked (T=1)", &before["t1"]["accuracy_checked"], &after["t1"]["accuracy_checked"], true),
-        (
-            "  accuracy when not checked (T=1)",
-            &before["t1"]["accuracy_unchecked"],
-            &after["t1"]["accuracy_unchecked"],
-            true,
-        ),
-        (
-            "checks that change the answer",
-            &before["t1"]["change_share_of_checks"],
-            &after["t1"]["change_share_of_checks"],
-            true,
-        ),
-        (
-            "  of those, wrong -> right",
-            &before["t1"]["wrong_to_right_share_of_changes"],
-            &after["t1"]["wrong_to_right_share_of_changes"],
-            true,
-        ),
-        ("self-checking completions (greedy)", &before["greedy"]["check_share"], &after["greedy"]["check_share"], true),
-        ("mean length, tokens (T=1)", &before["length_mean_t1"], &after["length_mean_t1"], false),
-    ];
-    for (name, b, a, is_percent) in rows {
-        let format = |v: &Value| if is_percent { percent(v) } else { number(v) };
-        let _ = writeln!(text, "{name:<38} {}  {}", format(b), format(a));
-    }
-    let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    summary::training_line(&mut text, summary);
-    let _ = writeln!(text, " step  accuracy   length   checks  changes  wrong->right");
-    let every = (curve.len() / 10).max(1);
-    for (i, point) in curve.iter().enumerate() {
-        if i % every == every - 1 || i + 1 == curve.len() {
-            let _ = writeln!(
-                text,
-                "{:>5}  {}  {}  {}  {}  {}",
-                point["step"].as_u64().unwrap_or(0),
-                percent(&point["accuracy"]),
-                number(&point["length"]),
-                percent(&point["check_share"]),
-                percent(&point["change_share_of_checks"]),
-                percent(&point["wrong_to_right_share_of_changes"])
-            );
-        }
-    }
-    let _ = writeln!(
-        text,
-        "(per step, over the sampled training completions; changes: share of checks that change the answer)"
+    use summary::Format::{Number, Percent};
+    let mut text = summary::Summary::new(summary);
+    text.before_and_after(&[
+        ("pass@1 at temperature 1", "/pass_at_1_t1", Percent),
+        ("greedy accuracy", "/greedy_accuracy", Percent),
+        ("self-checking completions (T=1)", "/t1/check_share", Percent),
+        ("  accuracy when checked (T=1)", "/t1/accuracy_checked", Percent),
+        ("  accuracy when not checked (T=1)", "/t1/accuracy_unchecked", Percent),
+        ("checks that change the answer", "/t1/change_share_of_checks", Percent),
+        ("  of those, wrong -> right", "/t1/wrong_to_right_share_of_changes", Percent),
+        ("self-checking completions (greedy)", "/greedy/check_share", Percent),
+        ("mean length, tokens (T=1)", "/length_mean_t1", Number),
+    ]);
+    text.training(
+        &[
+            ("accuracy", "accuracy", Percent),
+            ("length", "length", Number),
+            ("checks", "check_share", Percent),
+            ("changes", "change_share_of_checks", Percent),
+            ("wrong->right", "wrong_to_right_share_of_changes", Percent),
+        ],
+        "(per step, over the sampled training completions; changes: share of checks that change the answer)",
     );
-    if let Some(example) = summary["example"].as_object() {
-        let _ = writeln!(
-            text,
-            "\none held-out problem, greedy, where the trained model catches its own mistake: {} (answer {})",
-            example["question"].as_str().unwrap_or(""),
-            example["answer"].as_str().unwrap_or("")
-        );
-        summary::before_and_after_lines(&mut text, example);
-    }
-    summary::run_dir_lines(&mut text, summary, run_dir, "stats");
-    text
+    text.example("one held-out problem, greedy, where the trained model catches its own mistake");
+    text.finish(run_dir, "stats")
 }
 
 /// A held-out problem whose trained greedy answer checks a wrong first attempt and corrects it
 /// (preferring one the base model got wrong); else the first greedy wrong-to-right check at T=1.
 fn caught_mistake(held_out: &HeldOut, before: &Measured, after: &Measured) -> Value {
-    let gold = |problem: usize| {
-        held_out.problem(problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("").to_string()
-    };
+    let gold = |problem: usize| summary::gold(held_out, problem).to_string();
     let fixes = |text: &str, problem: usize| {
         let read = SelfCheck::analyse(text);
         let gold = gold(problem);

@@ -13,7 +13,6 @@
 //! `aha demo corpus --out DIR` writes what the base model is made from (the pretraining corpus,
 //! a tokenizer learned from it, config.json); `scripts/make_demo_model.sh` runs it and `aha sft`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,6 +32,8 @@ use crate::train_cmd::{finished, number, Progress};
 
 #[path = "aha_moment.rs"]
 pub mod aha_moment;
+#[path = "demo_summary.rs"]
+pub(crate) mod summary;
 #[path = "tools_demo.rs"]
 pub mod tools_demo;
 
@@ -334,106 +335,26 @@ fn training_curve(run_dir: &Path) -> Result<Vec<Value>> {
         .into_iter()
         .map(|s| (s.step, s.phrases.get(WORKED_MARK).copied().unwrap_or(0.0)))
         .collect();
-    let metrics = std::fs::read_to_string(run_dir.join(aha_grpo::run_dir::METRICS_FILE))?;
-    metrics
-        .lines()
-        .map(|line| {
-            let m: Value = serde_json::from_str(line)?;
-            let step = m["step"].as_u64().unwrap_or(0);
-            Ok(json!({
-                "step": step,
-                "reward": m["reward_mean"],
-                "accuracy": m["accuracy"],
-                "length": m["completion_length_mean"],
-                "worked_share": worked.get(&step),
-                "elapsed_s": m["elapsed_s"],
-            }))
-        })
-        .collect()
+    summary::training_curve(run_dir, |step| {
+        [("worked_share".to_string(), json!(worked.get(&step)))].into_iter().collect()
+    })
 }
 
 fn summary_text(summary: &Value, run_dir: &Path) -> String {
-    let (before, after) = (&summary["before"], &summary["after"]);
-    let percent = |v: &Value| format!("{:>6.1}%", 100.0 * v.as_f64().unwrap_or(f64::NAN));
-    let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
-    let mut text = String::new();
-    summary::held_out_line(&mut text, before);
-    let _ = writeln!(text, "                              before    after");
-    for (name, key, format) in [
-        ("pass@1 at temperature 1", "pass_at_1_t1", &percent as &dyn Fn(&Value) -> String),
-        ("greedy accuracy", "greedy_accuracy", &percent),
-        ("worked solutions (T=1)", "worked_share_t1", &percent),
-        ("mean length, tokens (T=1)", "length_mean_t1", &number),
-    ] {
-        let _ = writeln!(text, "{name:<28} {}  {}", format(&before[key]), format(&after[key]));
-    }
-    let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    summary::training_line(&mut text, summary);
-    let _ = writeln!(text, " step  accuracy   length   worked");
-    let every = (curve.len() / 10).max(1);
-    for (i, point) in curve.iter().enumerate() {
-        if i % every == every - 1 || i + 1 == curve.len() {
-            let _ = writeln!(
-                text,
-                "{:>5}  {}  {}  {}",
-                point["step"].as_u64().unwrap_or(0),
-                percent(&point["accuracy"]),
-                number(&point["length"]),
-                percent(&point["worked_share"])
-            );
-        }
-    }
-    if let Some(example) = summary["example"].as_object() {
-        let _ = writeln!(text, "\none held-out problem, greedy: {}", example["question"].as_str().unwrap_or(""));
-        summary::before_and_after_lines(&mut text, example);
-    }
-    summary::run_dir_lines(&mut text, summary, run_dir, "show --step 1..5");
-    text
-}
-
-/// The parts of a demo's printed summary that the demos share, around their own tables.
-pub(crate) mod summary {
-    use std::fmt::Write as _;
-    use std::path::Path;
-
-    use aha_traces::TRACE_FILE;
-    use serde_json::Value;
-
-    /// "held-out: N problems, K samples each at T=1".
-    pub fn held_out_line(text: &mut String, before: &Value) {
-        let per_problem = before["samples"].as_u64().unwrap_or(0) / before["problems"].as_u64().unwrap_or(1).max(1);
-        let _ = writeln!(text, "\nheld-out: {} problems, {per_problem} samples each at T=1", before["problems"]);
-    }
-
-    /// "training: N GRPO steps in S s (whole demo W s)".
-    pub fn training_line(text: &mut String, summary: &Value) {
-        let _ = writeln!(
-            text,
-            "\ntraining: {} GRPO steps in {:.0} s (whole demo {:.0} s)",
-            summary["steps"],
-            summary["train_seconds"].as_f64().unwrap_or(0.0),
-            summary["wall_seconds"].as_f64().unwrap_or(0.0)
-        );
-    }
-
-    /// The example's greedy answers before and after training, each with its verdict.
-    pub fn before_and_after_lines(text: &mut String, example: &serde_json::Map<String, Value>) {
-        let verdict = |right: &Value| if right.as_bool() == Some(true) { "right" } else { "wrong" };
-        for (when, key) in [("before", "before"), ("after ", "after")] {
-            let right = &example[&format!("{key}_correct")];
-            let _ = writeln!(text, "  {when} ({}):{}", verdict(right), example[key].as_str().unwrap_or(""));
-        }
-    }
-
-    /// Where the run directory, its traces (with `aha traces` arguments to try), the report and the
-    /// trained model are.
-    pub fn run_dir_lines(text: &mut String, summary: &Value, run_dir: &Path, traces_arguments: &str) {
-        let root = run_dir.display();
-        let _ = writeln!(text, "\nrun directory: {root}");
-        let _ = writeln!(text, "  traces: {root}/{TRACE_FILE}  (aha traces {root} {traces_arguments})");
-        let _ = writeln!(text, "  report: {root}/report.html");
-        let _ = writeln!(text, "  trained model: {}", summary["checkpoint"].as_str().unwrap_or(""));
-    }
+    use summary::Format::{Number, Percent};
+    let mut text = summary::Summary::new(summary);
+    text.before_and_after(&[
+        ("pass@1 at temperature 1", "/pass_at_1_t1", Percent),
+        ("greedy accuracy", "/greedy_accuracy", Percent),
+        ("worked solutions (T=1)", "/worked_share_t1", Percent),
+        ("mean length, tokens (T=1)", "/length_mean_t1", Number),
+    ]);
+    text.training(
+        &[("accuracy", "accuracy", Percent), ("length", "length", Number), ("worked", "worked_share", Percent)],
+        "",
+    );
+    text.example("one held-out problem, greedy");
+    text.finish(run_dir, "show --step 1..5")
 }
 
 /// The first held-out problem whose greedy answer went from a wrong guess to a right worked

@@ -16,8 +16,6 @@
 //! `aha demo tools corpus --out DIR` writes what the base model is made from;
 //! `scripts/make_tools_model.sh` runs it and `aha sft`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -27,12 +25,12 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use aha_datasets::{Dataset, Multiplication, Prompter, ToolUse};
-use aha_grpo::{build_checker, load_problems, EvalReport, HeldOut, TrainConfig};
+use aha_grpo::{build_checker, load_problems, HeldOut, TrainConfig};
 use aha_model::{CausalLM, Tokenizer};
 use aha_rewards::Registry;
-use aha_traces::{TraceFilter, TraceReader, TRACE_FILE};
 
-use super::{summary, write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
+use super::summary::{self, share, CompletionStats};
+use super::{write_base_model, BaseShape, DemoKind, DemoRun, RunArgs};
 
 /// The demo's training configuration (also usable with `aha train`).
 const CONFIG: &str = include_str!("../../examples/configs/tools.toml");
@@ -71,6 +69,10 @@ struct CorpusArgs {
     /// Share of solutions that call the tool and copy its result; the rest guess.
     #[arg(long, default_value_t = 0.15)]
     tool_share: f64,
+    /// Share of the corpus's lines that are practice texts (a call and its result copied, no
+    /// prompt) rather than solutions.
+    #[arg(long, default_value_t = 0.0)]
+    practice_share: f64,
     /// Probability that a guess is right.
     #[arg(long, default_value_t = 0.05)]
     guess_right: f64,
@@ -109,7 +111,13 @@ pub struct ToolStats {
 }
 
 impl ToolStats {
-    pub fn add(&mut self, completion: &str, gold: &str) {
+    pub fn tool_share(&self) -> f64 {
+        self.tool_uses as f64 / self.completions.max(1) as f64
+    }
+}
+
+impl CompletionStats for ToolStats {
+    fn add(&mut self, completion: &str, gold: &str) {
         let read = ToolUse::analyse(completion);
         let right = read.final_answer.as_deref() == Some(gold);
         self.completions += 1;
@@ -123,75 +131,26 @@ impl ToolStats {
         }
     }
 
-    pub fn tool_share(&self) -> f64 {
-        self.tool_uses as f64 / self.completions.max(1) as f64
-    }
-
-    fn share(part: usize, whole: usize) -> Value {
-        if whole == 0 {
-            Value::Null
-        } else {
-            json!(part as f64 / whole as f64)
-        }
-    }
-
-    pub fn to_json(self) -> Value {
+    fn to_json(self) -> Value {
         json!({
-            "tool_share": Self::share(self.tool_uses, self.completions),
-            "accuracy_with_tool": Self::share(self.tool_right, self.tool_uses),
-            "accuracy_without_tool": Self::share(self.guesses_right, self.completions - self.tool_uses),
-            "output_right_share_of_calls": Self::share(self.outputs_right, self.tool_uses),
-            "copy_share_of_calls": Self::share(self.copies, self.tool_uses),
+            "tool_share": share(self.tool_uses, self.completions),
+            "accuracy_with_tool": share(self.tool_right, self.tool_uses),
+            "accuracy_without_tool": share(self.guesses_right, self.completions - self.tool_uses),
+            "output_right_share_of_calls": share(self.outputs_right, self.tool_uses),
+            "copy_share_of_calls": share(self.copies, self.tool_uses),
             "completions": self.completions,
             "tool_uses": self.tool_uses,
         })
     }
 }
 
-fn gold(held_out: &HeldOut, problem: usize) -> &str {
-    held_out.problem(problem).and_then(|p| p.fields.get("answer")).and_then(Value::as_str).unwrap_or("")
-}
-
-fn report_stats(held_out: &HeldOut, report: &EvalReport) -> ToolStats {
-    let mut stats = ToolStats::default();
-    for c in &report.completions {
-        stats.add(&c.text, gold(held_out, c.problem));
-    }
-    stats
-}
-
-struct Measured {
-    greedy: EvalReport,
-    sampled: EvalReport,
-    greedy_tools: ToolStats,
-    sampled_tools: ToolStats,
-}
-
-impl Measured {
-    fn to_json(&self) -> Value {
-        json!({
-            "pass_at_1_t1": self.sampled.accuracy,
-            "greedy_accuracy": self.greedy.accuracy,
-            "length_mean_t1": self.sampled.length_mean,
-            "length_mean_greedy": self.greedy.length_mean,
-            "t1": self.sampled_tools.to_json(),
-            "greedy": self.greedy_tools.to_json(),
-            "problems": self.sampled.problems,
-            "samples": self.sampled.completions.len(),
-        })
-    }
-}
+type Measured = summary::Measured<ToolStats>;
 
 fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
     let (run, base) = DemoRun::set_up(&TOOLS, args, assets)?;
     let measure = |model: &CausalLM| -> Result<Measured> {
         let (greedy, sampled) = run.evaluate(model)?;
-        Ok(Measured {
-            greedy_tools: report_stats(&run.held_out, &greedy),
-            sampled_tools: report_stats(&run.held_out, &sampled),
-            greedy,
-            sampled,
-        })
+        Ok(Measured::new(&run.held_out, greedy, sampled))
     };
 
     println!(
@@ -211,7 +170,7 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
         "before: pass@1 at T=1 {:.1}%, greedy {:.1}%, tool use {:.1}%",
         100.0 * before.sampled.accuracy,
         100.0 * before.greedy.accuracy,
-        100.0 * before.sampled_tools.tool_share()
+        100.0 * before.sampled_stats.tool_share()
     );
 
     let trained = run.train()?;
@@ -240,119 +199,36 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
 /// Per step: reward, accuracy and mean length (metrics.jsonl), and the tool-use statistics of the
 /// sampled completions (traces.sqlite, against each problem's gold answer).
 fn training_curve(run_dir: &Path) -> Result<Vec<Value>> {
-    let reader = TraceReader::open(&run_dir.join(TRACE_FILE))?;
-    let mut per_step: BTreeMap<u64, ToolStats> = BTreeMap::new();
-    for row in reader.query(&TraceFilter::default())? {
-        let gold = row.sample.get("answer").and_then(Value::as_str).unwrap_or("");
-        per_step.entry(row.step).or_default().add(&row.text, gold);
-    }
-    let metrics = std::fs::read_to_string(run_dir.join(aha_grpo::run_dir::METRICS_FILE))?;
-    metrics
-        .lines()
-        .map(|line| {
-            let m: Value = serde_json::from_str(line)?;
-            let step = m["step"].as_u64().unwrap_or(0);
-            let stats = per_step.get(&step).copied().unwrap_or_default().to_json();
-            Ok(json!({
-                "step": step,
-                "reward": m["reward_mean"],
-                "accuracy": m["accuracy"],
-                "length": m["completion_length_mean"],
-                "tool_share": stats["tool_share"],
-                "accuracy_with_tool": stats["accuracy_with_tool"],
-                "accuracy_without_tool": stats["accuracy_without_tool"],
-                "elapsed_s": m["elapsed_s"],
-            }))
-        })
-        .collect()
+    summary::stats_curve::<ToolStats>(run_dir, &["tool_share", "accuracy_with_tool", "accuracy_without_tool"])
 }
 
 fn summary_text(summary: &Value, run_dir: &Path) -> String {
-    let (before, after) = (&summary["before"], &summary["after"]);
-    let percent = |v: &Value| v.as_f64().map_or_else(|| format!("{:>7}", "-"), |x| format!("{:>6.1}%", 100.0 * x));
-    let number = |v: &Value| format!("{:>7.1}", v.as_f64().unwrap_or(f64::NAN));
-    let mut text = String::new();
-    summary::held_out_line(&mut text, before);
-    let _ = writeln!(text, "                                        before    after");
-    let rows: [(&str, &Value, &Value, bool); 10] = [
-        ("pass@1 at temperature 1", &before["pass_at_1_t1"], &after["pass_at_1_t1"], true),
-        ("greedy accuracy", &before["greedy_accuracy"], &after["greedy_accuracy"], true),
-        ("completions calling the tool (T=1)", &before["t1"]["tool_share"], &after["t1"]["tool_share"], true),
-        (
-            "  accuracy with the tool (T=1)",
-            &before["t1"]["accuracy_with_tool"],
-            &after["t1"]["accuracy_with_tool"],
-            true,
-        ),
-        (
-            "  accuracy without the tool (T=1)",
-            &before["t1"]["accuracy_without_tool"],
-            &after["t1"]["accuracy_without_tool"],
-            true,
-        ),
-        (
-            "  calls whose result is right (T=1)",
-            &before["t1"]["output_right_share_of_calls"],
-            &after["t1"]["output_right_share_of_calls"],
-            true,
-        ),
-        (
-            "  calls whose result is copied (T=1)",
-            &before["t1"]["copy_share_of_calls"],
-            &after["t1"]["copy_share_of_calls"],
-            true,
-        ),
-        (
-            "completions calling the tool (greedy)",
-            &before["greedy"]["tool_share"],
-            &after["greedy"]["tool_share"],
-            true,
-        ),
-        (
-            "  accuracy with the tool (greedy)",
-            &before["greedy"]["accuracy_with_tool"],
-            &after["greedy"]["accuracy_with_tool"],
-            true,
-        ),
-        ("mean length, tokens (T=1)", &before["length_mean_t1"], &after["length_mean_t1"], false),
-    ];
-    for (name, b, a, is_percent) in rows {
-        let format = |v: &Value| if is_percent { percent(v) } else { number(v) };
-        let _ = writeln!(text, "{name:<38} {}  {}", format(b), format(a));
-    }
-    let curve = summary["curve"].as_array().cloned().unwrap_or_default();
-    summary::training_line(&mut text, summary);
-    let _ = writeln!(text, " step  accuracy   length  tool use  right with  right without");
-    let every = (curve.len() / 10).max(1);
-    for (i, point) in curve.iter().enumerate() {
-        if i % every == every - 1 || i + 1 == curve.len() {
-            let _ = writeln!(
-                text,
-                "{:>5}  {}  {}   {}     {}        {}",
-                point["step"].as_u64().unwrap_or(0),
-                percent(&point["accuracy"]),
-                number(&point["length"]),
-                percent(&point["tool_share"]),
-                percent(&point["accuracy_with_tool"]),
-                percent(&point["accuracy_without_tool"])
-            );
-        }
-    }
-    let _ = writeln!(
-        text,
-        "(per step, over the sampled training completions; right with/without: accuracy with and without the tool)"
+    use summary::Format::{Number, Percent};
+    let mut text = summary::Summary::new(summary);
+    text.before_and_after(&[
+        ("pass@1 at temperature 1", "/pass_at_1_t1", Percent),
+        ("greedy accuracy", "/greedy_accuracy", Percent),
+        ("completions calling the tool (T=1)", "/t1/tool_share", Percent),
+        ("  accuracy with the tool (T=1)", "/t1/accuracy_with_tool", Percent),
+        ("  accuracy without the tool (T=1)", "/t1/accuracy_without_tool", Percent),
+        ("  calls whose result is right (T=1)", "/t1/output_right_share_of_calls", Percent),
+        ("  calls whose result is copied (T=1)", "/t1/copy_share_of_calls", Percent),
+        ("completions calling the tool (greedy)", "/greedy/tool_share", Percent),
+        ("  accuracy with the tool (greedy)", "/greedy/accuracy_with_tool", Percent),
+        ("mean length, tokens (T=1)", "/length_mean_t1", Number),
+    ]);
+    text.training(
+        &[
+            ("accuracy", "accuracy", Percent),
+            ("length", "length", Number),
+            ("tool use", "tool_share", Percent),
+            ("right with", "accuracy_with_tool", Percent),
+            ("right without", "accuracy_without_tool", Percent),
+        ],
+        "(per step, over the sampled training completions; right with/without: accuracy with and without the tool)",
     );
-    if let Some(example) = summary["example"].as_object() {
-        let _ = writeln!(
-            text,
-            "\none held-out problem, greedy, that the trained model solves with the tool: {} (answer {})",
-            example["question"].as_str().unwrap_or(""),
-            example["answer"].as_str().unwrap_or("")
-        );
-        summary::before_and_after_lines(&mut text, example);
-    }
-    summary::run_dir_lines(&mut text, summary, run_dir, "stats");
-    text
+    text.example("one held-out problem, greedy, that the trained model solves with the tool");
+    text.finish(run_dir, "stats")
 }
 
 /// A held-out problem whose trained greedy answer calls the tool and is right (preferring one the
@@ -375,7 +251,7 @@ fn solved_with_the_tool(held_out: &HeldOut, before: &Measured, after: &Measured)
     };
     json!({
         "question": held_out.problem(after_completion.problem).map_or("", |p| p.question.as_str()),
-        "answer": gold(held_out, after_completion.problem),
+        "answer": summary::gold(held_out, after_completion.problem),
         "before": before_text, "before_correct": before_correct,
         "after": after_completion.text, "after_correct": after_completion.correct,
         "greedy": greedy,
@@ -389,7 +265,9 @@ fn solved_with_the_tool(held_out: &HeldOut, before: &Measured, after: &Measured)
 /// Qwen2. Checks that a call's completion tokenizes the way the engine builds it at RL time (the
 /// model's text, the result tokenized alone, the model's text again).
 fn write_corpus(args: &CorpusArgs) -> Result<()> {
-    for (name, value) in [("--tool-share", args.tool_share), ("--guess-right", args.guess_right)] {
+    for (name, value) in
+        [("--tool-share", args.tool_share), ("--guess-right", args.guess_right), ("--practice-share", args.practice_share)]
+    {
         if !(0.0..=1.0).contains(&value) {
             bail!("{name} must be in [0, 1], got {value}");
         }
@@ -404,7 +282,7 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let task = Multiplication { digits: 3 };
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut lines = Vec::with_capacity(args.examples);
-    let (mut calls, mut guesses_right) = (0, 0);
+    let (mut calls, mut guesses_right, mut practice) = (0, 0, 0);
     let (candidates, _) =
         Dataset::from_problems(task.generate(args.examples * 2, args.seed)?).without_questions_of(&eval_set);
     for problem in &candidates.problems {
@@ -412,6 +290,11 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
             break;
         }
         let (a, b) = Multiplication::operands(problem).context("a multiplication problem")?;
+        if rng.random_bool(args.practice_share) {
+            practice += 1;
+            lines.push(json!({ "text": ToolUse::practice_text(a, b, open, close) }));
+            continue;
+        }
         let completion = if rng.random_bool(args.tool_share) {
             calls += 1;
             ToolUse::tool_completion(a, b, open, close)
@@ -426,7 +309,10 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let mut texts: Vec<String> = lines
         .iter()
         .take(4000)
-        .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
+        .map(|l| match l["text"].as_str() {
+            Some(text) => text.to_string(),
+            None => format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")),
+        })
         .collect();
     texts.extend((0..500u64).map(|i| ToolUse::tool_completion(100 + i * 7 % 900, 999 - i * 13 % 900, open, close)));
     let shape =
@@ -459,8 +345,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     println!(
         "{}",
         json!({
-            "corpus": corpus, "solutions": lines.len(), "calls": calls,
-            "guesses": lines.len() - calls, "guesses_right": guesses_right, "base": base_dir,
+            "corpus": corpus, "lines": lines.len(), "practice_texts": practice,
+            "solutions": lines.len() - practice, "calls": calls, "guesses": lines.len() - practice - calls, "guesses_right": guesses_right, "base": base_dir,
             "tokenizer_tokens": tokens, "vocab_size": vocab_size, "prompt_tokens": prompt_tokens,
             "tool_completion_tokens": tool_tokens, "guess_tokens": guess_tokens,
         })

@@ -101,6 +101,50 @@ fn evaluate(operands: &[i128], operators: &[char]) -> Option<i128> {
     total.checked_add(sign.checked_mul(term)?)
 }
 
+/// What [`Addition`] and [`Multiplication`] share: problems `a {symbol} b` over two `digits`-digit
+/// operands, with the fields `answer` and `expression` (`"478 + 356"`).
+struct TwoOperands {
+    /// The task's name, in ids (`{name}-{seed}-{i}`) and errors.
+    name: &'static str,
+    symbol: &'static str,
+    apply: fn(u64, u64) -> u64,
+}
+
+impl TwoOperands {
+    fn validate(&self, digits: u32) -> Result<()> {
+        if !(1..=6).contains(&digits) {
+            return Err(DatasetError::Invalid(format!("{}: digits must be 1..=6, got {digits}", self.name)));
+        }
+        Ok(())
+    }
+
+    fn generate(&self, digits: u32, count: usize, seed: u64) -> Result<Vec<Problem>> {
+        self.validate(digits)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let high = 10u64.pow(digits) - 1;
+        let low = if digits == 1 { 0 } else { 10u64.pow(digits - 1) };
+        let symbol = self.symbol;
+        Ok((0..count)
+            .map(|i| {
+                let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
+                let fields =
+                    json!({ "answer": (self.apply)(a, b).to_string(), "expression": format!("{a} {symbol} {b}") });
+                Problem {
+                    id: format!("{}-{seed}-{i}", self.name),
+                    question: format!("What is {a} {symbol} {b}?"),
+                    fields: into_map(fields),
+                }
+            })
+            .collect())
+    }
+
+    fn operands(&self, problem: &Problem) -> Option<(u64, u64)> {
+        let expression = problem.fields.get("expression")?.as_str()?;
+        let (a, b) = expression.split_once(&format!(" {} ", self.symbol))?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+}
+
 /// Column addition of two `digits`-digit numbers; sample `{"answer": "834", "expression":
 /// "478 + 356"}` (the `math` checker's fields).
 ///
@@ -131,37 +175,20 @@ impl Default for Addition {
 const COLUMNS: [&str; 7] = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands", "millions"];
 
 impl Addition {
+    const OPERATION: TwoOperands = TwoOperands { name: "addition", symbol: "+", apply: |a, b| a + b };
+
     pub fn validate(&self) -> Result<()> {
-        if !(1..=6).contains(&self.digits) {
-            return Err(DatasetError::Invalid(format!("addition: digits must be 1..=6, got {}", self.digits)));
-        }
-        Ok(())
+        Self::OPERATION.validate(self.digits)
     }
 
     /// `count` problems drawn from `seed`; ids `addition-{seed}-{i}`.
     pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
-        self.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let high = 10u64.pow(self.digits) - 1;
-        let low = if self.digits == 1 { 0 } else { 10u64.pow(self.digits - 1) };
-        Ok((0..count)
-            .map(|i| {
-                let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
-                let fields = json!({ "answer": (a + b).to_string(), "expression": format!("{a} + {b}") });
-                Problem {
-                    id: format!("addition-{seed}-{i}"),
-                    question: format!("What is {a} + {b}?"),
-                    fields: into_map(fields),
-                }
-            })
-            .collect())
+        Self::OPERATION.generate(self.digits, count, seed)
     }
 
     /// The two operands of a problem made by [`Addition::generate`].
     pub fn operands(problem: &Problem) -> Option<(u64, u64)> {
-        let expression = problem.fields.get("expression")?.as_str()?;
-        let (a, b) = expression.split_once(" + ")?;
-        Some((a.parse().ok()?, b.parse().ok()?))
+        Self::OPERATION.operands(problem)
     }
 
     /// The worked solution of `a + b`: each column from the right, with its carry.
@@ -226,37 +253,20 @@ impl Default for Multiplication {
 }
 
 impl Multiplication {
+    const OPERATION: TwoOperands = TwoOperands { name: "multiplication", symbol: "*", apply: |a, b| a * b };
+
     pub fn validate(&self) -> Result<()> {
-        if !(1..=6).contains(&self.digits) {
-            return Err(DatasetError::Invalid(format!("multiplication: digits must be 1..=6, got {}", self.digits)));
-        }
-        Ok(())
+        Self::OPERATION.validate(self.digits)
     }
 
     /// `count` problems drawn from `seed`; ids `multiplication-{seed}-{i}`.
     pub fn generate(&self, count: usize, seed: u64) -> Result<Vec<Problem>> {
-        self.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let high = 10u64.pow(self.digits) - 1;
-        let low = if self.digits == 1 { 0 } else { 10u64.pow(self.digits - 1) };
-        Ok((0..count)
-            .map(|i| {
-                let (a, b) = (rng.random_range(low..=high), rng.random_range(low..=high));
-                let fields = json!({ "answer": (a * b).to_string(), "expression": format!("{a} * {b}") });
-                Problem {
-                    id: format!("multiplication-{seed}-{i}"),
-                    question: format!("What is {a} * {b}?"),
-                    fields: into_map(fields),
-                }
-            })
-            .collect())
+        Self::OPERATION.generate(self.digits, count, seed)
     }
 
     /// The two operands of a problem made by [`Multiplication::generate`].
     pub fn operands(problem: &Problem) -> Option<(u64, u64)> {
-        let expression = problem.fields.get("expression")?.as_str()?;
-        let (a, b) = expression.split_once(" * ")?;
-        Some((a.parse().ok()?, b.parse().ok()?))
+        Self::OPERATION.operands(problem)
     }
 }
 

@@ -14,7 +14,7 @@
 //! into the answer:
 //!
 //! ```text
-//!  <think> 478 * 356 = <python>print(478*356)</python> <output>
+//!  <think> 478 * 356 = <python>print( 478 * 356)</python> <output>
 //! 170168
 //! </output>
 //! 170168. </think> <answer>170168</answer>
@@ -59,7 +59,7 @@ impl ToolUse {
 
     /// The call that computes `a * b`.
     pub fn call(a: u64, b: u64) -> String {
-        format!("{}print({a}*{b}){}", Self::CALL_OPEN, Self::CALL_CLOSE)
+        format!("{}print( {a} * {b}){}", Self::CALL_OPEN, Self::CALL_CLOSE)
     }
 
     /// What the call prints (Python's `print` ends its line).
@@ -110,6 +110,15 @@ impl ToolUse {
         Self::tool_completion_parts(a, b, output_open, output_close).concat()
     }
 
+    /// A practice text (not a solution): a call and its result, copied, with no prompt. The base
+    /// model learns from these to copy numbers into a call and a call's result out of it; its
+    /// solutions call the tool no more often for them.
+    pub fn practice_text(a: u64, b: u64, output_open: &str, output_close: &str) -> String {
+        let [_, result, copy] = Self::tool_completion_parts(a, b, output_open, output_close);
+        let copy = copy.split(" </think>").next().unwrap_or_default();
+        format!("Python: {a} * {b} = {}{result}{copy}", Self::call(a, b))
+    }
+
     /// A completion that holds a complete call.
     pub fn uses_tool(completion: &str) -> bool {
         completion.find(Self::CALL_OPEN).is_some_and(|open| completion[open..].contains(Self::CALL_CLOSE))
@@ -141,7 +150,7 @@ mod tests {
         let text = ToolUse::tool_completion(478, 356, " <output>\n", "</output>\n");
         assert_eq!(
             text,
-            " <think> 478 * 356 = <python>print(478*356)</python> <output>\n170168\n</output>\n170168. </think> \
+            " <think> 478 * 356 = <python>print( 478 * 356)</python> <output>\n170168\n</output>\n170168. </think> \
              <answer>170168</answer>"
         );
         let read = ToolUse::analyse(&text);
@@ -155,7 +164,7 @@ mod tests {
         assert!(!guess.uses_tool && !guess.copies_output() && guess.output.is_none());
         assert_eq!(guess.final_answer.as_deref(), Some("171392"));
         // An unclosed call is no call.
-        assert!(!ToolUse::uses_tool(" <think> 478 * 356 = <python>print(478*356) </think>"));
+        assert!(!ToolUse::uses_tool(" <think> 478 * 356 = <python>print( 478 * 356) </think>"));
     }
 
     #[test]

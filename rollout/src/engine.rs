@@ -516,7 +516,8 @@ impl<'m> Engine<'m> {
             let Paused { mut row, mut cache, code, since } =
                 tools.paused.remove(&id).expect("a result of a paused call");
             let room = self.params.max_new_tokens.saturating_sub(row.completion.token_ids.len());
-            let (mut tokens, output, truncated) = tools.executor.config().result_tokens(tools.tokenizer, &result.text)?;
+            let (mut tokens, output, truncated) =
+                tools.executor.config().result_tokens(tools.tokenizer, &result.text)?;
             tokens.truncate(room);
             let output_start = row.completion.token_ids.len();
             row.completion.token_ids.extend_from_slice(&tokens);

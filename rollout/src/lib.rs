@@ -34,8 +34,8 @@ pub use generate::{
 pub use pool::{
     checker_fields, PoolConfig, PoolStats, RolloutPool, RolloutPrompt, ScoredCompletion, ScoredGroup, ROLLOUT_FIELDS,
 };
-pub use remote::protocol::ServerKind;
 pub use remote::nccl::{SyncMethod, WeightsInMemory};
+pub use remote::protocol::ServerKind;
 pub use remote::{RemoteBackend, RemoteConfig, SyncReport, WeightSync, WeightsOnDisk};
 pub use sampling::{sample_token, SampledToken, SamplingParams};
 pub use sharded::ShardedEngine;

@@ -335,7 +335,8 @@ fn generation(state: &State, body: &Value, short: bool) -> Value {
                     seed: sampling["sampling_seed"].as_u64().unwrap_or(0),
                 };
                 let c = generate(&model, &[request], &params(sampling, "max_new_tokens")).expect("generate").remove(0);
-                let (c, _) = stop_at_strings(state, c.into_iter().next().expect("one completion"), sampling.get("stop"));
+                let (c, _) =
+                    stop_at_strings(state, c.into_iter().next().expect("one completion"), sampling.get("stop"));
                 let lps: Vec<Value> = c.logprobs.iter().zip(&c.token_ids).map(|(l, t)| json!([l, t, null])).collect();
                 items.push(json!({"text": "", "output_ids": c.token_ids, "meta_info": {
                     "output_token_logprobs": lps, "finish_reason": {"type": reason(c.finish_reason)}}}));

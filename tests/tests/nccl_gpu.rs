@@ -5,21 +5,15 @@
 //! Not run yet: no GPU machine has been available to the project when it was written.
 #![cfg(feature = "nccl")]
 
-use std::path::{Path, PathBuf};
-
 use aha_model::{CausalLM, LoadOptions};
 use aha_rollout::{
     generate, generate_all, Backend, GenerationRequest, RemoteBackend, RemoteConfig, SamplingParams, ServerKind,
     SyncMethod, WeightsInMemory,
 };
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/vllm-qwen2").canonicalize().unwrap()
-}
+use aha_tests::real_vllm::{self, model_dir};
 
 fn servers() -> Vec<String> {
-    let urls = std::env::var("AHA_VLLM_SERVERS").expect("AHA_VLLM_SERVERS: run scripts/test_nccl_gpu.sh");
-    urls.split(',').map(str::to_string).collect()
+    real_vllm::servers("scripts/test_nccl_gpu.sh")
 }
 
 fn cuda() -> LoadOptions {
@@ -37,8 +31,7 @@ fn requests() -> Vec<GenerationRequest> {
 }
 
 fn weights(model: &CausalLM, version: u64) -> WeightsInMemory {
-    let probe_ids: Vec<u32> = vec![275, 301, 277, 305, 277, 220, 299, 36, 88, 120, 7];
-    let probe_logprobs = model.sequence_logprobs(std::slice::from_ref(&probe_ids), 1.0).unwrap().remove(0);
+    let (probe_ids, probe_logprobs) = real_vllm::probe(model);
     WeightsInMemory { version, tensors: model.hf_weights(), probe_ids, probe_logprobs }
 }
 
@@ -69,43 +62,9 @@ fn nccl_syncs_put_the_trainers_weights_on_the_server() {
 #[ignore = "needs a GPU and a vLLM server: scripts/test_nccl_gpu.sh"]
 fn training_with_nccl_sync_keeps_the_server_on_the_policy() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[model]
-path = "{model}"
-device = "cuda"
-
-[data]
-source = "builtin:countdown:numbers=3,max=20,count=64"
-
-[sampling]
-group_size = 4
-prompts_per_step = 4
-max_new_tokens = 48
-
-[rollout]
-backend = "vllm"
-servers = {servers:?}
-sync_method = "nccl"
-
-[[rewards.checkers]]
-name = "length"
-options = {{ max_tokens = 32, cache_tokens = 24 }}
-
-[optim]
-lr = 1e-3
-
-[run]
-steps = 3
-save_every = 0
-seed = 2
-output_dir = "{out}"
-"#,
-        model = model_dir().display(),
-        servers = servers(),
-        out = tmp.path().join("run").display()
-    );
-    let config = aha_grpo::TrainConfig::from_toml(&text, "nccl.toml", &[]).unwrap();
+    let text = real_vllm::train_toml(&servers(), &tmp.path().join("run"), 3);
+    let overrides = ["model.device=\"cuda\"".to_string(), "rollout.sync_method=\"nccl\"".to_string()];
+    let config = aha_grpo::TrainConfig::from_toml(&text, "nccl.toml", &overrides).unwrap();
     let mut lines = Vec::new();
     aha_grpo::train(config, false, |m| lines.push(m.clone())).unwrap();
     assert_eq!(lines.len(), 3);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use aha_model::{CausalLM, CompletionBatch, LoadOptions, SaveOptions, Tokenizer};
 use aha_rollout::remote::servers::SetAsideRules;
 use aha_rollout::{
-    generate, generate_all, Backend, Completion, GenerationRequest, PythonToolConfig, RemoteBackend,
-    RemoteConfig, SamplingParams, ServerKind, SyncMethod, ToolExecutor, WeightsInMemory, WeightsOnDisk,
+    generate, generate_all, Backend, Completion, GenerationRequest, PythonToolConfig, RemoteBackend, RemoteConfig,
+    SamplingParams, ServerKind, SyncMethod, ToolExecutor, WeightsInMemory, WeightsOnDisk,
 };
 use aha_tests::fake_server::{FakeServer, Loopback};
 use aha_tests::tool_calls::call_format_in;
@@ -407,7 +407,11 @@ fn tool_calls_run_here_and_completions_go_on_on_the_servers() {
         let mut backend = backend.with_tools(tokenizer.clone(), executor.clone());
         let group = generate_all(&mut backend, std::slice::from_ref(&request)).unwrap().remove(0);
         let c = &group[choice];
-        assert_eq!(c.token_ids[..=close], base[choice].token_ids[..=close], "{kind:?}: the server's tokens up to the call");
+        assert_eq!(
+            c.token_ids[..=close],
+            base[choice].token_ids[..=close],
+            "{kind:?}: the server's tokens up to the call"
+        );
         assert_eq!(c.tool_calls.len(), 1, "{kind:?}: {c:?}");
         let call = &c.tool_calls[0];
         assert_eq!(call.output_start, close + 1);
@@ -435,7 +439,11 @@ fn tool_calls_run_here_and_completions_go_on_on_the_servers() {
 
         let again = generate_all(&mut backend, std::slice::from_ref(&request)).unwrap().remove(0);
         for (a, b) in again.iter().zip(&group) {
-            assert_eq!((&a.token_ids, a.tool_calls.len()), (&b.token_ids, b.tool_calls.len()), "{kind:?}: reproducible");
+            assert_eq!(
+                (&a.token_ids, a.tool_calls.len()),
+                (&b.token_ids, b.tool_calls.len()),
+                "{kind:?}: reproducible"
+            );
         }
     }
 }

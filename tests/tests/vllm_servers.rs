@@ -13,19 +13,15 @@ use aha_rollout::{
     generate, generate_all, Backend, GenerationRequest, PythonToolConfig, RemoteBackend, RemoteConfig, SamplingParams,
     ServerKind, ToolExecutor, WeightsOnDisk,
 };
+use aha_tests::real_vllm::{self, model_dir};
 use aha_tests::tool_calls::call_format_in;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn model_dir() -> PathBuf {
-    root().join("tests/fixtures/models/vllm-qwen2").canonicalize().unwrap()
-}
-
 fn servers() -> Vec<String> {
-    let urls = std::env::var("AHA_VLLM_SERVERS").expect("AHA_VLLM_SERVERS: run scripts/test_vllm.sh");
-    urls.split(',').map(str::to_string).collect()
+    real_vllm::servers("scripts/test_vllm.sh")
 }
 
 fn ports() -> Vec<String> {
@@ -49,8 +45,7 @@ fn params(temperature: f64) -> SamplingParams {
 /// The check sequence's expected log-probs on the weights in `dir`.
 fn weights(dir: &Path) -> WeightsOnDisk {
     let model = CausalLM::load(dir, LoadOptions::default()).unwrap();
-    let probe_ids: Vec<u32> = vec![275, 301, 277, 305, 277, 220, 299, 36, 88, 120, 7];
-    let probe_logprobs = model.sequence_logprobs(std::slice::from_ref(&probe_ids), 1.0).unwrap().remove(0);
+    let (probe_ids, probe_logprobs) = real_vllm::probe(&model);
     WeightsOnDisk { dir: dir.to_path_buf(), probe_ids, probe_logprobs }
 }
 
@@ -140,45 +135,10 @@ fn a_server_on_other_weights_is_caught() {
     backend.weight_sync().unwrap().load_weights(weights(&given)).unwrap();
 }
 
-fn train_config(out: &Path, sync_dir: &Path, steps: u64, extra: &[&str]) -> aha_grpo::TrainConfig {
-    let text = format!(
-        r#"
-[model]
-path = "{model}"
-
-[data]
-source = "builtin:countdown:numbers=3,max=20,count=64"
-
-[sampling]
-group_size = 4
-prompts_per_step = 4
-max_new_tokens = 48
-
-[rollout]
-backend = "vllm"
-servers = {servers:?}
-sync_dir = "{sync}"
-
-[[rewards.checkers]]
-name = "length"
-options = {{ max_tokens = 32, cache_tokens = 24 }}
-
-[optim]
-lr = 1e-3
-
-[run]
-steps = {steps}
-save_every = 0
-seed = 2
-output_dir = "{out}"
-"#,
-        model = model_dir().display(),
-        servers = servers(),
-        sync = sync_dir.display(),
-        out = out.display()
-    );
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    aha_grpo::TrainConfig::from_toml(&text, "vllm.toml", &extra).unwrap()
+fn train_config(out: &Path, sync_dir: &Path, steps: u64) -> aha_grpo::TrainConfig {
+    let text = real_vllm::train_toml(&servers(), out, steps);
+    let sync_dir = format!("rollout.sync_dir={:?}", sync_dir.display().to_string());
+    aha_grpo::TrainConfig::from_toml(&text, "vllm.toml", &[sync_dir]).unwrap()
 }
 
 /// After every sync of a short `aha train`, each server's greedy tokens equal aha's engine's on
@@ -190,7 +150,7 @@ fn training_on_two_servers_keeps_them_on_the_policy() {
     let sync_dir = tmp.path().join("sync");
     let started = Instant::now();
     let mut lines = Vec::new();
-    aha_grpo::train(train_config(&tmp.path().join("run"), &sync_dir, 3, &[]), false, |m| {
+    aha_grpo::train(train_config(&tmp.path().join("run"), &sync_dir, 3), false, |m| {
         lines.push(m.clone());
         // The folder the servers were handed before this step, and what they generate from it.
         let dir = std::fs::read_dir(&sync_dir).unwrap().flatten().map(|e| e.path()).max().unwrap();
@@ -235,7 +195,7 @@ fn a_server_killed_mid_run_and_restarted_loses_no_group() {
     let script = root().join("scripts/vllm_servers.sh");
     let mut restart: Option<std::thread::JoinHandle<()>> = None;
     let mut lines = Vec::new();
-    aha_grpo::train(train_config(&tmp.path().join("run"), &sync_dir, 6, &[]), false, |m| {
+    aha_grpo::train(train_config(&tmp.path().join("run"), &sync_dir, 6), false, |m| {
         lines.push(m.clone());
         match m["step"].as_u64().unwrap() {
             1 => {
@@ -292,7 +252,13 @@ fn tool_calls_go_on_in_new_requests() {
         .find_map(|(i, c)| call_format_in(&tokenizer, &c.token_ids).map(|f| (i, f)))
         .expect("some completion has two usable tokens");
     eprintln!("call format {format:?}, closed at token {close} of completion {choice}");
-    let tools = PythonToolConfig { enable: true, max_output_tokens: 8, max_calls: 1, calls: vec![format], ..Default::default() };
+    let tools = PythonToolConfig {
+        enable: true,
+        max_output_tokens: 8,
+        max_calls: 1,
+        calls: vec![format],
+        ..Default::default()
+    };
     let executor = ToolExecutor::new(tools.clone()).unwrap();
     let backend = RemoteBackend::new(RemoteConfig::new(ServerKind::Vllm, servers()), params.clone()).unwrap();
     let mut backend = backend.with_tools(tokenizer.clone(), executor.clone());

@@ -37,7 +37,9 @@ use serde_json::{json, Value};
 
 use aha_model::Tokenizer;
 
-use crate::{Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams, ToolExecutor};
+use crate::{
+    Backend, Completion, GenerationRequest, GroupOutput, RequestId, RolloutError, SamplingParams, ToolExecutor,
+};
 use nccl::{Broadcaster, Group, SyncMethod, WeightsInMemory};
 use protocol::{Generation, ServerKind};
 use servers::{Released, Servers, SetAsideRules};
