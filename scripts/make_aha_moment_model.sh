@@ -11,4 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/base_model.sh
-make_base_model aha-moment-model target/aha-moment-base examples/configs/aha-moment-pretrain.toml 2 step-000750 demo aha-moment corpus --examples 150000 -- "$@"
+pretrain target/aha-moment-base examples/configs/aha-moment-pretrain.toml 2 demo aha-moment corpus --examples 150000 -- "$@"
+bundle aha-moment-model target/aha-moment-base/run/checkpoints step-000750

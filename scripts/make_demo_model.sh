@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/base_model.sh
-make_base_model demo-model target/demo-base examples/configs/demo-pretrain.toml 1 last demo corpus --examples 100000 -- "$@"
+pretrain target/demo-base examples/configs/demo-pretrain.toml 1 demo corpus --examples 100000 -- "$@"
+bundle demo-model target/demo-base/run/checkpoints last

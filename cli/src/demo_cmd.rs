@@ -80,8 +80,8 @@ enum DemoAction {
     /// The "aha moment": self-checking ("Wait, let me check:") that emerges under RL rewarded
     /// only for right answers (a second base model, assets/aha-moment-model).
     AhaMoment(aha_moment::AhaMomentArgs),
-    /// Tool use that pays off: calls to the Python tool (`<python>print(a*b)</python>`) that grow
-    /// under RL rewarded only for right answers, on 3-digit products (a third base model,
+    /// Tool use that pays off: calls to the Python tool (`print( a * b, end='')`) that grow under
+    /// RL rewarded only for right answers, on 3-digit products (a third base model,
     /// assets/tools-model).
     Tools(tools_demo::ToolsArgs),
 }

@@ -2,9 +2,10 @@
 //! the middle of a completion (`[tools.python]`); rewarded only for right answers, it learns to.
 //!
 //! The bundled base model (`assets/tools-model`) was pretrained with `aha sft` from random weights
-//! on 3-digit products: most answers guess (a product of the right size, usually wrong); 15% call
-//! the tool (`<python>print(478*356)</python>`), are shown its result exactly as the engine writes
-//! it at RL time, and copy it into the answer (see `aha_datasets::ToolUse`). GRPO rewarded only for
+//! on 3-digit products: most answers guess (a product of the right size, usually wrong); 30% call
+//! the tool (`<python>print( 478 * 356, end='')</python>`), are shown its result exactly as the
+//! engine writes it at RL time (` = 170168.`), and answer with it (see `aha_datasets::ToolUse`).
+//! GRPO rewarded only for
 //! a right final answer (`examples/configs/tools.toml`, the `math` checker, the tool enabled) then
 //! makes the model call the tool more and more: its guesses are almost always wrong, its calls
 //! almost always right. The demo measures, on held-out problems, before and after and along
@@ -64,15 +65,11 @@ struct CorpusArgs {
     #[arg(long)]
     out: PathBuf,
     /// Number of solutions.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 80_000)]
     examples: usize,
     /// Share of solutions that call the tool and copy its result; the rest guess.
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.3)]
     tool_share: f64,
-    /// Share of the corpus's lines that are practice texts (a call and its result copied, no
-    /// prompt) rather than solutions.
-    #[arg(long, default_value_t = 0.0)]
-    practice_share: f64,
     /// Probability that a guess is right.
     #[arg(long, default_value_t = 0.05)]
     guess_right: f64,
@@ -155,7 +152,7 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
 
     println!(
         "aha demo tools: tool use paying off under RL. Base model {} ({:.2}M parameters), 3-digit \
-         products, a Python call ({}...{}) in about one answer in seven, the rest guesses; rewarded only \
+         products, a Python call ({}...{}) in about one answer in three, the rest guesses; rewarded only \
          for a right final answer; seed {}.",
         run.model_dir.display(),
         base.num_parameters() as f64 / 1e6,
@@ -265,9 +262,7 @@ fn solved_with_the_tool(held_out: &HeldOut, before: &Measured, after: &Measured)
 /// Qwen2. Checks that a call's completion tokenizes the way the engine builds it at RL time (the
 /// model's text, the result tokenized alone, the model's text again).
 fn write_corpus(args: &CorpusArgs) -> Result<()> {
-    for (name, value) in
-        [("--tool-share", args.tool_share), ("--guess-right", args.guess_right), ("--practice-share", args.practice_share)]
-    {
+    for (name, value) in [("--tool-share", args.tool_share), ("--guess-right", args.guess_right)] {
         if !(0.0..=1.0).contains(&value) {
             bail!("{name} must be in [0, 1], got {value}");
         }
@@ -275,6 +270,13 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let config = TrainConfig::from_toml(CONFIG, CONFIG_NAME, &[])?;
     let tools = &config.tools.python;
     let (open, close) = (tools.output_open.as_str(), tools.output_close.as_str());
+    if (open, close) != (ToolUse::OUTPUT_OPEN, ToolUse::OUTPUT_CLOSE) {
+        bail!(
+            "{CONFIG_NAME} writes a call's result as {open:?}...{close:?}, the corpus as {:?}...{:?}",
+            ToolUse::OUTPUT_OPEN,
+            ToolUse::OUTPUT_CLOSE
+        );
+    }
     let (_, eval_set) = load_problems(&config, &build_checker(&config, &Registry::with_builtins())?)?;
     let base_dir = args.out.join("base");
     std::fs::create_dir_all(&base_dir).with_context(|| format!("creating {}", base_dir.display()))?;
@@ -282,7 +284,7 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let task = Multiplication { digits: 3 };
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut lines = Vec::with_capacity(args.examples);
-    let (mut calls, mut guesses_right, mut practice) = (0, 0, 0);
+    let (mut calls, mut guesses_right) = (0, 0);
     let (candidates, _) =
         Dataset::from_problems(task.generate(args.examples * 2, args.seed)?).without_questions_of(&eval_set);
     for problem in &candidates.problems {
@@ -290,14 +292,9 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
             break;
         }
         let (a, b) = Multiplication::operands(problem).context("a multiplication problem")?;
-        if rng.random_bool(args.practice_share) {
-            practice += 1;
-            lines.push(json!({ "text": ToolUse::practice_text(a, b, open, close) }));
-            continue;
-        }
         let completion = if rng.random_bool(args.tool_share) {
             calls += 1;
-            ToolUse::tool_completion(a, b, open, close)
+            ToolUse::tool_completion(a, b)
         } else {
             let guess = ToolUse::guess(a, b, args.guess_right, &mut rng);
             guesses_right += usize::from(guess == a * b);
@@ -309,12 +306,9 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     let mut texts: Vec<String> = lines
         .iter()
         .take(4000)
-        .map(|l| match l["text"].as_str() {
-            Some(text) => text.to_string(),
-            None => format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")),
-        })
+        .map(|l| format!("{}{}", l["prompt"].as_str().unwrap_or(""), l["completion"].as_str().unwrap_or("")))
         .collect();
-    texts.extend((0..500u64).map(|i| ToolUse::tool_completion(100 + i * 7 % 900, 999 - i * 13 % 900, open, close)));
+    texts.extend((0..500u64).map(|i| ToolUse::tool_completion(100 + i * 7 % 900, 999 - i * 13 % 900)));
     let shape =
         BaseShape { hidden: args.hidden_size, layers: args.layers, max_positions: 256, vocab_limit: args.vocab_size };
     let (corpus, tokens, vocab_size) = write_base_model(&args.out, &base_dir, &lines, &texts, &shape)?;
@@ -324,8 +318,8 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
     // or the model meets token sequences after a real call that it never saw in pretraining.
     let tokenizer = Tokenizer::from_dir(&base_dir, vocab_size as i64)?;
     for (a, b) in [(478, 356), (999, 999), (100, 100), (123, 987)] {
-        let whole = tokenizer.encode(&ToolUse::tool_completion(a, b, open, close))?;
-        let [model, _, rest] = ToolUse::tool_completion_parts(a, b, open, close);
+        let whole = tokenizer.encode(&ToolUse::tool_completion(a, b))?;
+        let [model, _, rest] = ToolUse::tool_completion_parts(a, b);
         let mut pieces = tokenizer.encode(&model)?;
         for piece in [open, ToolUse::stdout(a, b).as_str(), close, rest.as_str()] {
             pieces.extend(tokenizer.encode(piece)?);
@@ -338,15 +332,14 @@ fn write_corpus(args: &CorpusArgs) -> Result<()> {
             );
         }
     }
-    let tool_tokens = tokenizer.encode(&ToolUse::tool_completion(999, 999, open, close))?.len();
+    let tool_tokens = tokenizer.encode(&ToolUse::tool_completion(999, 999))?.len();
     let guess_tokens = tokenizer.encode(&ToolUse::guessed_completion(999, 999, 998_001))?.len();
     let prompt_tokens =
         lines.iter().find_map(|l| l["prompt"].as_str()).map_or(Ok(0), |p| tokenizer.encode(p).map(|ids| ids.len()))?;
     println!(
         "{}",
         json!({
-            "corpus": corpus, "lines": lines.len(), "practice_texts": practice,
-            "solutions": lines.len() - practice, "calls": calls, "guesses": lines.len() - practice - calls, "guesses_right": guesses_right, "base": base_dir,
+            "corpus": corpus, "solutions": lines.len(), "calls": calls, "guesses": lines.len() - calls, "guesses_right": guesses_right, "base": base_dir,
             "tokenizer_tokens": tokens, "vocab_size": vocab_size, "prompt_tokens": prompt_tokens,
             "tool_completion_tokens": tool_tokens, "guess_tokens": guess_tokens,
         })

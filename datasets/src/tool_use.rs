@@ -8,17 +8,20 @@
 //!  <think> 478 * 356 = 171392. </think> <answer>171392</answer>
 //! ```
 //!
-//! A minority (15% in the committed corpus) call the tool instead, with the call format of
-//! `[tools.python]` (`<python>…</python>`), and copy its result, written exactly as the engine
-//! injects it at RL time (the configuration's `output_open`, Python's stdout, `output_close`),
-//! into the answer:
+//! A minority (30% in the committed corpus) call the tool instead, with the call format of
+//! `[tools.python]` (`<python>…</python>`); the engine writes the result after the call with the
+//! demo's delimiters, [`ToolUse::OUTPUT_OPEN`] and [`ToolUse::OUTPUT_CLOSE`] (` = ` and `.`), and
+//! the completion goes on with the answer:
 //!
 //! ```text
-//!  <think> 478 * 356 = <python>print( 478 * 356)</python> <output>
-//! 170168
-//! </output>
-//! 170168. </think> <answer>170168</answer>
+//!  <think> 478 * 356 = <python>print( 478 * 356, end='')</python> = 170168. </think> <answer>170168</answer>
 //! ```
+//!
+//! The format is chosen for what a one-million-parameter model copies well. It copies the operands
+//! into the call when each is written after a space (digits are single tokens, and ` 478` then
+//! reads as in the question), and it copies the number written after ` = ` into the answer, which
+//! every guess also does; a result between `<output>` and `</output>` that it had to copy on its
+//! own it learned to copy except for the fourth of six digits, after 3000 steps.
 //!
 //! Nothing in the corpus says that calling pays: the choice is made after the same words
 //! (`478 * 356 =`), at the rate of the corpus. A one-million-parameter model cannot multiply
@@ -38,8 +41,8 @@ pub struct ToolUse;
 pub struct ToolCompletion {
     /// Whether the completion holds a complete call (`<python>…</python>`).
     pub uses_tool: bool,
-    /// The tool's result: the text between the first `<output>` and `</output>` after the call,
-    /// trimmed, if any.
+    /// The tool's result: what stands between [`ToolUse::OUTPUT_OPEN`] right after the call and
+    /// the next [`ToolUse::OUTPUT_CLOSE`], trimmed, if any.
     pub output: Option<String>,
     /// The content of the last `<answer>` tag, trimmed, if any.
     pub final_answer: Option<String>,
@@ -57,14 +60,20 @@ impl ToolUse {
     pub const CALL_OPEN: &'static str = "<python>";
     pub const CALL_CLOSE: &'static str = "</python>";
 
-    /// The call that computes `a * b`.
+    /// How the demo's configuration (`examples/configs/tools.toml`, `tools.python.output_open`
+    /// and `output_close`) has the engine write a result after the call.
+    pub const OUTPUT_OPEN: &'static str = " = ";
+    pub const OUTPUT_CLOSE: &'static str = ".";
+
+    /// The call that computes `a * b` (printed without a newline, so that the result reads as a
+    /// guess does: ` = 170168.`).
     pub fn call(a: u64, b: u64) -> String {
-        format!("{}print( {a} * {b}){}", Self::CALL_OPEN, Self::CALL_CLOSE)
+        format!("{}print( {a} * {b}, end=''){}", Self::CALL_OPEN, Self::CALL_CLOSE)
     }
 
-    /// What the call prints (Python's `print` ends its line).
+    /// What the call prints.
     pub fn stdout(a: u64, b: u64) -> String {
-        format!("{}\n", a * b)
+        (a * b).to_string()
     }
 
     /// A guess at `a * b`: the product with probability `right`, else a plausible wrong one (the
@@ -93,30 +102,19 @@ impl ToolUse {
     }
 
     /// The completion that calls the tool, in three parts: the text up to the end of the call
-    /// (the model's), the result as the engine injects it (`output_open`, the stdout,
-    /// `output_close`) and the rest (the model's again, copying the result).
-    pub fn tool_completion_parts(a: u64, b: u64, output_open: &str, output_close: &str) -> [String; 3] {
-        let product = a * b;
+    /// (the model's), the result as the engine injects it ([`ToolUse::OUTPUT_OPEN`], the stdout,
+    /// [`ToolUse::OUTPUT_CLOSE`]) and the rest (the model's again: the answer, copied).
+    pub fn tool_completion_parts(a: u64, b: u64) -> [String; 3] {
         [
             format!(" <think> {a} * {b} = {}", Self::call(a, b)),
-            format!("{output_open}{}{output_close}", Self::stdout(a, b)),
-            format!("{product}. </think> <answer>{product}</answer>"),
+            format!("{}{}{}", Self::OUTPUT_OPEN, Self::stdout(a, b), Self::OUTPUT_CLOSE),
+            format!(" </think> <answer>{}</answer>", a * b),
         ]
     }
 
-    /// The completion that calls the tool and copies its result (the parts of
-    /// [`ToolUse::tool_completion_parts`] joined).
-    pub fn tool_completion(a: u64, b: u64, output_open: &str, output_close: &str) -> String {
-        Self::tool_completion_parts(a, b, output_open, output_close).concat()
-    }
-
-    /// A practice text (not a solution): a call and its result, copied, with no prompt. The base
-    /// model learns from these to copy numbers into a call and a call's result out of it; its
-    /// solutions call the tool no more often for them.
-    pub fn practice_text(a: u64, b: u64, output_open: &str, output_close: &str) -> String {
-        let [_, result, copy] = Self::tool_completion_parts(a, b, output_open, output_close);
-        let copy = copy.split(" </think>").next().unwrap_or_default();
-        format!("Python: {a} * {b} = {}{result}{copy}", Self::call(a, b))
+    /// The completion that calls the tool (the parts of [`ToolUse::tool_completion_parts`] joined).
+    pub fn tool_completion(a: u64, b: u64) -> String {
+        Self::tool_completion_parts(a, b).concat()
     }
 
     /// A completion that holds a complete call.
@@ -129,10 +127,10 @@ impl ToolUse {
         let uses_tool = Self::uses_tool(completion);
         let output = uses_tool
             .then(|| {
-                let after_call = &completion[completion.find(Self::CALL_CLOSE)?..];
-                let start = after_call.find("<output>")? + "<output>".len();
-                let end = after_call[start..].find("</output>")?;
-                Some(after_call[start..start + end].trim().to_string())
+                let close = completion.find(Self::CALL_CLOSE)? + Self::CALL_CLOSE.len();
+                let result = completion[close..].strip_prefix(Self::OUTPUT_OPEN)?;
+                let end = result.find(Self::OUTPUT_CLOSE)?;
+                Some(result[..end].trim().to_string())
             })
             .flatten();
         ToolCompletion { uses_tool, output, final_answer: last_answer(completion) }
@@ -147,23 +145,20 @@ mod tests {
 
     #[test]
     fn completions_read_back() {
-        let text = ToolUse::tool_completion(478, 356, " <output>\n", "</output>\n");
+        let text = ToolUse::tool_completion(478, 356);
         assert_eq!(
             text,
-            " <think> 478 * 356 = <python>print( 478 * 356)</python> <output>\n170168\n</output>\n170168. </think> \
-             <answer>170168</answer>"
+            " <think> 478 * 356 = <python>print( 478 * 356, end='')</python> = 170168. </think> <answer>170168</answer>"
         );
         let read = ToolUse::analyse(&text);
         assert!(read.uses_tool && read.copies_output());
         assert_eq!(read.output.as_deref(), Some("170168"));
         assert_eq!(read.final_answer.as_deref(), Some("170168"));
-        // The engine's default delimiters read back the same way.
-        let default = ToolUse::analyse(&ToolUse::tool_completion(478, 356, "\n<output>\n", "\n</output>\n"));
-        assert_eq!(default.output.as_deref(), Some("170168"));
         let guess = ToolUse::analyse(&ToolUse::guessed_completion(478, 356, 171392));
         assert!(!guess.uses_tool && !guess.copies_output() && guess.output.is_none());
         assert_eq!(guess.final_answer.as_deref(), Some("171392"));
-        // An unclosed call is no call.
+        // A call whose result is not where the engine writes it has none; an unclosed call is no call.
+        assert_eq!(ToolUse::analyse(" <think> 4 * 3 = <python>print( 4 * 3, end='')</python> 12.").output, None);
         assert!(!ToolUse::uses_tool(" <think> 478 * 356 = <python>print( 478 * 356) </think>"));
     }
 

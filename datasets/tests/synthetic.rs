@@ -164,7 +164,7 @@ fn multiplication_problems_are_products_the_math_checker_reads() {
         assert!((100..1000).contains(&a) && (100..1000).contains(&b), "{}", p.question);
         assert_eq!(p.question, format!("What is {a} * {b}?"));
         assert_eq!(p.fields["answer"], (a * b).to_string());
-        let called = ToolUse::tool_completion(a, b, " <output>\n", "</output>\n");
+        let called = ToolUse::tool_completion(a, b);
         assert_eq!(checker.check(&called, &p.fields).unwrap().reward_value(), Some(1.0), "{called}");
         let guessed = ToolUse::guessed_completion(a, b, a * b + 1);
         assert_eq!(checker.check(&guessed, &p.fields).unwrap().reward_value(), Some(0.0), "{guessed}");
