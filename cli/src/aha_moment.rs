@@ -188,19 +188,8 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
     let run_dir = &trained.outcome.run_dir;
     let curve = training_curve(run_dir)?;
     let example = caught_mistake(&run.held_out, &before, &after);
-    let summary = json!({
-        "seed": run.seed,
-        "steps": run.config.run.steps,
-        "mark": SelfCheck::MARK,
-        "before": before.to_json(),
-        "after": after.to_json(),
-        "curve": curve,
-        "train_seconds": trained.train_seconds,
-        "wall_seconds": run.started.elapsed().as_secs_f64(),
-        "run_dir": run_dir,
-        "checkpoint": trained.checkpoint,
-        "example": example,
-    });
+    let mut summary = run.summary(&trained, before.to_json(), after.to_json(), curve, example);
+    summary["mark"] = json!(SelfCheck::MARK);
     run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 

@@ -245,6 +245,23 @@ impl DemoRun {
         Ok(Trained { outcome, checkpoint, model, train_seconds })
     }
 
+    /// The summary every demo writes (`demo.json`): the run, the measurements `before` and
+    /// `after` training, the training `curve` and the `example`; a demo adds its own keys.
+    pub fn summary(&self, trained: &Trained, before: Value, after: Value, curve: Vec<Value>, example: Value) -> Value {
+        json!({
+            "seed": self.seed,
+            "steps": self.config.run.steps,
+            "before": before,
+            "after": after,
+            "curve": curve,
+            "train_seconds": trained.train_seconds,
+            "wall_seconds": self.started.elapsed().as_secs_f64(),
+            "run_dir": trained.outcome.run_dir,
+            "checkpoint": trained.checkpoint,
+            "example": example,
+        })
+    }
+
     /// Prints the demo's summary and writes it into the run directory (`demo.md`, `demo.json`).
     pub fn report(&self, trained: &Trained, text: &str, summary: &Value) -> Result<()> {
         print!("{text}");
@@ -312,18 +329,7 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
     let run_dir = &trained.outcome.run_dir;
     let curve = training_curve(run_dir)?;
     let example = before_and_after(&run.held_out, &before.greedy, &after.greedy);
-    let summary = json!({
-        "seed": run.seed,
-        "steps": run.config.run.steps,
-        "before": before.to_json(),
-        "after": after.to_json(),
-        "curve": curve,
-        "train_seconds": trained.train_seconds,
-        "wall_seconds": run.started.elapsed().as_secs_f64(),
-        "run_dir": run_dir,
-        "checkpoint": trained.checkpoint,
-        "example": example,
-    });
+    let summary = run.summary(&trained, before.to_json(), after.to_json(), curve, example);
     run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 

@@ -177,19 +177,8 @@ fn demo(args: &RunArgs, assets: &Path) -> Result<()> {
     let run_dir = &trained.outcome.run_dir;
     let curve = training_curve(run_dir)?;
     let example = solved_with_the_tool(&run.held_out, &before, &after);
-    let summary = json!({
-        "seed": run.seed,
-        "steps": run.config.run.steps,
-        "call": ToolUse::CALL_OPEN,
-        "before": before.to_json(),
-        "after": after.to_json(),
-        "curve": curve,
-        "train_seconds": trained.train_seconds,
-        "wall_seconds": run.started.elapsed().as_secs_f64(),
-        "run_dir": run_dir,
-        "checkpoint": trained.checkpoint,
-        "example": example,
-    });
+    let mut summary = run.summary(&trained, before.to_json(), after.to_json(), curve, example);
+    summary["call"] = json!(ToolUse::CALL_OPEN);
     run.report(&trained, &summary_text(&summary, run_dir), &summary)
 }
 
